@@ -1,0 +1,208 @@
+"""``squashkit backup``: a verified bundle of every PostgreSQL database of the project.
+
+The algorithm, in order (each step names the failure it guards against):
+
+1. Ask the project what it is, under the environment's settings, in a subprocess.
+2. Check the client tools against each server before writing anything
+   (pg_dump refuses a newer server; better to say so than to leave a half bundle).
+3. Open a private ``.partial`` bundle directory; any failure deletes it.
+4. Per alias, inside one repeatable-read snapshot: record the facts (row counts,
+   extensions, schemas, applied migrations), read the content type and permission maps,
+   and run ``pg_dump --snapshot`` so the dump holds exactly what was counted.
+5. Per alias: ``dumpdata --all`` (base managers: custom managers must not hide rows) as
+   jsonl, rewritten into db.json with content types and permissions by natural key.
+6. Verify: pg_restore lists every table's data, db.json parses to the end, and its objects
+   per model equal the snapshot's row counts (otherwise the database changed meanwhile).
+7. Archive every migration file of the project's own apps, symlinked folders followed.
+8. Write the manifest with the sha256 of every file, lock permissions down, rename the
+   bundle into place. Only now does it exist.
+
+Nothing here changes the database: there is nothing to undo but the partial directory.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from squashkit import __version__, bundle, postgres
+from squashkit.config import Config
+from squashkit.errors import BadInput, OperationFailed
+from squashkit.fixture import NaturalKeys, read_counts, write_fixture
+from squashkit.project import ProjectInfo, archive_migrations, introspect, manage_py
+
+DUMP_FORMATS = ("custom", "directory")
+
+
+def _stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def backup(
+    config: Config,
+    *,
+    env: str | None = None,
+    output: Path | None = None,
+    dump_format: str = "custom",
+    jobs: int = 1,
+    log: Callable[[str], None] = _stderr_log,
+) -> Path:
+    """Write a verified bundle of the environment's databases and return its path."""
+    if dump_format not in DUMP_FORMATS:
+        raise BadInput(f"--format must be one of {', '.join(DUMP_FORMATS)}, not {dump_format!r}")
+    if jobs < 1:
+        raise BadInput("--jobs must be at least 1")
+    if jobs > 1 and dump_format != "directory":
+        raise BadInput("--jobs needs --format directory (pg_dump writes a custom-format file alone)")
+    env_name, environment = config.environment(env)
+    started = bundle.utc_now()
+    lines: list[str] = []
+
+    def note(message: str) -> None:
+        lines.append(f"{bundle.utc_now().isoformat()} {message}")
+        log(message)
+
+    # 1. What the project is.
+    manage = manage_py(config, env_name, environment)
+    note(f"backup of environment {env_name!r} ({environment.settings})")
+    project = introspect(manage)
+    aliases = project.postgres_aliases()
+    if "default" not in aliases:
+        raise BadInput("DATABASES['default'] is not a PostgreSQL database: squashkit backs up PostgreSQL only")
+
+    # 2. The client tools, before anything is written.
+    pg_dump = postgres.client_program("pg_dump", config.pg_bin)
+    pg_restore = postgres.client_program("pg_restore", config.pg_bin)
+    for alias in aliases:
+        params = project.connection(alias)
+        with postgres.connect(params) as conn:
+            version_num = conn.info.server_version
+        postgres.require_client_for_server(pg_dump, version_num)
+        postgres.require_client_for_server(pg_restore, version_num)
+
+    output_dir = bundle.prepare_output_dir(Path(output) if output else config.backup_dir)
+    excludes = project.installed_excludes(config.exclude)
+
+    # 3. A private partial directory that only becomes a bundle at the end.
+    with bundle.writing(output_dir, bundle.bundle_name(env_name, started)) as partial:
+        entries = [
+            _backup_alias(project, alias, partial, dump_format, jobs, excludes, pg_dump, pg_restore, manage, note)
+            for alias in aliases
+        ]
+
+        # 7. The migration files, so a squash can be undone.
+        archive = "migrations.tar.gz"
+        names = archive_migrations(project, manage.cwd, partial / archive)
+        note(f"archived {len(names)} migration files of {len(project.own_apps())} project apps")
+
+        # 8. Manifest last, with the hashes of everything else.
+        (partial / "log.txt").write_text("\n".join(lines) + "\n")
+        manifest = bundle.Manifest(
+            squashkit_version=__version__,
+            django_version=project.django_version,
+            environment=env_name,
+            created_at=started,
+            project_root=str(manage.cwd),
+            settings=environment.settings,
+            databases=entries,
+            own_apps={app.label: app.migrations for app in project.own_apps()},
+            migrations_archive=archive,
+            migration_files=names,
+            files=bundle.hash_files(partial),
+        )
+        bundle.write_manifest(partial, manifest)
+    return bundle.finished_path(partial)
+
+
+def _backup_alias(
+    project: ProjectInfo,
+    alias: str,
+    partial: Path,
+    dump_format: str,
+    jobs: int,
+    excludes: list[str],
+    pg_dump,
+    pg_restore,
+    manage,
+    note: Callable[[str], None],
+) -> bundle.AliasBackup:
+    """Steps 4-6 for one alias: snapshot facts, pg_dump, dumpdata, verification."""
+    params = project.connection(alias)
+    json_name, dump_name = bundle.file_names(alias, dump_format)
+    dumped_models = project.dumped_models(alias, excludes)
+
+    # 4. Facts and pg_dump from one snapshot.
+    with postgres.connect(params) as conn:
+        with postgres.snapshot(conn) as snapshot_id:
+            facts = postgres.read_facts(conn)
+            contenttypes_here = "contenttypes" in [a.label for a in project.apps if alias in a.aliases]
+            keys = NaturalKeys.read(conn) if contenttypes_here else None
+            tables_by_model = {m.label: postgres.resolve_table(conn, m.db_table) for m in dumped_models}
+            args = ["-w", "-f", str(partial / dump_name), "-F", "d" if dump_format == "directory" else "c"]
+            if facts.django_migrations_table:
+                schema, table = facts.django_migrations_table.split(".", 1)
+                args.append(f"--exclude-table={_pattern(schema)}.{_pattern(table)}")
+            if snapshot_id:
+                args.append(f"--snapshot={snapshot_id}")
+            if jobs > 1:
+                args.append(f"--jobs={jobs}")
+            note(f"[{alias}] pg_dump of {params.describe()} ({dump_format} format)")
+            clock = time.monotonic()
+            postgres.run_client(pg_dump, args, params, what=f"pg_dump of {alias!r}")
+            note(f"[{alias}] pg_dump done in {time.monotonic() - clock:.1f}s")
+
+    # 5. dumpdata, rewritten into the fixture.
+    jsonl = partial / f".{alias}.jsonl"
+    clock = time.monotonic()
+    exclude_args = [arg for label in excludes for arg in ("--exclude", label)]
+    note(f"[{alias}] dumpdata --all (excluding {', '.join(excludes) or 'nothing'})")
+    manage.run(
+        "dumpdata", "--all", "--format", "jsonl", "--database", alias, "--output", str(jsonl), *exclude_args,
+        what=f"dumpdata of {alias!r}",
+    )
+    rewrite = {m.label: m.natural_key_fields for m in dumped_models if m.natural_key_fields}
+    written = write_fixture(jsonl, partial / json_name, keys, rewrite)
+    jsonl.unlink()
+    note(f"[{alias}] {json_name}: {sum(written.values())} objects in {time.monotonic() - clock:.1f}s")
+
+    # 6. Verify what was written against the snapshot.
+    in_dump = postgres.dump_table_data(pg_restore, partial / dump_name)
+    missing = [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table and t.qualified not in in_dump]
+    if missing:
+        raise OperationFailed(f"{dump_name} lacks the data of {len(missing)} tables (e.g. {missing[0]})")
+    read_back = read_counts(partial / json_name)
+    if read_back != written:
+        raise OperationFailed(f"{json_name} does not read back as written: the disk may be failing")
+    rows = {t.qualified: t.rows for t in facts.tables}
+    for model in dumped_models:
+        table = tables_by_model.get(model.label)
+        expected = rows.get(table, 0) if table else 0
+        if written.get(model.label, 0) != expected:
+            raise OperationFailed(
+                f"{json_name} has {written.get(model.label, 0)} {model.label} objects but the table had {expected} rows: "
+                "the database changed during the backup; stop writers (or back up from a quiet moment) and retry"
+            )
+    note(f"[{alias}] verified: {len(in_dump)} tables in {dump_name}, {sum(written.values())} objects in {json_name}")
+
+    return bundle.AliasBackup(
+        alias=alias,
+        database=params.dbname,
+        host=params.host,
+        port=params.port,
+        user=params.user,
+        dump=dump_name,
+        dump_format=dump_format,
+        json_file=json_name,
+        json_objects=dict(sorted(written.items())),
+        excluded_from_json=excludes,
+        pg_dump_version=str(pg_dump("--version")).strip(),
+        snapshot_consistent=snapshot_id is not None,
+        facts=facts,
+    )
+
+
+def _pattern(identifier: str) -> str:
+    """A pg_dump name pattern matching exactly ``identifier`` (quoted: no wildcards, case kept)."""
+    return '"' + identifier.replace('"', '""') + '"'

@@ -1,0 +1,189 @@
+"""Backup bundles on disk: the manifest, the layout, and writing them so no half bundle survives.
+
+A bundle is a directory ``<backup_dir>/<env>-<UTC timestamp>/``::
+
+    manifest.json        what was backed up, from where, and the sha256 of every other file
+    db.json              dumpdata of alias 'default' (content types and permissions by natural key)
+    db.dump              pg_dump -Fc of 'default' without django_migrations (db.dump/ with -Fd)
+    <alias>.json/.dump   the same for every other PostgreSQL alias
+    migrations.tar.gz    every migration file of the project's own apps, as they were
+    log.txt              what ran, in order (no passwords, ever)
+
+It is written into ``.<name>.partial/`` and renamed into place only once verified, so a
+crash, a full disk or a failed check leaves no directory that looks like a bundle.
+Everything is readable by the owner only (directories 0700, files 0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from squashkit.errors import BadInput, OperationFailed
+from squashkit.postgres import DatabaseFacts
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class AliasBackup(BaseModel):
+    """One PostgreSQL alias of the project, as it was backed up."""
+
+    alias: str
+    database: str = Field(description="Database name (never a password, never a full URL).")
+    host: str | None
+    port: int | None
+    user: str | None
+    dump: str = Field(description="File (custom format) or directory (directory format) of pg_dump.")
+    dump_format: str = Field(description="'custom' or 'directory'.")
+    json_file: str = Field(description="The dumpdata fixture.")
+    json_objects: dict[str, int] = Field(description="Objects per model in the fixture (content types and permissions included).")
+    excluded_from_json: list[str] = Field(description="dumpdata excludes in force.")
+    pg_dump_version: str
+    snapshot_consistent: bool = Field(description="pg_dump read the same snapshot the row counts came from.")
+    facts: DatabaseFacts
+
+
+class Manifest(BaseModel):
+    """manifest.json: what a bundle holds and where it came from."""
+
+    format_version: int = FORMAT_VERSION
+    squashkit_version: str
+    django_version: str
+    environment: str
+    created_at: datetime = Field(description="UTC time the backup started.")
+    project_root: str
+    settings: str = Field(description="DJANGO_SETTINGS_MODULE used.")
+    databases: list[AliasBackup]
+    own_apps: dict[str, list[str]] = Field(description="Project app label -> migration names on disk.")
+    migrations_archive: str
+    migration_files: list[str] = Field(description="Files in the migrations archive, relative to the project.")
+    files: dict[str, str] = Field(description="sha256 of every other file in the bundle, by relative path.")
+
+    def alias(self, alias: str) -> AliasBackup:
+        for entry in self.databases:
+            if entry.alias == alias:
+                return entry
+        raise KeyError(alias)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def bundle_name(env_name: str, when: datetime) -> str:
+    return f"{env_name}-{when.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def file_names(alias: str, dump_format: str) -> tuple[str, str]:
+    """(json, dump) names: db.json/db.dump for 'default', <alias>.json/<alias>.dump for the others."""
+    stem = "db" if alias == "default" else alias
+    return f"{stem}.json", f"{stem}.dump"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_files(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` (a directory-format dump's files included)."""
+    return {
+        str(path.relative_to(directory)): sha256(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock_down(directory: Path) -> None:
+    """Owner-only permissions on everything, fsynced, before the bundle becomes visible."""
+    for path in [directory, *directory.rglob("*")]:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        _fsync(path)
+
+
+def prepare_output_dir(directory: Path) -> Path:
+    """Create the backup directory (0700) or say why it cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise BadInput(f"cannot create the output directory {directory}: {exc.strerror}") from None
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        raise BadInput(f"the output directory {directory} is not writable (pass --output DIR)")
+    return directory
+
+
+@contextlib.contextmanager
+def writing(output_dir: Path, name: str) -> Iterator[Path]:
+    """Yield a private ``.NAME.partial`` directory; on success rename it to ``NAME``, else delete it.
+
+    The rename is the moment the bundle exists: before it there is only a ``.partial``
+    directory that nothing takes for a bundle, after it a verified, complete one.
+    """
+    final = output_dir / name
+    suffix = 1
+    while final.exists() or (output_dir / f".{final.name}.partial").exists():
+        suffix += 1
+        final = output_dir / f"{name}-{suffix}"
+    partial = output_dir / f".{final.name}.partial"
+    old_umask = os.umask(0o077)  # children (pg_dump, manage.py) write owner-only files too
+    try:
+        partial.mkdir(mode=0o700)
+        yield partial
+        _lock_down(partial)
+        os.rename(partial, final)
+        _fsync(output_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        os.umask(old_umask)
+
+
+def finished_path(partial: Path) -> Path:
+    """Where ``writing`` puts a partial directory once it succeeds."""
+    return partial.with_name(partial.name.removeprefix(".").removesuffix(".partial"))
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    path = directory / MANIFEST
+    path.write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise BadInput(f"{directory} is not a squashkit bundle (no {MANIFEST})")
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValueError as exc:
+        raise BadInput(f"{path} is damaged or from an incompatible squashkit: {str(exc).splitlines()[0]}") from None
+
+
+def verify_hashes(directory: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists is there with the same sha256."""
+    for relative, expected in manifest.files.items():
+        path = directory / relative
+        if not path.is_file():
+            raise OperationFailed(f"bundle {directory} is missing {relative}")
+        if sha256(path) != expected:
+            raise OperationFailed(f"bundle {directory}: {relative} does not match its sha256 in the manifest")

@@ -1,0 +1,146 @@
+"""The command line: parses arguments, calls the library, renders results and errors.
+
+It knows nothing the library does not expose. Every expected failure arrives as a
+``SquashkitError`` and leaves as one line on stderr and its exit code (2 bad input,
+1 failed); ``-v`` adds the traceback. Anything else is a bug, reported the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from squashkit import __version__, bundle, cluster
+from squashkit import backup as backup_module
+from squashkit import check as check_module
+from squashkit import config as config_module
+from squashkit.errors import BAD_INPUT, FAILED, SquashkitError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Back up, squash, restore and promote the PostgreSQL database of a Django project.",
+)
+cluster_app = typer.Typer(help="A throwaway PostgreSQL cluster for trying squashkit (demo and tests).")
+app.add_typer(cluster_app, name="cluster")
+
+err = Console(stderr=True, highlight=False)
+_state = {"verbose": False, "config": None}
+
+EnvOption = typer.Option(None, "--env", "-e", help="Environment name (default: $SQUASHKIT_ENV, then default_env).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"squashkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="squashkit.toml or pyproject.toml (default: found from the current directory up)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    _state["verbose"] = verbose
+    _state["config"] = config
+
+
+def _config() -> config_module.Config:
+    return config_module.load(_state["config"])
+
+
+@app.command()
+def backup(
+    env: Optional[str] = EnvOption,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the bundle (default: backup_dir)."),
+    dump_format: str = typer.Option("custom", "--format", "-F", help="pg_dump format: custom or directory."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_dump jobs (directory format only)."),
+) -> None:
+    """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json."""
+    path = backup_module.backup(
+        _config(), env=env, output=output, dump_format=dump_format, jobs=jobs,
+        log=lambda message: err.print(f"[dim]squashkit:[/dim] {message}"),
+    )
+    manifest = bundle.read_manifest(path)
+    print(f"Backup of {manifest.environment} ({manifest.created_at.isoformat()}):")
+    for entry in manifest.databases:
+        rows = sum(t.rows for t in entry.facts.tables)
+        print(
+            f"  {entry.alias}: database {entry.database}, {len(entry.facts.tables)} tables, {rows} rows, "
+            f"{sum(entry.json_objects.values())} objects in {entry.json_file}, dump {entry.dump} ({entry.dump_format})"
+        )
+    print(f"  migrations: {len(manifest.migration_files)} files of {len(manifest.own_apps)} apps in {manifest.migrations_archive}")
+    print(path)
+
+
+@app.command()
+def check(
+    env: Optional[str] = EnvOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+) -> None:
+    """Check connection, server and client versions, privileges, connections and migrations."""
+    results = check_module.check(_config(), env=env)
+    if as_json:
+        print(json.dumps([r.model_dump() for r in results], indent=2))
+    else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        out = Console(highlight=False)
+        for result in results:
+            out.print(f"[{colour[result.status]}]{result.status:<4}[/] {result.name}: {result.detail}", soft_wrap=True)
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(FAILED)
+
+
+@cluster_app.command("start")
+def cluster_start(directory: Optional[Path] = typer.Argument(None, help="Cluster directory (default: $SQUASHKIT_CLUSTER_DIR or a temp dir).")) -> None:
+    """Start (creating if needed) the throwaway cluster and print shell exports to reach it."""
+    running = cluster.start(directory)
+    print("".join(f"export {key}={value}\n" for key, value in running.environ().items()), end="")
+
+
+@cluster_app.command("stop")
+def cluster_stop(directory: Optional[Path] = typer.Argument(None)) -> None:
+    """Stop the throwaway cluster."""
+    cluster.stop(directory)
+
+
+@cluster_app.command("destroy")
+def cluster_destroy(directory: Optional[Path] = typer.Argument(None)) -> None:
+    """Stop the throwaway cluster and delete its directory."""
+    cluster.destroy(directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app and turn errors into one line and an exit code."""
+    try:
+        app(args=argv, prog_name="squashkit", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else BAD_INPUT)
+    except SquashkitError as exc:
+        _report(str(exc), exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("squashkit: interrupted; nothing half-written was kept")
+        return 130
+    except Exception as exc:  # a bug: still one line, the traceback with -v
+        _report(f"internal error: {type(exc).__name__}: {exc} (rerun with -v and report it)", exc)
+        return FAILED
+    return 0
+
+
+def _report(message: str, exc: BaseException) -> None:
+    if _state["verbose"]:
+        traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.write(f"squashkit: error: {message}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The project's squashkit configuration: ``[tool.squashkit]`` in pyproject.toml, or squashkit.toml.
+
+Example (pyproject.toml)::
+
+    [tool.squashkit]
+    backup_dir = "backups"            # relative to this file
+    default_env = "dev"
+    exclude = ["audit.Snapshot"]      # dumpdata excludes on top of the standard ones
+    extensions = ["pg_trgm"]          # created on every recreated database
+
+    [tool.squashkit.environments.dev]
+    settings = "mysite.settings"
+    env = { DATABASE_URL = "postgres:///mysite_dev" }
+
+    [tool.squashkit.environments.prod]
+    settings = "mysite.settings"
+    env = { DATABASE_URL = "postgres://app@db.internal/mysite" }
+    admin = { user = "postgres", host = "db.internal", password_env = "PROD_ADMIN_PASSWORD" }
+
+In squashkit.toml the same keys sit at the top level instead of under ``[tool.squashkit]``.
+Read lazily, each time a command runs: nothing is frozen at import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from squashkit.errors import BadInput
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_FILES = ("squashkit.toml", "pyproject.toml")
+ENV_VARIABLE = "SQUASHKIT_ENV"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_APP_OR_MODEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+class AdminConnection(BaseModel):
+    """A superuser connection, for what the environment's own user may not do (some extensions).
+
+    The password is never written here: name the environment variable that holds it, or rely
+    on a libpq service file or passfile.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str | None = Field(None, description="Server host; defaults to the environment's host.")
+    port: int | None = Field(None, description="Server port; defaults to the environment's port.")
+    user: str = Field("postgres", description="Superuser role.")
+    dbname: str = Field("postgres", description="Maintenance database to connect to.")
+    password_env: str | None = Field(None, description="Environment variable holding the password.")
+    service: str | None = Field(None, description="libpq service name (pg_service.conf).")
+
+    def password(self) -> str | None:
+        if self.password_env is None:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise BadInput(f"the admin connection's password variable {self.password_env} is not set")
+        return value
+
+
+class Environment(BaseModel):
+    """One named environment (dev, prod, ...): how to run the project against its database."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: str = Field(description="DJANGO_SETTINGS_MODULE for this environment.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment variables for the project (e.g. DATABASE_URL).",
+    )
+    admin: AdminConnection | None = Field(None, description="Optional superuser connection.")
+    protected: bool = Field(False, description="Destructive commands ask for the database name.")
+
+    @field_validator("settings")
+    @classmethod
+    def _dotted_module(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", value):
+            raise ValueError(f"{value!r} is not a dotted Python module path")
+        return value
+
+
+class Config(BaseModel):
+    """The whole ``[tool.squashkit]`` table, with paths resolved against the file's directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path = Field(description="Directory of the config file: the Django project's root.")
+    source: Path = Field(description="The file this configuration was read from.")
+    manage_py: Path = Field(Path("manage.py"), description="The project's manage.py.")
+    python: str = Field(sys.executable, description="Python interpreter that runs the project.")
+    pg_bin: Path | None = Field(None, description="Directory of pg_dump/pg_restore; PATH when unset.")
+    backup_dir: Path = Field(Path("backups"), description="Where bundles are written.")
+    default_env: str | None = Field(None, description="Environment used when none is given.")
+    exclude: list[str] = Field(default_factory=list, description="Extra dumpdata excludes.")
+    extensions: list[str] = Field(default_factory=list, description="Extra extensions to create.")
+    environments: dict[str, Environment] = Field(description="Named environments.")
+
+    @field_validator("environments")
+    @classmethod
+    def _named(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+        if not value:
+            raise ValueError("define at least one environment, e.g. [tool.squashkit.environments.dev]")
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"environment name {name!r} may only hold letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not _APP_OR_MODEL.match(label):
+                raise ValueError(f"{label!r} is not an app label or app_label.ModelName")
+        return value
+
+    @field_validator("extensions")
+    @classmethod
+    def _extension_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(f"{name!r} is not an extension name")
+        return value
+
+    def environment(self, name: str | None) -> tuple[str, Environment]:
+        """The environment to use: ``--env``, else $SQUASHKIT_ENV, else default_env, else the only one."""
+        chosen = name or os.environ.get(ENV_VARIABLE) or self.default_env
+        if chosen is None:
+            if len(self.environments) == 1:
+                chosen = next(iter(self.environments))
+            else:
+                raise BadInput(
+                    f"which environment? pass --env or set {ENV_VARIABLE} "
+                    f"(one of: {', '.join(sorted(self.environments))})"
+                )
+        if chosen not in self.environments:
+            raise BadInput(
+                f"unknown environment {chosen!r} in {self.source} (known: {', '.join(sorted(self.environments))})"
+            )
+        return chosen, self.environments[chosen]
+
+
+def find_config_file(start: Path) -> Path | None:
+    """The nearest squashkit.toml, or pyproject.toml with a [tool.squashkit] table, from start upward."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        for name in CONFIG_FILES:
+            candidate = directory / name
+            if candidate.is_file() and (name == "squashkit.toml" or "[tool.squashkit" in candidate.read_text(errors="replace")):
+                return candidate
+    return None
+
+
+def load(path: Path | None = None, *, start: Path | None = None) -> Config:
+    """Read and validate the configuration; every problem becomes one clear ``BadInput`` line."""
+    if path is None:
+        path = find_config_file(start or Path.cwd())
+        if path is None:
+            raise BadInput(
+                "no squashkit configuration found: add [tool.squashkit] to the project's pyproject.toml "
+                "or a squashkit.toml next to manage.py (or pass --config)"
+            )
+    path = Path(path)
+    if path.is_dir():
+        found = find_config_file(path)
+        if found is None or found.parent != path.resolve():
+            raise BadInput(f"no squashkit.toml or pyproject.toml with [tool.squashkit] in {path}")
+        path = found
+    if not path.is_file():
+        raise BadInput(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path} is not valid TOML: {exc}") from exc
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("squashkit")
+        if data is None:
+            raise BadInput(f"{path} has no [tool.squashkit] table")
+    root = path.resolve().parent
+    try:
+        config = Config.model_validate({**data, "root": root, "source": path.resolve()})
+    except ValidationError as exc:
+        raise BadInput(f"invalid configuration in {path}: {_first_error(exc)}") from exc
+    return config.model_copy(
+        update={
+            "manage_py": (root / config.manage_py).resolve(),
+            "backup_dir": (root / config.backup_dir).resolve(),
+            "pg_bin": (root / config.pg_bin).resolve() if config.pg_bin else None,
+        }
+    )
+
+
+def _first_error(exc: ValidationError) -> str:
+    """One line per problem, naming the key as it is written in the file."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)

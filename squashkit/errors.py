@@ -1,0 +1,35 @@
+"""The one error type the command line turns into a clean message.
+
+Like Django's ``CommandError``: anything the user must act on is raised as a
+``SquashkitError`` whose message says what happened and what to do. The CLI
+prints it on one line and exits with its code; a traceback is only shown with
+``-v``. Anything else that escapes is a bug.
+"""
+
+# Exit codes, the same for every command.
+OK = 0
+FAILED = 1  # the operation was attempted and did not succeed
+BAD_INPUT = 2  # bad input or usage: nothing was attempted
+
+
+class SquashkitError(Exception):
+    """An expected failure: the message is for the user, the exit code for scripts."""
+
+    exit_code = FAILED
+
+    def __init__(self, message: str, *, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class BadInput(SquashkitError):
+    """The user's input, configuration or environment is wrong; nothing was changed."""
+
+    exit_code = BAD_INPUT
+
+
+class OperationFailed(SquashkitError):
+    """The operation ran and failed; what it had started was cleaned up."""
+
+    exit_code = FAILED

@@ -1,0 +1,350 @@
+"""Talking to PostgreSQL: connections, catalog facts, and the client programs (pg_dump, pg_restore).
+
+Rules this module keeps for everyone else:
+- a password never reaches a command line: client programs get it through a temporary
+  0600 passfile named in their environment (PGPASSFILE), and only there;
+- identifiers are quoted by ``psycopg.sql.Identifier``, values travel as parameters;
+- a client program's exit code and stderr are always checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import sh
+from psycopg import sql
+from pydantic import BaseModel, Field, SecretStr
+
+from squashkit.errors import BadInput, OperationFailed
+
+# Django OPTIONS keys that are libpq connection parameters, with their environment variable.
+_LIBPQ_OPTIONS = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "service": "PGSERVICE",
+    "passfile": "PGPASSFILE",
+    "options": "PGOPTIONS",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING",
+}
+
+
+class ConnectionParams(BaseModel):
+    """How to reach one database, taken from a Django ``DATABASES`` entry. Never prints its password."""
+
+    dbname: str = Field(description="Database name (Django's NAME).")
+    user: str | None = Field(None, description="Role (USER); libpq's default when empty.")
+    password: SecretStr | None = Field(None, description="PASSWORD; kept out of argv, logs and manifests.")
+    host: str | None = Field(None, description="HOST; libpq's default (PGHOST or the socket) when empty.")
+    port: int | None = Field(None, description="PORT.")
+    options: dict[str, str] = Field(default_factory=dict, description="libpq parameters from OPTIONS.")
+
+    @classmethod
+    def from_django(cls, settings: dict) -> ConnectionParams:
+        options = {
+            key: str(value)
+            for key, value in (settings.get("OPTIONS") or {}).items()
+            if key in _LIBPQ_OPTIONS and value is not None
+        }
+        port = settings.get("PORT")
+        return cls(
+            dbname=settings.get("NAME") or "",
+            user=settings.get("USER") or None,
+            password=settings.get("PASSWORD") or None,
+            host=settings.get("HOST") or None,
+            port=int(port) if port not in (None, "") else None,
+            options=options,
+        )
+
+    def with_dbname(self, dbname: str) -> ConnectionParams:
+        return self.model_copy(update={"dbname": dbname})
+
+    def describe(self) -> str:
+        """``user@host:port/dbname`` for messages; never the password."""
+        host = self.host or os.environ.get("PGHOST") or "local socket"
+        port = self.port or os.environ.get("PGPORT") or 5432
+        user = self.user or os.environ.get("PGUSER") or "(default user)"
+        return f"{user}@{host}:{port}/{self.dbname}"
+
+    def psycopg_kwargs(self) -> dict:
+        kwargs: dict = {"dbname": self.dbname, **self.options}
+        for key in ("user", "host", "port"):
+            if getattr(self, key) is not None:
+                kwargs[key] = getattr(self, key)
+        if self.password is not None:
+            kwargs["password"] = self.password.get_secret_value()
+        kwargs.setdefault("connect_timeout", "10")
+        kwargs.setdefault("application_name", "squashkit")
+        return kwargs
+
+
+# --- connections ------------------------------------------------------------------------------
+
+
+def _explain(exc: psycopg.OperationalError, params: ConnectionParams) -> str:
+    """Turn libpq's multi-line error into one line that says what to do."""
+    text = str(exc).strip()
+    where = params.describe()
+    if "password authentication failed" in text:
+        return f"wrong password for {where} (check the environment's DATABASE settings)"
+    if "no password supplied" in text:
+        return f"{where} needs a password and none was given"
+    if re.search(r'database ".*" does not exist', text):
+        return f"database {params.dbname!r} does not exist on {where} (create it, or check NAME)"
+    if re.search(r'role ".*" does not exist', text):
+        return f"role {params.user!r} does not exist on {where}"
+    if "Connection refused" in text or "could not connect" in text or "timeout expired" in text or "could not translate host" in text:
+        return f"cannot reach the PostgreSQL server for {where}: is it running, and are HOST/PORT right?"
+    last = [line for line in text.splitlines() if line.strip()]
+    return f"cannot connect to {where}: {last[-1] if last else text}"
+
+
+@contextlib.contextmanager
+def connect(params: ConnectionParams, *, autocommit: bool = True) -> Iterator[psycopg.Connection]:
+    """A psycopg connection; connection failures become one-line ``BadInput`` errors."""
+    try:
+        conn = psycopg.connect(**params.psycopg_kwargs(), autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise BadInput(_explain(exc, params)) from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+# --- catalog facts ----------------------------------------------------------------------------
+
+
+class TableCount(BaseModel):
+    schema_name: str = Field(alias="schema", description="Schema of the table.")
+    name: str = Field(description="Table name.")
+    rows: int = Field(description="Exact row count (count(*)) at backup time.")
+
+    model_config = {"populate_by_name": True}
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema_name}.{self.name}"
+
+
+class DatabaseFacts(BaseModel):
+    """What a database is, read in one transaction (the same snapshot pg_dump uses)."""
+
+    server_version: str = Field(description="server_version, e.g. '15.18 (Debian ...)'.")
+    server_version_num: int = Field(description="server_version_num, e.g. 150018.")
+    encoding: str
+    collate: str
+    ctype: str
+    owner: str = Field(description="The database's owner role.")
+    extensions: dict[str, str] = Field(description="Installed extensions and their versions.")
+    schemas: list[str] = Field(description="Non-system schemas.")
+    tables: list[TableCount] = Field(description="Every ordinary table outside system schemas and extensions.")
+    applied_migrations: list[tuple[str, str]] = Field(
+        description="(app, name) rows of django_migrations, in the order they were applied."
+    )
+    django_migrations_table: str | None = Field(
+        None, description="schema.name of django_migrations, if the database has one."
+    )
+
+
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+
+_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname <> ALL(%(system)s) AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"""
+
+
+def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
+    """Everything the manifest records about a database, from the connection's current snapshot."""
+    one = conn.execute(
+        """SELECT current_setting('server_version'), current_setting('server_version_num')::int,
+                  pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba)
+           FROM pg_database d WHERE d.datname = current_database()"""
+    ).fetchone()
+    extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY extname").fetchall())
+    schemas = [
+        row[0]
+        for row in conn.execute(
+            """SELECT nspname FROM pg_namespace
+               WHERE nspname <> ALL(%s) AND nspname NOT LIKE 'pg\\_%%' ORDER BY nspname""",
+            [list(_SYSTEM_SCHEMAS)],
+        )
+    ]
+    tables = []
+    for schema, name in conn.execute(_TABLES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+        tables.append(TableCount(schema=schema, name=name, rows=conn.execute(query).fetchone()[0]))
+    migrations_table = conn.execute(
+        """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.oid = to_regclass('django_migrations')"""
+    ).fetchone()
+    applied: list[tuple[str, str]] = []
+    if migrations_table:
+        query = sql.SQL("SELECT app, name FROM {} ORDER BY applied, id").format(sql.Identifier(*migrations_table))
+        applied = [(app, name) for app, name in conn.execute(query)]
+    return DatabaseFacts(
+        server_version=one[0],
+        server_version_num=one[1],
+        encoding=one[2],
+        collate=one[3],
+        ctype=one[4],
+        owner=one[5],
+        extensions=extensions,
+        schemas=schemas,
+        tables=tables,
+        applied_migrations=applied,
+        django_migrations_table=".".join(migrations_table) if migrations_table else None,
+    )
+
+
+def resolve_table(conn: psycopg.Connection, db_table: str) -> str | None:
+    """``schema.name`` of a Django model's db_table as this connection's search_path sees it."""
+    quoted = sql.Identifier(db_table).as_string(conn)
+    row = conn.execute(
+        """SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.oid = to_regclass(%s)""",
+        [quoted],
+    ).fetchone()
+    return row[0] if row else None
+
+
+@contextlib.contextmanager
+def snapshot(conn: psycopg.Connection) -> Iterator[str | None]:
+    """Hold a repeatable-read transaction and export its snapshot, so pg_dump sees what we count.
+
+    Yields the snapshot id for ``pg_dump --snapshot``, or None where export is impossible
+    (a hot standby); then the dump and the counts may differ if the database is being written.
+    """
+    conn.autocommit = False
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            try:
+                snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            except psycopg.errors.FeatureNotSupported:
+                snapshot_id = None
+            yield snapshot_id
+    finally:
+        conn.autocommit = True
+
+
+# --- client programs --------------------------------------------------------------------------
+
+
+def client_program(name: str, bindir: Path | None = None) -> sh.Command:
+    """pg_dump, pg_restore, ... from ``bindir`` or PATH; a clear error when missing."""
+    path = str(bindir / name) if bindir else shutil.which(name)
+    if not path or not os.access(path, os.X_OK):
+        where = f"in {bindir}" if bindir else "on PATH"
+        raise BadInput(f"{name} not found {where}: install the PostgreSQL client tools (e.g. apt-get install postgresql-client)")
+    return sh.Command(path)
+
+
+def client_major_version(program: sh.Command) -> int:
+    """The major version a client program reports, e.g. 15 for 'pg_dump (PostgreSQL) 15.18'."""
+    try:
+        text = str(program("--version"))
+    except (sh.ErrorReturnCode, OSError) as exc:
+        raise BadInput(f"{program} --version failed: {exc}") from None
+    match = re.search(r"\(PostgreSQL\) (\d+)", text)
+    if not match:
+        raise BadInput(f"cannot read the version of {program}: {text.strip()!r}")
+    return int(match.group(1))
+
+
+def require_client_for_server(program: sh.Command, server_version_num: int) -> int:
+    """pg_dump refuses servers newer than itself: say so before anything is written."""
+    client = client_major_version(program)
+    server = server_version_num // 10000
+    if client < server:
+        raise BadInput(
+            f"{Path(str(program)).name} is version {client} but the server is PostgreSQL {server}: "
+            f"install postgresql-client-{server} or newer"
+        )
+    return client
+
+
+@contextlib.contextmanager
+def client_env(params: ConnectionParams) -> Iterator[dict[str, str]]:
+    """Environment for a client program: libpq variables, the password in a private passfile."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    for key in ("PGHOST", "PGPORT", "PGUSER", "PGPASSFILE", "PGSERVICEFILE", "PGSYSCONFDIR", "PGSSLMODE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    env["PGDATABASE"] = params.dbname
+    env["PGCONNECT_TIMEOUT"] = "10"
+    if params.user:
+        env["PGUSER"] = params.user
+    if params.host:
+        env["PGHOST"] = params.host
+    if params.port:
+        env["PGPORT"] = str(params.port)
+    for key, value in params.options.items():
+        env[_LIBPQ_OPTIONS[key]] = value
+    with tempfile.TemporaryDirectory(prefix="squashkit-") as private:
+        if params.password is not None:
+            passfile = Path(private) / "pgpass"
+            passfile.touch(mode=0o600)
+            escaped = params.password.get_secret_value().replace("\\", "\\\\").replace(":", "\\:")
+            passfile.write_text(f"*:*:*:*:{escaped}\n")
+            env["PGPASSFILE"] = str(passfile)
+        yield env
+
+
+def run_client(program: sh.Command, args: list[str], params: ConnectionParams, *, what: str) -> str:
+    """Run a client program against ``params``; never prompts (-w), raises with its stderr."""
+    with client_env(params) as env:
+        try:
+            result = program(*args, _env=env, _in=None, _err_to_out=False)
+        except sh.ErrorReturnCode as exc:
+            raise OperationFailed(f"{what} failed: {_stderr_summary(exc)}") from None
+    return str(result)
+
+
+def _stderr_summary(exc: sh.ErrorReturnCode) -> str:
+    text = exc.stderr.decode(errors="replace").strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if any("No space left on device" in line for line in lines):
+        return "no space left on device: free space in the output directory or pass --output"
+    return " | ".join(lines[-3:]) if lines else f"exit code {exc.exit_code}"
+
+
+def dump_table_data(pg_restore: sh.Command, dump: Path) -> set[str]:
+    """``schema.table`` of every TABLE DATA entry in a dump's table of contents (``pg_restore -l``).
+
+    Reading the TOC proves the archive is complete enough to list; a truncated custom-format
+    file fails here.
+    """
+    try:
+        toc = str(pg_restore("-l", str(dump), _in=None))
+    except sh.ErrorReturnCode as exc:
+        raise OperationFailed(f"pg_restore cannot read {dump.name}: {_stderr_summary(exc)}") from None
+    tables = set()
+    for line in toc.splitlines():
+        if line.startswith(";") or "; " not in line:
+            continue
+        entry = line.split("; ", 1)[1].split(" ", 2)[-1]  # after "dumpId; catalogOid oid "
+        if entry.startswith("TABLE DATA "):
+            schema, rest = entry.removeprefix("TABLE DATA ").split(" ", 1)
+            tables.add(f"{schema}.{rest.rsplit(' ', 1)[0]}")
+    return tables

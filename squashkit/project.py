@@ -1,0 +1,185 @@
+"""The Django project: introspection and ``manage.py`` runs, each in a subprocess.
+
+dev and prod settings cannot share one Python process (Django configures itself once), so
+every question to the project runs ``manage.py`` with the environment's settings and extra
+variables, through ``sh`` with an argument list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tarfile
+import tempfile
+from pathlib import Path
+
+import sh
+from pydantic import BaseModel, Field
+
+from squashkit.config import Config, Environment
+from squashkit.errors import BadInput, OperationFailed
+from squashkit.postgres import ConnectionParams
+
+PROBE = Path(__file__).with_name("project_probe.py")
+POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
+
+# The procedure's excludes: rows that `migrate` recreates (permissions, content types) or
+# that are worthless after a restore (admin log, sessions).
+STANDARD_EXCLUDES = ("auth.permission", "contenttypes", "admin.logentry", "sessions")
+
+
+class ModelInfo(BaseModel):
+    label: str = Field(description="app_label.modelname, lower case, as dumpdata writes it.")
+    db_table: str
+    auto_created: bool = Field(description="An implicit many-to-many table (dumped with its owner).")
+    dumped_on: list[str] = Field(description="Aliases whose dumpdata includes this model.")
+    natural_key_fields: dict[str, str] = Field(
+        description="Field name -> 'contenttype' or 'permission' for references squashkit writes by natural key."
+    )
+
+
+class AppInfo(BaseModel):
+    label: str
+    name: str
+    path: Path
+    own: bool = Field(description="Lives in the project directory (not site-packages).")
+    migrations_module: str | None
+    migrations_folder: Path | None = Field(description="The migrations folder as the app sees it.")
+    migrations_folder_resolved: Path | None = Field(description="The same folder with symlinks resolved.")
+    migrations: list[str] = Field(description="Migration names on disk.")
+    aliases: list[str] = Field(description="Aliases this app migrates to (the routers' allow_migrate).")
+    models: list[ModelInfo]
+
+
+class ProjectInfo(BaseModel):
+    django_version: str
+    python: str
+    databases: dict[str, dict] = Field(description="settings.DATABASES (passwords included: never log this).")
+    apps: list[AppInfo]
+
+    def postgres_aliases(self) -> list[str]:
+        return [alias for alias, conf in self.databases.items() if conf.get("ENGINE") in POSTGRES_ENGINES]
+
+    def connection(self, alias: str) -> ConnectionParams:
+        return ConnectionParams.from_django(self.databases[alias])
+
+    def own_apps(self) -> list[AppInfo]:
+        return [app for app in self.apps if app.own]
+
+    def app(self, label: str) -> AppInfo | None:
+        return next((app for app in self.apps if app.label == label), None)
+
+    def installed_excludes(self, extra: list[str]) -> list[str]:
+        """Standard plus configured excludes, minus those naming apps or models not installed
+        (dumpdata refuses an exclude it does not know)."""
+        models = {model.label for app in self.apps for model in app.models}
+        labels = {app.label for app in self.apps}
+        wanted = dict.fromkeys([*STANDARD_EXCLUDES, *(label.lower() if "." in label else label for label in extra)])
+        return [label for label in wanted if label in labels or label in models]
+
+    def dumped_models(self, alias: str, excludes: list[str]) -> list[ModelInfo]:
+        """The models whose rows ``dumpdata --database alias`` writes, given the excludes."""
+        return [
+            model
+            for app in self.apps
+            if app.label not in excludes
+            for model in app.models
+            if alias in model.dumped_on and model.label not in excludes
+        ]
+
+
+class ManagePy(BaseModel):
+    """How to run this environment's ``manage.py``: interpreter, script, directory, environment."""
+
+    python: str
+    script: Path
+    cwd: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, what: str) -> str:
+        """Run ``manage.py ARGS``; a failure raises with the last line of its stderr."""
+        try:
+            result = sh.Command(self.python)(str(self.script), *args, _cwd=str(self.cwd), _env=self.env, _in=None)
+        except sh.ErrorReturnCode as exc:
+            raise OperationFailed(f"{what} failed: {last_error_line(exc.stderr)}") from None
+        return str(result)
+
+
+def manage_py(config: Config, env_name: str, environment: Environment) -> ManagePy:
+    """The environment's manage.py, checked to exist."""
+    if not config.manage_py.is_file():
+        raise BadInput(f"no manage.py at {config.manage_py} (set manage_py in {config.source})")
+    if not (Path(config.python).is_file() or sh.which(config.python)):
+        raise BadInput(f"python interpreter {config.python!r} not found (set python in {config.source})")
+    env = {**os.environ, **environment.env}
+    env["DJANGO_SETTINGS_MODULE"] = environment.settings
+    env["SQUASHKIT_ENV_NAME"] = env_name
+    env["PYTHONUNBUFFERED"] = "1"
+    return ManagePy(python=config.python, script=config.manage_py, cwd=config.manage_py.parent, env=env)
+
+
+def last_error_line(stderr: bytes) -> str:
+    """The line of a Python traceback or CommandError that says what went wrong."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^([A-Za-z_][\w.]*(Error|Exception|Exit)|CommandError)\b", line):
+            return line
+    return lines[-1] if lines else "(no error output)"
+
+
+def introspect(manage: ManagePy) -> ProjectInfo:
+    """Ask the project, under its environment's settings, what it is made of."""
+    with tempfile.TemporaryDirectory(prefix="squashkit-probe-") as private:
+        out = Path(private) / "probe.json"
+        env = {**manage.env, "SQUASHKIT_PROBE_OUTPUT": str(out), "SQUASHKIT_PROJECT_ROOT": str(manage.cwd)}
+        code = f"import runpy; runpy.run_path({str(PROBE)!r}, run_name='__squashkit_probe__')"
+        try:
+            sh.Command(manage.python)(str(manage.script), "shell", "-c", code, _cwd=str(manage.cwd), _env=env, _in=None)
+        except sh.ErrorReturnCode as exc:
+            raise BadInput(
+                f"the project does not start with settings {manage.env['DJANGO_SETTINGS_MODULE']}: "
+                f"{last_error_line(exc.stderr)}"
+            ) from None
+        if not out.exists():
+            raise BadInput("manage.py shell ran but the project probe did not (is this a Django manage.py?)")
+        result = json.loads(out.read_text())
+    if "error" in result:
+        raise BadInput(
+            f"the project does not start with settings {manage.env['DJANGO_SETTINGS_MODULE']}: {result['error']}"
+        )
+    return ProjectInfo.model_validate(result["ok"])
+
+
+def migration_files(app: AppInfo) -> list[Path]:
+    """Every file of an app's migrations folder (symlinks followed), except caches."""
+    if app.migrations_folder_resolved is None:
+        return []
+    folder = app.migrations_folder_resolved
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.relative_to(folder).parts
+    )
+
+
+def archive_migrations(project: ProjectInfo, root: Path, destination: Path) -> list[str]:
+    """Write every migration file of the project's own apps to a tar.gz; return their names.
+
+    Names are the path as the app sees it, relative to the project root
+    (``community/migrations/0001_initial.py`` even when ``migrations`` is a symlink), so
+    putting them back follows the same symlinks the app uses.
+    """
+    names = []
+    with tarfile.open(destination, "w:gz") as archive:
+        for app in project.own_apps():
+            if app.migrations_folder is None:
+                continue
+            try:
+                seen_as = app.migrations_folder.relative_to(root)
+            except ValueError:
+                seen_as = Path(app.label) / "migrations"
+            for path in migration_files(app):
+                name = str(seen_as / path.relative_to(app.migrations_folder_resolved))
+                archive.add(path, arcname=name, recursive=False)
+                names.append(name)
+    return names

@@ -67,7 +67,7 @@ def backup(
     """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json."""
     path = backup_module.backup(
         _config(), env=env, output=output, dump_format=dump_format, jobs=jobs,
-        log=lambda message: err.print(f"[dim]squashkit:[/dim] {message}"),
+        log=lambda message: err.print(f"squashkit: {message}", markup=False, soft_wrap=True),
     )
     manifest = bundle.read_manifest(path)
     print(f"Backup of {manifest.environment} ({manifest.created_at.isoformat()}):")

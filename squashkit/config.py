@@ -81,6 +81,20 @@ class Environment(BaseModel):
     admin: AdminConnection | None = Field(None, description="Optional superuser connection.")
     protected: bool = Field(False, description="Destructive commands ask for the database name.")
 
+    def expanded_env(self) -> dict[str, str]:
+        """``env`` with ``${NAME}`` replaced from squashkit's own environment, so secrets stay out of the file."""
+
+        def expand(key: str, value: str) -> str:
+            def lookup(match: re.Match) -> str:
+                name = match.group(1)
+                if name not in os.environ:
+                    raise BadInput(f"env.{key} uses ${{{name}}} but {name} is not set")
+                return os.environ[name]
+
+            return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lookup, value)
+
+        return {key: expand(key, value) for key, value in self.env.items()}
+
     @field_validator("settings")
     @classmethod
     def _dotted_module(cls, value: str) -> str:

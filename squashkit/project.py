@@ -112,7 +112,7 @@ def manage_py(config: Config, env_name: str, environment: Environment) -> Manage
         raise BadInput(f"no manage.py at {config.manage_py} (set manage_py in {config.source})")
     if not (Path(config.python).is_file() or sh.which(config.python)):
         raise BadInput(f"python interpreter {config.python!r} not found (set python in {config.source})")
-    env = {**os.environ, **environment.env}
+    env = {**os.environ, **environment.expanded_env()}
     env["DJANGO_SETTINGS_MODULE"] = environment.settings
     env["SQUASHKIT_ENV_NAME"] = env_name
     env["PYTHONUNBUFFERED"] = "1"

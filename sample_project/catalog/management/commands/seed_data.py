@@ -1,0 +1,558 @@
+"""Fill a freshly migrated, empty database with deterministic sample data.
+
+``--rows N`` is the number of products; every other table scales with it. The
+same N always gives the same rows, byte for byte, on any machine: values come
+from a ``random.Random`` with a fixed seed, dates from a fixed epoch, and the
+rows are inserted in a fixed order, so a fresh database hands out the same ids.
+
+The data is meant to trip up a backup tool: unicode in every script (and emoji,
+RTL text, ZWJ sequences), COPY's special characters (tabs, newlines,
+backslashes), NULLs in every nullable column, ~100 KB texts, JSON with nested
+nulls, generic relations to products and orders, and activity-log rows whose
+``user_id`` names a deleted user (the column has no foreign key constraint).
+"""
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from django.contrib.auth.models import Group, Permission, User
+from django.contrib.contenttypes.models import ContentType
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
+
+from analytics.models import PageView
+from catalog.models import Category, Product, Tag
+from community.models import ActivityLog, Comment, Review
+from orders.models import Order, OrderLine
+
+SEED = 20240229
+# Every timestamp is EPOCH plus a random offset: now() would differ between runs.
+EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+ONE_YEAR = 365 * 24 * 3600
+BATCH_SIZE = 2000
+
+# make_password("sample-password", salt="squashkitsample"). Hashing is slow on
+# purpose (a million PBKDF2 rounds), far too slow to do once per user.
+PASSWORD_HASH = "pbkdf2_sha256$1000000$squashkitsample$b8OZwRh+xYzLystSHrLEnIi6qyPpeIf9bYo8w1WnCic="
+
+LARGE_TEXT_CHARS = 100_000
+# Every LARGE_EVERY-th product description and comment body is a large text.
+LARGE_EVERY = 250
+
+# fmt: off
+WORDS = [
+    "quality", "durable", "handmade", "classic", "compact", "premium", "lightweight",
+    "waterproof", "organic", "vintage", "ergonomic", "wireless", "recycled", "portable",
+    "the", "and", "with", "for", "every", "day", "perfect", "gift", "design", "fits",
+    "café", "naïve", "façade", "Straße", "Zoë", "smörgåsbord", "mañana", "crème brûlée",
+    "日本語", "東京", "こんにちは", "中文字符", "한국어", "Привет", "Ελληνικά", "ქართული",
+    "مرحبا بالعالم", "שָׁלוֹם", "हिन्दी", "ภาษาไทย", "½", "™", "Ω", "∑", "→", "€",
+    "🚀", "🎉", "😀", "👍🏽", "👩‍👩‍👧", "🇫🇷", "🏳️‍🌈",
+    # COPY and shell escaping traps: quotes, backslashes, tabs, newlines, CRLF.
+    'a "quoted" word', "it's", "back\\slash", "C:\\Temp\\new", "tab\there", "line\nbreak",
+    "crlf\r\nend", "100%", "<b>bold</b>", "'; DROP TABLE catalog_product; --", "\\N",
+]
+
+# Names are single-line: control characters stay in descriptions and JSON.
+NAME_WORDS = [word for word in WORDS if word.isprintable()]
+
+FIRST_NAMES = [
+    "Zoë", "José", "Søren", "Łukasz", "Aoife", "Chloé", "Mohammed", "محمد", "Yuki",
+    "由紀", "Олег", "Νίκος", "Ngozi", "Björn", "Siobhán", "Dương", "Priya", "प्रिया",
+    "Noa", "נועה", "Ana", "Emma", "Liam", "Oliver", "",
+]
+LAST_NAMES = [
+    "Müller", "O'Brien", "García Márquez", "Nguyễn", "Øvergård", "山田", "Иванова",
+    "Παπαδόπουλος", "عبد الله", "כהן", "Smith", "Kowalski", "van der Berg", "",
+]
+CATEGORY_NAMES = [
+    "Kitchen", "Garden & Outdoor", "Books", "Küchenbedarf", "家電", "ألعاب", "Électronique",
+    "Toys 🧸", "Sports", "Music", "Office", "Health", "Pets 🐾", "Ropa y calzado",
+]
+TAG_NAMES = [
+    "new", "sale", "eco", "bestseller", "limited", "gift-idea", "ñandú", "限定", "🔥hot",
+    "clearance", "bundle", "refurbished", "vegan", "local", "imported",
+]
+COUNTRIES = ["FR", "DE", "JP", "EG", "IL", "IE", "VN", "US", "BR", "IN"]
+CITIES = ["Paris", "München", "大阪", "القاهرة", "תל אביב", "Dún Laoghaire", "Hà Nội", "São Paulo"]
+REFERRERS = [
+    "https://www.example.com/",
+    "https://search.example.org/?q=caf%C3%A9",
+    "https://social.example.net/p/123",
+    "https://例え.テスト/ページ",
+]
+
+ORDER_STATUSES = [Order.Status.PENDING, Order.Status.PAID, Order.Status.SHIPPED, Order.Status.CANCELLED]
+ORDER_STATUS_WEIGHTS = [1, 3, 5, 1]
+
+GROUP_PERMISSIONS = {
+    "Catalog editors": [
+        "catalog.add_product", "catalog.change_product", "catalog.view_product",
+        "catalog.add_category", "catalog.change_category", "catalog.view_category",
+        "catalog.add_tag", "catalog.change_tag", "catalog.view_tag",
+    ],
+    "Customer support": [
+        "orders.view_order", "orders.change_order", "orders.view_orderline",
+        "community.view_review", "community.view_comment", "community.change_comment",
+    ],
+    "Warehouse": ["orders.view_order", "orders.change_order", "orders.view_orderline", "catalog.view_product"],
+    "Modération 🛡️": [
+        "community.view_review", "community.delete_review", "community.view_comment",
+        "community.change_comment", "community.delete_comment", "community.view_activitylog",
+    ],
+}
+# Granted to staff one by one, not through a group.
+DIRECT_PERMISSIONS = [
+    "catalog.delete_product", "orders.delete_order", "community.delete_review", "auth.view_user",
+]
+# fmt: on
+
+MAIN_MODELS = [User, Group, Category, Tag, Product, Order, OrderLine, Review, Comment, ActivityLog]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How many rows of each kind ``--rows N`` asks for."""
+
+    products: int
+
+    @property
+    def categories(self):
+        return max(4, self.products // 40)
+
+    @property
+    def tags(self):
+        return max(8, self.products // 50)
+
+    @property
+    def users(self):
+        return max(10, self.products // 4)
+
+    @property
+    def departed_users(self):
+        return max(2, self.products // 100)
+
+    @property
+    def orders(self):
+        return max(5, self.products // 2)
+
+    @property
+    def reviews(self):
+        return max(5, self.products // 2)
+
+    @property
+    def comments(self):
+        return max(5, self.products // 2)
+
+    @property
+    def activity(self):
+        return max(10, self.products)
+
+    @property
+    def page_views(self):
+        return max(10, 2 * self.products)
+
+
+class Command(BaseCommand):
+    help = "Fill an empty database with deterministic sample data; --rows sets the number of products."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rows", type=int, required=True, help="Number of products; other tables scale with it.")
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            help="Database alias for the main apps (default: %(default)s). "
+            "Analytics rows go where the router sends them.",
+        )
+
+    def handle(self, *args, rows, database, **options):
+        if rows < 1:
+            raise CommandError("--rows must be at least 1.")
+        if database not in connections.databases:
+            raise CommandError(f"No database alias {database!r} in settings.DATABASES.")
+        if not router.allow_migrate_model(database, Product):
+            raise CommandError(f"The router keeps the main apps out of database {database!r}.")
+        analytics_alias = router.db_for_write(PageView)
+
+        self._check_empty(database, MAIN_MODELS)
+        self._check_empty(analytics_alias, [PageView])
+
+        seeder = Seeder(random.Random(SEED), Scale(rows), database)
+        with transaction.atomic(using=database):
+            seeder.seed_main()
+        with transaction.atomic(using=analytics_alias):
+            seeder.seed_analytics(analytics_alias)
+
+        seeded = {database: list(MAIN_MODELS)}
+        seeded.setdefault(analytics_alias, []).append(PageView)
+        for alias, models in seeded.items():
+            self.stdout.write(f"Seeded database {alias!r}:")
+            for table, count in _table_counts(alias, models):
+                self.stdout.write(f"  {table:<32} {count:>8}")
+
+    def _check_empty(self, alias, models):
+        existing = set(connections[alias].introspection.table_names())
+        missing = [model._meta.db_table for model in models if model._meta.db_table not in existing]
+        if missing:
+            raise CommandError(
+                f"Database {alias!r} has no table {', '.join(missing)}: "
+                f"run `manage.py migrate --database {alias}` first."
+            )
+        filled = [model._meta.db_table for model in models if model._default_manager.using(alias).exists()]
+        if filled:
+            raise CommandError(
+                f"Database {alias!r} already holds data ({', '.join(filled)}). "
+                "seed_data only fills an empty, freshly migrated database."
+            )
+
+
+def _table_counts(alias, models):
+    """Row counts of the models' tables and of their many-to-many tables."""
+    tables = []
+    for model in models:
+        tables.append(model._meta.db_table)
+        tables.extend(field.remote_field.through._meta.db_table for field in model._meta.local_many_to_many)
+    with connections[alias].cursor() as cursor:
+        for table in tables:
+            cursor.execute(f'SELECT count(*) FROM "{table}"')
+            yield table, cursor.fetchone()[0]
+
+
+class Seeder:
+    """Generates and inserts the rows, drawing every random value from one ``Random``.
+
+    The order of the draws is part of the output: reordering the steps below
+    changes the data for a given N.
+    """
+
+    def __init__(self, rng: random.Random, scale: Scale, alias: str):
+        self.rng = rng
+        self.scale = scale
+        self.alias = alias
+
+    # Helpers ----------------------------------------------------------------
+
+    def bulk(self, model, objects):
+        return model._default_manager.using(self.alias).bulk_create(objects, batch_size=BATCH_SIZE)
+
+    def moment(self):
+        return EPOCH + timedelta(seconds=self.rng.randrange(ONE_YEAR))
+
+    def sentence(self, low=4, high=16):
+        text = " ".join(self.rng.choices(WORDS, k=self.rng.randint(low, high)))
+        return text[:1].upper() + text[1:] + "."
+
+    def paragraph(self):
+        return " ".join(self.sentence() for _ in range(self.rng.randint(1, 4)))
+
+    def large_text(self):
+        parts, size = [], 0
+        while size < LARGE_TEXT_CHARS:
+            part = self.paragraph()
+            parts.append(part)
+            size += len(part) + 2
+        return "\n\n".join(parts)
+
+    def maybe(self, probability, value):
+        """``value`` with the given probability, else None (a NULL in the database)."""
+        return value if self.rng.random() < probability else None
+
+    def some_user(self):
+        """Mostly a live user; sometimes nobody (NULL), sometimes one about to be deleted."""
+        who = self.rng.random()
+        if who < 0.1:
+            return None
+        if who < 0.15:
+            return self.rng.choice(self.departed)
+        return self.rng.choice(self.users)
+
+    def ip_address(self):
+        kind = self.rng.random()
+        if kind < 0.15:
+            return None
+        if kind < 0.8:
+            return ".".join(str(self.rng.randint(1, 254)) for _ in range(4))
+        return f"2001:db8::{self.rng.getrandbits(16):x}:{self.rng.getrandbits(16):x}"
+
+    # Main database ----------------------------------------------------------
+
+    def seed_main(self):
+        self.seed_users()
+        self.seed_catalog()
+        self.seed_orders()
+        self.seed_community()
+        self.remove_departed_users()
+
+    def seed_users(self):
+        rng, scale = self.rng, self.scale
+        total = scale.users + scale.departed_users
+        departed = set(rng.sample(range(1, total), scale.departed_users))
+        users = []
+        for i in range(total):
+            joined = self.moment()
+            username = "admin" if i == 0 else f"user{i:06d}"
+            users.append(
+                User(
+                    username=username,
+                    password=PASSWORD_HASH,
+                    first_name=rng.choice(FIRST_NAMES),
+                    last_name=rng.choice(LAST_NAMES),
+                    email="" if rng.random() < 0.05 else f"{username}@example.com",
+                    is_staff=i == 0 or rng.random() < 0.03,
+                    is_superuser=i == 0,
+                    is_active=i == 0 or rng.random() < 0.97,
+                    date_joined=joined,
+                    last_login=self.maybe(0.7, joined + timedelta(seconds=rng.randrange(ONE_YEAR))),
+                )
+            )
+        users = self.bulk(User, users)
+        self.departed = [user for i, user in enumerate(users) if i in departed]
+        self.users = [user for i, user in enumerate(users) if i not in departed]
+
+        permissions = {
+            f"{app_label}.{codename}": pk
+            for pk, app_label, codename in Permission.objects.using(self.alias).values_list(
+                "pk", "content_type__app_label", "codename"
+            )
+        }
+        groups = self.bulk(Group, [Group(name=name) for name in GROUP_PERMISSIONS])
+        self.bulk(
+            Group.permissions.through,
+            [
+                Group.permissions.through(group_id=group.pk, permission_id=permissions[name])
+                for group in groups
+                for name in GROUP_PERMISSIONS[group.name]
+            ],
+        )
+
+        memberships, grants = [], []
+        for user in users[1:]:
+            if rng.random() < 0.3:
+                for group in rng.sample(groups, rng.randint(1, 2)):
+                    memberships.append(User.groups.through(user_id=user.pk, group_id=group.pk))
+            if user.is_staff:
+                for name in rng.sample(DIRECT_PERMISSIONS, rng.randint(1, 3)):
+                    grants.append(User.user_permissions.through(user_id=user.pk, permission_id=permissions[name]))
+        self.bulk(User.groups.through, memberships)
+        self.bulk(User.user_permissions.through, grants)
+
+    def seed_catalog(self):
+        rng, scale = self.rng, self.scale
+
+        # Parents must have ids before children can point at them: one insert per level.
+        roots = max(2, scale.categories // 5)
+        middle = (scale.categories - roots) // 2
+        names = iter(_numbered(CATEGORY_NAMES, scale.categories))
+        levels = [self.bulk(Category, [Category(name=next(names)) for _ in range(roots)])]
+        for size in (middle, scale.categories - roots - middle):
+            parents = levels[-1]
+            children = [Category(name=next(names), parent=rng.choice(parents)) for _ in range(size)]
+            levels.append(self.bulk(Category, children))
+        categories = [category for level in levels for category in level]
+
+        tags = self.bulk(Tag, [Tag(name=name) for name in _numbered(TAG_NAMES, scale.tags)])
+
+        products = []
+        for i in range(scale.products):
+            if i % LARGE_EVERY == LARGE_EVERY - 1:
+                description = self.large_text()
+            elif rng.random() < 0.1:
+                description = ""
+            else:
+                description = self.paragraph()
+            # A few above a million, which needed 0004_alter_product_price's wider column.
+            cents = rng.randint(100_000_000, 9_999_999_999) if rng.random() < 0.01 else rng.randint(50, 50_000)
+            products.append(
+                Product(
+                    name=f"{rng.choice(NAME_WORDS)} {rng.choice(NAME_WORDS)} {i}",
+                    description=description,
+                    price=Decimal(cents).scaleb(-2),
+                    category=rng.choice(categories),
+                    attributes=self.product_attributes(),
+                    is_active=rng.random() < 0.9,
+                    created_at=self.moment(),
+                )
+            )
+        self.products = self.bulk(Product, products)
+        self.bulk(
+            Product.tags.through,
+            [
+                Product.tags.through(product_id=product.pk, tag_id=tag.pk)
+                for product in self.products
+                for tag in rng.sample(tags, rng.choice([0, 0, 1, 2, 3, 4]))
+            ],
+        )
+
+    def product_attributes(self):
+        rng = self.rng
+        if rng.random() < 0.2:
+            return {}
+        attributes = {
+            "color": rng.choice(["red", "bleu", "緑", "أسود", None]),
+            "weight_g": rng.randint(1, 25_000),
+            "dimensions_cm": [round(rng.uniform(1, 200), 1) for _ in range(3)],
+            "origin": {"country": rng.choice(COUNTRIES), "city": rng.choice(CITIES)},
+        }
+        if rng.random() < 0.3:
+            attributes["notes"] = self.sentence()
+        return attributes
+
+    def seed_orders(self):
+        rng, scale = self.rng, self.scale
+        orders = []
+        for i in range(scale.orders):
+            created = self.moment()
+            orders.append(
+                Order(
+                    # i + 1 is also the id in a fresh database, matching the format of 0003's backfill.
+                    reference=f"SO-{created:%Y}-{i + 1:06d}",
+                    user=rng.choice(self.users),
+                    status=rng.choices(ORDER_STATUSES, ORDER_STATUS_WEIGHTS)[0],
+                    created_at=created,
+                    note=self.sentence() if rng.random() < 0.2 else "",
+                    shipping_address=self.maybe(0.85, self.address()),
+                )
+            )
+        self.orders = self.bulk(Order, orders)
+
+        lines = []
+        for order in self.orders:
+            count = rng.choices([1, 2, 3, 4], [4, 3, 2, 1])[0]
+            for product in rng.sample(self.products, min(count, len(self.products))):
+                unit_price = product.price
+                if rng.random() < 0.2:
+                    unit_price = (unit_price * Decimal("0.9")).quantize(Decimal("0.01"))
+                lines.append(
+                    OrderLine(
+                        order=order,
+                        product=product,
+                        quantity=100 if rng.random() < 0.01 else rng.randint(1, 5),
+                        unit_price=unit_price,
+                    )
+                )
+        self.bulk(OrderLine, lines)
+
+    def address(self):
+        rng = self.rng
+        return {
+            "name": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}".strip(),
+            "line1": f"{rng.randint(1, 250)} {rng.choice(WORDS)}",
+            "line2": None,
+            "city": rng.choice(CITIES),
+            "postcode": f"{rng.randint(1000, 99999)}",
+            "country": rng.choice(COUNTRIES),
+        }
+
+    def seed_community(self):
+        rng, scale = self.rng, self.scale
+
+        reviews, reviewed = [], set()
+        while len(reviews) < scale.reviews:
+            product, author = rng.choice(self.products), rng.choice(self.users)
+            if (product.pk, author.pk) in reviewed:
+                continue
+            reviewed.add((product.pk, author.pk))
+            reviews.append(
+                Review(
+                    product=product,
+                    author=author,
+                    rating=rng.choices([1, 2, 3, 4, 5], [1, 1, 2, 4, 5])[0],
+                    title=self.sentence(2, 6) if rng.random() < 0.7 else "",
+                    body=self.paragraph(),
+                    created_at=self.moment(),
+                )
+            )
+        self.bulk(Review, reviews)
+
+        contenttypes = ContentType.objects.db_manager(self.alias)
+        product_type, order_type = contenttypes.get_for_model(Product), contenttypes.get_for_model(Order)
+        comments = []
+        for i in range(scale.comments):
+            if rng.random() < 0.6:
+                content_type, target = product_type, rng.choice(self.products)
+            else:
+                content_type, target = order_type, rng.choice(self.orders)
+            comments.append(
+                Comment(
+                    content_type=content_type,
+                    object_id=target.pk,
+                    # Departed users' comments lose their author (SET_NULL) when the users go.
+                    author=self.some_user(),
+                    body=self.large_text() if i % LARGE_EVERY == LARGE_EVERY - 1 else self.paragraph(),
+                    is_public=rng.random() < 0.95,
+                    created_at=self.moment(),
+                )
+            )
+        self.bulk(Comment, comments)
+
+        # Every departed user's last entry is their deletion, so each leaves a dangling id.
+        entries = [
+            ActivityLog(
+                user=user,
+                action="account_deleted",
+                details={"reason": rng.choice(["gdpr", "request", "spam"])},
+                ip_address=self.ip_address(),
+                created_at=self.moment(),
+            )
+            for user in self.departed
+        ]
+        for _ in range(scale.activity - len(entries)):
+            user = self.some_user()
+            action, details = self.activity_details()
+            entries.append(
+                ActivityLog(
+                    user=user,
+                    action=action,
+                    details=details,
+                    ip_address=self.ip_address(),
+                    created_at=self.moment(),
+                )
+            )
+        entries.sort(key=lambda entry: entry.created_at)
+        self.bulk(ActivityLog, entries)
+
+    def activity_details(self):
+        rng = self.rng
+        action = rng.choice(["login", "logout", "view_product", "search", "order_placed", "review_posted"])
+        if action == "login":
+            return action, {"method": rng.choice(["password", "sso", "magic-link"])}
+        if action == "view_product":
+            return action, {"product_id": rng.choice(self.products).pk}
+        if action == "search":
+            return action, {"query": " ".join(rng.choices(WORDS, k=rng.randint(1, 3))), "page": rng.randint(1, 5)}
+        if action == "order_placed":
+            order = rng.choice(self.orders)
+            return action, {"order": order.reference, "coupon": self.maybe(0.1, "WELCOME10")}
+        if action == "review_posted":
+            return action, {"product_id": rng.choice(self.products).pk, "rating": rng.randint(1, 5)}
+        return action, {}
+
+    def remove_departed_users(self):
+        # ActivityLog.user is DO_NOTHING without a constraint: their ids stay behind.
+        User.objects.using(self.alias).filter(pk__in=[user.pk for user in self.departed]).delete()
+
+    # Analytics database -----------------------------------------------------
+
+    def seed_analytics(self, alias):
+        rng = self.rng
+        views = []
+        for _ in range(self.scale.page_views):
+            product_id = rng.choice(self.products).pk
+            views.append(
+                PageView(
+                    product_id=product_id,
+                    path=f"/products/{product_id}/",
+                    session_key=f"{rng.getrandbits(128):032x}",
+                    referrer=self.maybe(0.6, rng.choice(REFERRERS)),
+                    viewed_at=self.moment(),
+                )
+            )
+        views.sort(key=lambda view: view.viewed_at)
+        PageView.objects.using(alias).bulk_create(views, batch_size=BATCH_SIZE)
+
+
+def _numbered(names, count):
+    """``count`` distinct names: the list, then the list again with " 2", " 3"... appended."""
+    return [names[i % len(names)] + (f" {i // len(names) + 1}" if i >= len(names) else "") for i in range(count)]

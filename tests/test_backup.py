@@ -1,0 +1,241 @@
+"""`squashkit backup` writes a bundle from which every row comes back, both ways."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from squashkit.bundle import read_manifest, sha256
+from tests.conftest import (
+    OWNER,
+    OWNER_PASSWORD,
+    SAMPLE,
+    create_database,
+    drop_database,
+    manage,
+    squashkit,
+    table_fingerprints,
+    unique_name,
+    write_config,
+)
+
+# What dumpdata leaves out on purpose, and what pg_dump leaves out on purpose.
+JSON_EXCLUDED_TABLES = ("auth_permission", "django_content_type", "django_admin_log", "django_session", "django_migrations")
+
+
+def run_backup(sample_db, tmp_path: Path, *args: str) -> Path:
+    config = write_config(tmp_path, {"dev": {"DATABASE_URL": sample_db.url()}})
+    result = squashkit("--config", str(config), "backup", "--env", "dev", *args)
+    assert result.code == 0, result.stderr
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def restore_with_pg_restore(pg, dump: Path, *extra: str) -> str:
+    target = create_database(pg, unique_name("restored"))
+    subprocess.run(
+        ["pg_restore", "--no-owner", "-d", target, *extra, str(dump)],
+        env={**pg.environ(), "PATH": "/usr/bin:/bin"}, check=True, capture_output=True,
+    )
+    return target
+
+
+def test_backup_writes_a_complete_private_bundle(sample_db, tmp_path):
+    path = run_backup(sample_db, tmp_path)
+    assert path.parent == tmp_path / "backups" and path.name.startswith("dev-")
+    names = {p.name for p in path.iterdir()}
+    assert {"manifest.json", "db.json", "db.dump", "migrations.tar.gz", "log.txt"} <= names
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".partial")]
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for file in path.rglob("*"):
+        assert stat.S_IMODE(file.stat().st_mode) == (0o700 if file.is_dir() else 0o600), file
+
+    manifest = read_manifest(path)
+    for relative, digest in manifest.files.items():
+        assert sha256(path / relative) == digest
+    assert set(manifest.files) == {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - {"manifest.json"}
+
+
+def test_manifest_matches_the_database(sample_db, tmp_path):
+    path = run_backup(sample_db, tmp_path)
+    entry = read_manifest(path).alias("default")
+    with sample_db.connect() as conn:
+        truth = table_fingerprints(conn)
+        applied = conn.execute("SELECT app, name FROM django_migrations ORDER BY applied, id").fetchall()
+        extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
+    assert {t.qualified: t.rows for t in entry.facts.tables} == {name: rows for name, (rows, _) in truth.items()}
+    assert [tuple(row) for row in entry.facts.applied_migrations] == [tuple(row) for row in applied]
+    assert entry.facts.extensions == extensions and "pg_trgm" in extensions
+    assert entry.database == sample_db.name and entry.user == OWNER
+    assert entry.facts.server_version.startswith(str(entry.facts.server_version_num // 10000))
+    assert "public" in entry.facts.schemas
+    assert entry.snapshot_consistent
+
+
+def test_dump_restores_every_row(pg, sample_db, tmp_path):
+    path = run_backup(sample_db, tmp_path)
+    target = restore_with_pg_restore(pg, path / "db.dump")
+    try:
+        with sample_db.connect() as source, psycopg.connect(**pg.conninfo(target)) as restored:
+            expected = table_fingerprints(source, skip=("django_migrations",))
+            assert table_fingerprints(restored) == expected
+            assert len(expected) > 15 and sum(rows for rows, _ in expected.values()) > 1000
+    finally:
+        drop_database(pg, target)
+
+
+def test_directory_format_restores_in_parallel(pg, sample_db, tmp_path):
+    path = run_backup(sample_db, tmp_path, "--format", "directory", "--jobs", "2")
+    assert (path / "db.dump").is_dir() and (path / "db.dump" / "toc.dat").is_file()
+    target = restore_with_pg_restore(pg, path / "db.dump", "-j", "2")
+    try:
+        with sample_db.connect() as source, psycopg.connect(**pg.conninfo(target)) as restored:
+            assert table_fingerprints(restored) == table_fingerprints(source, skip=("django_migrations",))
+    finally:
+        drop_database(pg, target)
+
+
+def test_json_reloads_into_a_fresh_database_with_every_row(pg, sample_db, tmp_path):
+    """A fresh `migrate` numbers content types and permissions differently (the source was
+    renumbered, as long-lived databases are): generic relations and group permissions must
+    still point at the same things after `loaddata db.json`."""
+    path = run_backup(sample_db, tmp_path)
+    target = create_database(pg, unique_name("fromjson"))
+    try:
+        manage(pg, target, "migrate", "-v", "0")
+        with psycopg.connect(**pg.conninfo(target)) as fresh, sample_db.connect() as source:
+            fresh_ct = fresh.execute("SELECT max(id) FROM django_content_type").fetchone()[0]
+            source_ct = source.execute("SELECT min(id) FROM django_content_type").fetchone()[0]
+            assert fresh_ct < source_ct, "the test needs ids that differ between source and fresh database"
+        manage(pg, target, "loaddata", str(path / "db.json"), "-v", "0")
+        with sample_db.connect() as source, psycopg.connect(**pg.conninfo(target)) as restored:
+            expected = table_fingerprints(source, natural=True, skip=JSON_EXCLUDED_TABLES)
+            actual = table_fingerprints(restored, natural=True, skip=JSON_EXCLUDED_TABLES)
+            assert actual == expected
+            # The generic relations and group permissions really are there, not just equal-and-empty.
+            assert expected["public.auth_group_permissions"][0] > 0
+            assert any(rows for name, (rows, _) in expected.items() if "comment" in name)
+            # Every content type and permission of the source exists, the retired ones too.
+            assert table_fingerprints(restored, natural=True)["public.auth_permission"][0] >= \
+                table_fingerprints(source, natural=True)["public.auth_permission"][0]
+            retired = restored.execute(
+                "SELECT count(*) FROM auth_permission WHERE codename = 'audit_oldmodel'"
+            ).fetchone()[0]
+            assert retired == 1
+    finally:
+        drop_database(pg, target)
+
+
+def test_json_keeps_dangling_ids_of_unconstrained_keys(sample_db, tmp_path):
+    """A db_constraint=False key keeping a deleted user's id is written as it is, not aborted on."""
+    with sample_db.connect() as conn:
+        dangling = conn.execute(
+            """SELECT count(*) FROM community_activitylog a
+               WHERE a.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM auth_user u WHERE u.id = a.user_id)"""
+        ).fetchone()[0]
+    assert dangling > 0, "sample data should hold activity rows of deleted users"
+    path = run_backup(sample_db, tmp_path)
+    objects = [json.loads(line.rstrip(",\n")) for line in (path / "db.json").open() if line.startswith("{")]
+    logged = [o for o in objects if o["model"] == "community.activitylog"]
+    with sample_db.connect() as conn:
+        assert len(logged) == conn.execute("SELECT count(*) FROM community_activitylog").fetchone()[0]
+
+
+def test_migrations_archive_holds_the_symlinked_folder(sample_db, tmp_path):
+    assert (SAMPLE / "community" / "migrations").is_symlink()
+    path = run_backup(sample_db, tmp_path)
+    manifest = read_manifest(path)
+    with tarfile.open(path / "migrations.tar.gz") as archive:
+        members = {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+    community = sorted(name for name in members if name.startswith("community/migrations/") and name.endswith(".py"))
+    on_disk = sorted(p.name for p in (SAMPLE / "community" / "migrations").resolve().glob("*.py"))
+    assert [Path(n).name for n in community] == on_disk and len(on_disk) >= 5
+    for name in community:
+        assert members[name] == (SAMPLE / name).read_bytes()
+    assert sorted(members) == sorted(manifest.migration_files)
+    for app in ("catalog", "orders", "community"):
+        assert len(manifest.own_apps[app]) >= 4
+    assert not any("__pycache__" in name for name in members)
+
+
+def test_password_never_on_a_command_line_in_the_manifest_or_the_log(sample_db, tmp_path):
+    """Every child program runs through a wrapper that records its argv and environment names."""
+    record = tmp_path / "argv.log"
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    for program in ("pg_dump", "pg_restore"):
+        script = wrappers / program
+        script.write_text(f'#!/bin/sh\nprintf "%s\\0" "$0" "$@" >> "{record}"; echo >> "{record}"\nexec /usr/bin/{program} "$@"\n')
+        script.chmod(0o755)
+    python = wrappers / "python"
+    import sys
+
+    python.write_text(f'#!/bin/sh\nprintf "%s\\0" "$0" "$@" >> "{record}"; echo >> "{record}"\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    config = write_config(tmp_path, {"dev": {"DATABASE_URL": sample_db.url()}}, pg_bin=str(wrappers))
+    config.write_text(config.read_text().replace(f'python = "{sys.executable}"', f'python = "{python}"'))
+
+    result = squashkit("--config", str(config), "backup", "--env", "dev")
+    assert result.code == 0, result.stderr
+    path = Path(result.stdout.strip().splitlines()[-1])
+    argv = record.read_text()
+    assert "pg_dump" in argv and "dumpdata" in argv and "pg_restore" in argv
+    secret_forms = {OWNER_PASSWORD, OWNER_PASSWORD.replace(" ", "%20"), __import__("urllib.parse").parse.quote(OWNER_PASSWORD, safe="")}
+    for secret in secret_forms:
+        assert secret not in argv
+        assert secret not in result.stdout and secret not in result.stderr
+        for file in path.rglob("*"):
+            if file.is_file() and file.suffix != ".gz":
+                assert secret.encode() not in file.read_bytes(), file
+        with tarfile.open(path / "migrations.tar.gz") as archive:
+            for member in archive.getmembers():
+                if member.isfile():
+                    assert secret.encode() not in archive.extractfile(member).read()
+
+
+def test_other_postgres_aliases_get_their_own_files(pg, sample_db, tmp_path):
+    analytics = create_database(pg, unique_name("analytics"))
+    try:
+        url = pg.url(analytics, user=OWNER, password=OWNER_PASSWORD)
+        manage(pg, sample_db.name, "migrate", "--database", "analytics", "-v", "0", ANALYTICS_DATABASE_URL=url)
+        with psycopg.connect(**pg.conninfo(analytics), autocommit=True) as conn:
+            conn.execute(
+                """INSERT INTO analytics_pageview (product_id, path, session_key, referrer, viewed_at)
+                   SELECT i, '/products/' || i, md5(i::text), CASE WHEN i % 3 = 0 THEN NULL ELSE 'https://example.org/ü' END,
+                          '2026-01-01'::timestamptz + i * interval '1 minute'
+                   FROM generate_series(1, 300) i"""
+            )
+        config = write_config(tmp_path, {"dev": {"DATABASE_URL": sample_db.url(), "ANALYTICS_DATABASE_URL": url}})
+        result = squashkit("--config", str(config), "backup", "--env", "dev")
+        assert result.code == 0, result.stderr
+        path = Path(result.stdout.strip().splitlines()[-1])
+        assert (path / "analytics.json").is_file() and (path / "analytics.dump").is_file()
+        entry = read_manifest(path).alias("analytics")
+        assert entry.database == analytics
+        restored = restore_with_pg_restore(pg, path / "analytics.dump")
+        try:
+            with psycopg.connect(**pg.conninfo(analytics)) as source, psycopg.connect(**pg.conninfo(restored)) as copy:
+                expected = table_fingerprints(source, skip=("django_migrations",))
+                assert table_fingerprints(copy) == expected
+                assert sum(rows for rows, _ in expected.values()) > 0
+        finally:
+            drop_database(pg, restored)
+    finally:
+        drop_database(pg, analytics)
+
+
+@pytest.mark.parametrize("how", ["--env", "SQUASHKIT_ENV"])
+def test_environment_is_chosen_by_flag_or_variable(sample_db, tmp_path, how):
+    config = write_config(tmp_path, {"dev": {"DATABASE_URL": sample_db.url()}, "prod": {"DATABASE_URL": "postgres:///nope"}})
+    if how == "--env":
+        result = squashkit("--config", str(config), "backup", "--env", "dev")
+    else:
+        result = squashkit("--config", str(config), "backup", env={"SQUASHKIT_ENV": "dev"})
+    assert result.code == 0, result.stderr
+    assert read_manifest(Path(result.stdout.strip().splitlines()[-1])).environment == "dev"

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import sh
 from psycopg import sql
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from squashkit.errors import BadInput, OperationFailed
 
@@ -133,7 +133,7 @@ class TableCount(BaseModel):
     name: str = Field(description="Table name.")
     rows: int = Field(description="Exact row count (count(*)) at backup time.")
 
-    model_config = {"populate_by_name": True}
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     @property
     def qualified(self) -> str:

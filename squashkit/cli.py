@@ -8,6 +8,7 @@ It knows nothing the library does not expose. Every expected failure arrives as 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -118,8 +119,14 @@ def cluster_destroy(directory: Optional[Path] = typer.Argument(None)) -> None:
     cluster.destroy(directory)
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM unwinds like Ctrl-C, so half-written bundles are removed on the way out.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and turn errors into one line and an exit code."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, prog_name="squashkit", standalone_mode=True)
     except SystemExit as exc:

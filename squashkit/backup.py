@@ -31,7 +31,7 @@ from squashkit import __version__, bundle, postgres
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.fixture import NaturalKeys, read_counts, write_fixture
-from squashkit.project import ProjectInfo, archive_migrations, introspect, manage_py
+from squashkit.project import AppInfo, ProjectInfo, archive_migrations, introspect, manage_py
 
 DUMP_FORMATS = ("custom", "directory")
 
@@ -107,7 +107,7 @@ def backup(
             project_root=str(manage.cwd),
             settings=environment.settings,
             databases=entries,
-            own_apps={app.label: app.migrations for app in project.own_apps()},
+            own_apps={app.label: _app_migrations(app, manage.cwd) for app in project.own_apps()},
             migrations_archive=archive,
             migration_files=names,
             files=bundle.hash_files(partial),
@@ -200,6 +200,20 @@ def _backup_alias(
         pg_dump_version=str(pg_dump("--version")).strip(),
         snapshot_consistent=snapshot_id is not None,
         facts=facts,
+    )
+
+
+def _app_migrations(app: AppInfo, root: Path) -> bundle.AppMigrations:
+    def relative(path: Path | None) -> str | None:
+        if path is None:
+            return None
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    return bundle.AppMigrations(
+        migrations=app.migrations,
+        folder=relative(app.migrations_folder),
+        resolved_folder=relative(app.migrations_folder_resolved),
+        aliases=app.aliases,
     )
 
 

@@ -52,6 +52,15 @@ class AliasBackup(BaseModel):
     facts: DatabaseFacts
 
 
+class AppMigrations(BaseModel):
+    """One of the project's own apps, as a squash and its undo need to know it."""
+
+    migrations: list[str] = Field(description="Migration names on disk.")
+    folder: str | None = Field(description="The migrations folder as the app sees it, relative to the project.")
+    resolved_folder: str | None = Field(description="The same folder with symlinks resolved (differs when it is a symlink).")
+    aliases: list[str] = Field(description="Database aliases the app migrates to (the routers' allow_migrate).")
+
+
 class Manifest(BaseModel):
     """manifest.json: what a bundle holds and where it came from."""
 
@@ -63,7 +72,7 @@ class Manifest(BaseModel):
     project_root: str
     settings: str = Field(description="DJANGO_SETTINGS_MODULE used.")
     databases: list[AliasBackup]
-    own_apps: dict[str, list[str]] = Field(description="Project app label -> migration names on disk.")
+    own_apps: dict[str, AppMigrations] = Field(description="The project's own apps by label.")
     migrations_archive: str
     migration_files: list[str] = Field(description="Files in the migrations archive, relative to the project.")
     files: dict[str, str] = Field(description="sha256 of every other file in the bundle, by relative path.")

@@ -287,10 +287,9 @@ def require_client_for_server(program: sh.Command, server_version_num: int) -> i
 @contextlib.contextmanager
 def client_env(params: ConnectionParams) -> Iterator[dict[str, str]]:
     """Environment for a client program: libpq variables, the password in a private passfile."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    for key in ("PGHOST", "PGPORT", "PGUSER", "PGPASSFILE", "PGSERVICEFILE", "PGSYSCONFDIR", "PGSSLMODE"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    # Start from our own environment, as the project's Django does: libpq fills what
+    # DATABASES leaves empty from the same PG* variables, so both reach the same server.
+    env = dict(os.environ)
     env["PGDATABASE"] = params.dbname
     env["PGCONNECT_TIMEOUT"] = "10"
     if params.user:
@@ -308,6 +307,7 @@ def client_env(params: ConnectionParams) -> Iterator[dict[str, str]]:
             escaped = params.password.get_secret_value().replace("\\", "\\\\").replace(":", "\\:")
             passfile.write_text(f"*:*:*:*:{escaped}\n")
             env["PGPASSFILE"] = str(passfile)
+            env.pop("PGPASSWORD", None)  # it would win over the passfile, unlike in Django
         yield env
 
 

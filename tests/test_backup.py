@@ -160,7 +160,10 @@ def test_migrations_archive_holds_the_symlinked_folder(sample_db, tmp_path):
         assert members[name] == (SAMPLE / name).read_bytes()
     assert sorted(members) == sorted(manifest.migration_files)
     for app in ("catalog", "orders", "community"):
-        assert len(manifest.own_apps[app]) >= 4
+        assert len(manifest.own_apps[app].migrations) >= 4
+    community = manifest.own_apps["community"]
+    assert community.folder == "community/migrations" and community.resolved_folder == "migration_store/community"
+    assert community.aliases == ["default"]
     assert not any("__pycache__" in name for name in members)
 
 

@@ -16,6 +16,7 @@ from tests.conftest import (
     OWNER,
     OWNER_PASSWORD,
     SAMPLE,
+    SampleDatabase,
     create_database,
     drop_database,
     manage,
@@ -36,6 +37,15 @@ def run_backup(sample_db, tmp_path: Path, *args: str) -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def backed_up(pg, seeded_template, tmp_path_factory):
+    """One seeded database and one bundle of it, shared by the tests that only read both."""
+    database = SampleDatabase(pg, create_database(pg, unique_name("backedup"), template=seeded_template))
+    path = run_backup(database, tmp_path_factory.mktemp("shared-backup"))
+    yield database, path
+    drop_database(pg, database.name)
+
+
 def restore_with_pg_restore(pg, dump: Path, *extra: str) -> str:
     target = create_database(pg, unique_name("restored"))
     subprocess.run(
@@ -45,9 +55,9 @@ def restore_with_pg_restore(pg, dump: Path, *extra: str) -> str:
     return target
 
 
-def test_backup_writes_a_complete_private_bundle(sample_db, tmp_path):
-    path = run_backup(sample_db, tmp_path)
-    assert path.parent == tmp_path / "backups" and path.name.startswith("dev-")
+def test_backup_writes_a_complete_private_bundle(backed_up):
+    sample_db, path = backed_up
+    assert path.parent.name == "backups" and path.name.startswith("dev-")
     names = {p.name for p in path.iterdir()}
     assert {"manifest.json", "db.json", "db.dump", "migrations.tar.gz", "log.txt"} <= names
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".partial")]
@@ -62,8 +72,8 @@ def test_backup_writes_a_complete_private_bundle(sample_db, tmp_path):
     assert set(manifest.files) == {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - {"manifest.json"}
 
 
-def test_manifest_matches_the_database(sample_db, tmp_path):
-    path = run_backup(sample_db, tmp_path)
+def test_manifest_matches_the_database(backed_up):
+    sample_db, path = backed_up
     entry = read_manifest(path).alias("default")
     with sample_db.connect() as conn:
         truth = table_fingerprints(conn)
@@ -78,8 +88,8 @@ def test_manifest_matches_the_database(sample_db, tmp_path):
     assert entry.snapshot_consistent
 
 
-def test_dump_restores_every_row(pg, sample_db, tmp_path):
-    path = run_backup(sample_db, tmp_path)
+def test_dump_restores_every_row(pg, backed_up):
+    sample_db, path = backed_up
     target = restore_with_pg_restore(pg, path / "db.dump")
     try:
         with sample_db.connect() as source, psycopg.connect(**pg.conninfo(target)) as restored:
@@ -101,11 +111,11 @@ def test_directory_format_restores_in_parallel(pg, sample_db, tmp_path):
         drop_database(pg, target)
 
 
-def test_json_reloads_into_a_fresh_database_with_every_row(pg, sample_db, tmp_path):
+def test_json_reloads_into_a_fresh_database_with_every_row(pg, backed_up):
     """A fresh `migrate` numbers content types and permissions differently (the source was
     renumbered, as long-lived databases are): generic relations and group permissions must
     still point at the same things after `loaddata db.json`."""
-    path = run_backup(sample_db, tmp_path)
+    sample_db, path = backed_up
     target = create_database(pg, unique_name("fromjson"))
     try:
         manage(pg, target, "migrate", "-v", "0")
@@ -132,24 +142,26 @@ def test_json_reloads_into_a_fresh_database_with_every_row(pg, sample_db, tmp_pa
         drop_database(pg, target)
 
 
-def test_json_keeps_dangling_ids_of_unconstrained_keys(sample_db, tmp_path):
+def test_json_keeps_dangling_ids_of_unconstrained_keys(backed_up):
     """A db_constraint=False key keeping a deleted user's id is written as it is, not aborted on."""
+    sample_db, path = backed_up
     with sample_db.connect() as conn:
         dangling = conn.execute(
             """SELECT count(*) FROM community_activitylog a
                WHERE a.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM auth_user u WHERE u.id = a.user_id)"""
         ).fetchone()[0]
     assert dangling > 0, "sample data should hold activity rows of deleted users"
-    path = run_backup(sample_db, tmp_path)
     objects = [json.loads(line.rstrip(",\n")) for line in (path / "db.json").open() if line.startswith("{")]
     logged = [o for o in objects if o["model"] == "community.activitylog"]
     with sample_db.connect() as conn:
         assert len(logged) == conn.execute("SELECT count(*) FROM community_activitylog").fetchone()[0]
+        users = {row[0] for row in conn.execute("SELECT id FROM auth_user")}
+    assert sum(1 for o in logged if o["fields"]["user"] is not None and o["fields"]["user"] not in users) == dangling
 
 
-def test_migrations_archive_holds_the_symlinked_folder(sample_db, tmp_path):
+def test_migrations_archive_holds_the_symlinked_folder(backed_up):
     assert (SAMPLE / "community" / "migrations").is_symlink()
-    path = run_backup(sample_db, tmp_path)
+    sample_db, path = backed_up
     manifest = read_manifest(path)
     with tarfile.open(path / "migrations.tar.gz") as archive:
         members = {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}

@@ -17,6 +17,7 @@ Everything is readable by the owner only (directories 0700, files 0600).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from squashkit.errors import BadInput, OperationFailed
+from squashkit.errors import BadInput, DiskFull, OperationFailed
 from squashkit.postgres import DatabaseFacts
 
 MANIFEST = "manifest.json"
@@ -161,6 +162,14 @@ def writing(output_dir: Path, name: str) -> Iterator[Path]:
         _lock_down(partial)
         os.rename(partial, final)
         _fsync(output_dir)
+    except (OSError, DiskFull) as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        # A full disk is the user's to fix, not a bug: whoever was writing (pg_dump, dumpdata,
+        # or squashkit itself), say so in one line and where the space is missing.
+        if isinstance(exc, DiskFull) or exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = str(exc) if isinstance(exc, DiskFull) else "no space left on device"
+            raise DiskFull(f"{what} in {output_dir}: free space there or pass --output") from None
+        raise
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

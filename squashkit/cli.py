@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 
 from squashkit import __version__, bundle, cluster
 from squashkit import backup as backup_module
@@ -128,7 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and turn errors into one line and an exit code."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(args=argv, prog_name="squashkit", standalone_mode=True)
+        code = app(args=argv, prog_name="squashkit", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except TyperException as exc:  # a usage error: one line too, like every other error
+        message = exc.format_message()
+        if message:  # empty when the help was printed instead
+            sys.stderr.write(f"squashkit: error: {message} (see squashkit --help)\n")
+        return getattr(exc, "exit_code", BAD_INPUT)
+    except typer.Abort:
+        err.print("squashkit: aborted; nothing was changed")
+        return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else BAD_INPUT)
     except SquashkitError as exc:

@@ -33,3 +33,10 @@ class OperationFailed(SquashkitError):
     """The operation ran and failed; what it had started was cleaned up."""
 
     exit_code = FAILED
+
+
+class DiskFull(OperationFailed):
+    """A write ran out of space: ours or a child program's. Whoever owns the output adds where."""
+
+
+NO_SPACE = "No space left on device"

@@ -22,7 +22,7 @@ import sh
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from squashkit.errors import BadInput, OperationFailed
+from squashkit.errors import NO_SPACE, BadInput, DiskFull, OperationFailed
 
 # Django OPTIONS keys that are libpq connection parameters, with their environment variable.
 _LIBPQ_OPTIONS = {
@@ -317,15 +317,16 @@ def run_client(program: sh.Command, args: list[str], params: ConnectionParams, *
         try:
             result = program(*args, _env=env, _in=None, _err_to_out=False)
         except sh.ErrorReturnCode as exc:
-            raise OperationFailed(f"{what} failed: {_stderr_summary(exc)}") from None
+            error = DiskFull if NO_SPACE in exc.stderr.decode(errors="replace") else OperationFailed
+            raise error(f"{what} failed: {_stderr_summary(exc)}") from None
     return str(result)
 
 
 def _stderr_summary(exc: sh.ErrorReturnCode) -> str:
     text = exc.stderr.decode(errors="replace").strip()
     lines = [line for line in text.splitlines() if line.strip()]
-    if any("No space left on device" in line for line in lines):
-        return "no space left on device: free space in the output directory or pass --output"
+    if any(NO_SPACE in line for line in lines):
+        return "no space left on device"
     return " | ".join(lines[-3:]) if lines else f"exit code {exc.exit_code}"
 
 

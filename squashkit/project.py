@@ -18,7 +18,7 @@ import sh
 from pydantic import BaseModel, Field
 
 from squashkit.config import Config, Environment
-from squashkit.errors import BadInput, OperationFailed
+from squashkit.errors import NO_SPACE, BadInput, DiskFull, OperationFailed
 from squashkit.postgres import ConnectionParams
 
 PROBE = Path(__file__).with_name("project_probe.py")
@@ -102,6 +102,8 @@ class ManagePy(BaseModel):
         try:
             result = sh.Command(self.python)(str(self.script), *args, _cwd=str(self.cwd), _env=self.env, _in=None)
         except sh.ErrorReturnCode as exc:
+            if NO_SPACE in exc.stderr.decode(errors="replace"):
+                raise DiskFull(f"{what} failed: no space left on device") from None
             raise OperationFailed(f"{what} failed: {last_error_line(exc.stderr)}") from None
         return str(result)
 

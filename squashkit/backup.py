@@ -84,6 +84,8 @@ def backup(
 
     output_dir = bundle.prepare_output_dir(Path(output) if output else config.backup_dir)
     excludes = project.installed_excludes(config.exclude)
+    for stale in sorted(output_dir.glob(".*.partial")):
+        note(f"note: {stale.name} is left by an interrupted (or still running) backup; it is not a bundle")
 
     # 3. A private partial directory that only becomes a bundle at the end.
     with bundle.writing(output_dir, bundle.bundle_name(env_name, started)) as partial:

@@ -6,7 +6,8 @@ A fresh database numbers content types and permissions in the order ``migrate`` 
 them, so the ids a plain ``dumpdata`` writes for ``content_type`` (generic relations) or
 ``Group.permissions`` point at the wrong rows after a reload: the procedure's complaint.
 ``dumpdata --natural-foreign`` fixes that for every foreign key at once, but costs one query
-per foreign key of every object (measured ~3x slower on a wagtail project) and aborts,
+per foreign key of every object (~3x slower on a wagtail project, 1.7x on sample_project:
+benchmarks/README.md) and aborts,
 leaving a truncated file, on a dangling id kept by a ``db_constraint=False`` key.
 
 squashkit runs plain ``dumpdata --all --format jsonl`` (fast, streaming, never dereferences

@@ -22,6 +22,7 @@ from squashkit import __version__, bundle, cluster
 from squashkit import backup as backup_module
 from squashkit import check as check_module
 from squashkit import config as config_module
+from squashkit import pipeline
 from squashkit.errors import BAD_INPUT, FAILED, SquashkitError
 
 app = typer.Typer(
@@ -69,7 +70,7 @@ def backup(
     """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json."""
     path = backup_module.backup(
         _config(), env=env, output=output, dump_format=dump_format, jobs=jobs,
-        log=lambda message: err.print(f"squashkit: {message}", markup=False, soft_wrap=True),
+        log=_log,
     )
     manifest = bundle.read_manifest(path)
     print(f"Backup of {manifest.environment} ({manifest.created_at.isoformat()}):")
@@ -99,6 +100,60 @@ def check(
             out.print(f"[{colour[result.status]}]{result.status:<4}[/] {result.name}: {result.detail}", soft_wrap=True)
     if any(r.status == "fail" for r in results):
         raise typer.Exit(FAILED)
+
+
+def _log(message: str) -> None:
+    err.print(f"squashkit: {message}", markup=False, soft_wrap=True)
+
+
+YesOption = typer.Option(False, "--yes", "-y", help="Do not ask before dropping (required without a terminal).")
+DryRunOption = typer.Option(False, "--dry-run", help="Print the plan (programs and SQL) and change nothing.")
+
+
+@app.command()
+def restore(
+    bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle directory written by squashkit backup."),
+    env: Optional[str] = EnvOption,
+    squash: bool = typer.Option(False, "--squash", help="Also regenerate the migrations (migration zero)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_restore jobs (directory-format bundles)."),
+    yes: bool = YesOption,
+    dry_run: bool = DryRunOption,
+) -> None:
+    """Recreate the environment's database from a bundle, after a safety backup of it."""
+    safety = pipeline.restore(_config(), bundle_path, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs, log=_log)
+    if safety:
+        print(safety)
+
+
+@app.command()
+def squash(env: Optional[str] = EnvOption, yes: bool = YesOption, dry_run: bool = DryRunOption) -> None:
+    """Migration zero: back up, delete migrations, recreate, restore, makemigrations, migrate --fake."""
+    made = pipeline.squash(_config(), env=env, yes=yes, dry_run=dry_run, log=_log)
+    if made:
+        print(made)
+
+
+@app.command()
+def promote(
+    spec: str = typer.Argument(..., metavar="SOURCE-to-TARGET", help="e.g. dev-to-prod or prod-to-dev."),
+    squash: bool = typer.Option(False, "--squash", help="Squash the migrations on the source first."),
+    yes: bool = YesOption,
+    dry_run: bool = DryRunOption,
+) -> None:
+    """Replace the target environment's database with the source's, keeping every row."""
+    made = pipeline.promote(_config(), spec, squash=squash, yes=yes, dry_run=dry_run, log=_log)
+    if made:
+        print(made)
+
+
+@app.command()
+def rollback(
+    path: Path = typer.Argument(..., metavar="PATH", help="A bundle directory, or a db.json inside one."),
+    env: Optional[str] = EnvOption,
+    yes: bool = YesOption,
+) -> None:
+    """Put the environment back from a bundle: its dump when intact, else its db.json."""
+    pipeline.rollback(_config(), path, env=env, yes=yes, log=_log)
 
 
 @cluster_app.command("start")

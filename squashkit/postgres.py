@@ -330,9 +330,10 @@ def _stderr_summary(exc: sh.ErrorReturnCode) -> str:
     return " | ".join(lines[-3:]) if lines else f"exit code {exc.exit_code}"
 
 
-def dump_table_data(pg_restore: sh.Command, dump: Path) -> set[str]:
-    """``schema.table`` of every TABLE DATA entry in a dump's table of contents (``pg_restore -l``).
+def _toc(pg_restore: sh.Command, dump: Path) -> list[tuple[str, str]]:
+    """(line, entry) of each item in a dump's table of contents (``pg_restore -l``).
 
+    The entry is what follows "dumpId; catalogOid oid ", e.g. "TABLE DATA public t owner".
     Reading the TOC proves the archive is complete enough to list; a truncated custom-format
     file fails here.
     """
@@ -340,12 +341,102 @@ def dump_table_data(pg_restore: sh.Command, dump: Path) -> set[str]:
         toc = str(pg_restore("-l", str(dump), _in=None))
     except sh.ErrorReturnCode as exc:
         raise OperationFailed(f"pg_restore cannot read {dump.name}: {_stderr_summary(exc)}") from None
-    tables = set()
-    for line in toc.splitlines():
-        if line.startswith(";") or "; " not in line:
-            continue
-        entry = line.split("; ", 1)[1].split(" ", 2)[-1]  # after "dumpId; catalogOid oid "
-        if entry.startswith("TABLE DATA "):
-            schema, rest = entry.removeprefix("TABLE DATA ").split(" ", 1)
-            tables.add(f"{schema}.{rest.rsplit(' ', 1)[0]}")
-    return tables
+    return [
+        (line, line.split("; ", 1)[1].split(" ", 2)[-1] if "; " in line and not line.startswith(";") else "")
+        for line in toc.splitlines()
+    ]
+
+
+def _table_data_of(entry: str) -> str | None:
+    """``schema.table`` of a TABLE DATA entry, else None."""
+    if not entry.startswith("TABLE DATA "):
+        return None
+    schema, rest = entry.removeprefix("TABLE DATA ").split(" ", 1)
+    return f"{schema}.{rest.rsplit(' ', 1)[0]}"
+
+
+def dump_table_data(pg_restore: sh.Command, dump: Path) -> set[str]:
+    """``schema.table`` of every TABLE DATA entry in a dump."""
+    return {table for _line, entry in _toc(pg_restore, dump) if (table := _table_data_of(entry))}
+
+
+# --- recreating a database ----------------------------------------------------------------------
+
+
+class Session(BaseModel):
+    """Another session connected to a database we are about to drop."""
+
+    pid: int
+    user: str | None
+    application: str | None
+    client: str | None
+
+    def describe(self) -> str:
+        return f"pid {self.pid} ({self.user or '?'}, {self.application or 'no application name'}, {self.client or 'local'})"
+
+
+def other_sessions(conn: psycopg.Connection, dbname: str) -> list[Session]:
+    rows = conn.execute(
+        """SELECT pid, usename, application_name, client_addr::text FROM pg_stat_activity
+           WHERE datname = %s AND pid <> pg_backend_pid()""",
+        [dbname],
+    ).fetchall()
+    return [Session(pid=pid, user=user, application=app or None, client=client) for pid, user, app, client in rows]
+
+
+def database_exists(conn: psycopg.Connection, dbname: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone() is not None
+
+
+def drop_database(conn: psycopg.Connection, dbname: str) -> sql.Composed:
+    """End the other sessions and drop the database (PostgreSQL 13+: WITH (FORCE))."""
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+    conn.execute(statement)
+    return statement
+
+
+def create_database_statement(dbname: str, owner: str, encoding: str, collate: str, ctype: str) -> sql.Composed:
+    """CREATE DATABASE from template0 with the source's encoding and locale, owned by the target's user."""
+    return sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        sql.Identifier(dbname), sql.Identifier(owner), sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype)
+    )
+
+
+def create_extension_statement(name: str) -> sql.Composed:
+    return sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name))
+
+
+def extension_tables(conn: psycopg.Connection) -> set[str]:
+    """``schema.table`` of every table that belongs to an extension (PostGIS's spatial_ref_sys, ...)."""
+    rows = conn.execute(
+        """SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+           WHERE c.relkind IN ('r', 'p')"""
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def filtered_toc(pg_restore: sh.Command, dump: Path, skip_tables: set[str]) -> tuple[str, list[str]]:
+    """The dump's table of contents without what belongs to extensions; returns (list, dropped entries).
+
+    squashkit creates the extensions itself (with the admin connection where needed), so their
+    CREATE/COMMENT entries and the data of their own tables would only fail: "must be owner of
+    extension", a duplicate spatial_ref_sys. With them gone, any error left is a real one.
+    """
+    kept, dropped = [], []
+    for line, entry in _toc(pg_restore, dump):
+        is_extension = entry.startswith(("EXTENSION ", "COMMENT - EXTENSION "))
+        if is_extension or _table_data_of(entry) in skip_tables:
+            dropped.append(entry)
+        else:
+            kept.append(line)
+    return "\n".join(kept) + "\n", dropped
+
+
+def table_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Exact row counts of every ordinary user table outside extensions."""
+    counts = {}
+    for schema, name in conn.execute(_TABLES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+        counts[f"{schema}.{name}"] = conn.execute(query).fetchone()[0]
+    return counts

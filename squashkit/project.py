@@ -108,6 +108,16 @@ class ManagePy(BaseModel):
         return str(result)
 
 
+    def passes(self, *args: str) -> tuple[bool, str | None]:
+        """Run a ``--check`` style command: (passed, the error line if it crashed rather than said no)."""
+        try:
+            sh.Command(self.python)(str(self.script), *args, _cwd=str(self.cwd), _env=self.env, _in=None)
+        except sh.ErrorReturnCode as exc:
+            crashed = exc.stderr.strip() and re.search(rb"Traceback|Error", exc.stderr)
+            return False, last_error_line(exc.stderr) if crashed else None
+        return True, None
+
+
 def manage_py(config: Config, env_name: str, environment: Environment) -> ManagePy:
     """The environment's manage.py, checked to exist."""
     if not config.manage_py.is_file():

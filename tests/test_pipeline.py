@@ -1,0 +1,235 @@
+"""restore, squash, promote and rollback keep every row, and put the target back when a step fails."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from squashkit.bundle import read_manifest, sha256
+from tests.conftest import (
+    OWNER,
+    OWNER_PASSWORD,
+    SAMPLE,
+    create_database,
+    drop_database,
+    squashkit,
+    table_fingerprints,
+    unique_name,
+)
+
+PROD_OWNER = "prod_owner"
+PROD_PASSWORD = "prod:pass word"
+SKIP = ("django_migrations",)
+
+
+@pytest.fixture(scope="module")
+def prod_role(pg):
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [PROD_OWNER]).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(PROD_OWNER), sql.Literal(PROD_PASSWORD)))
+    return PROD_OWNER
+
+
+class Project:
+    """A copy of sample_project (squash edits its files), with dev and prod databases of its own."""
+
+    def __init__(self, pg, root: Path, dev: str, prod: str):
+        self.pg, self.root, self.dev, self.prod = pg, root, dev, prod
+
+    def run(self, *args: str, env: dict | None = None):
+        return squashkit("--config", str(self.root / "squashkit.toml"), *args, env=env)
+
+    def fingerprint(self, dbname: str) -> dict:
+        with psycopg.connect(**self.pg.conninfo(dbname)) as conn:
+            return table_fingerprints(conn, skip=SKIP)
+
+    def applied(self, dbname: str) -> set[tuple[str, str]]:
+        with psycopg.connect(**self.pg.conninfo(dbname)) as conn:
+            return {tuple(row) for row in conn.execute("SELECT app, name FROM django_migrations")}
+
+    def migration_files(self) -> dict[str, str]:
+        """Every migration file of the project's apps, by path, with its sha256."""
+        files = {}
+        for folder in ("catalog/migrations", "orders/migrations", "community/migrations", "analytics/migrations"):
+            for path in sorted((self.root / folder).glob("*.py")):
+                files[str(path.relative_to(self.root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return files
+
+    def manage(self, dbname: str, *args: str, owner: str = OWNER, password: str = OWNER_PASSWORD) -> str:
+        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PG")}
+        env["DATABASE_URL"] = self.pg.url(dbname, user=owner, password=password)
+        result = subprocess.run([sys.executable, str(self.root / "manage.py"), *args], cwd=self.root, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+
+@pytest.fixture
+def project(pg, seeded_template, prod_role, tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(SAMPLE, root, symlinks=True, ignore=shutil.ignore_patterns("backups", "__pycache__"))
+    (root / "pyproject.toml").unlink()
+    dev = create_database(pg, unique_name("dev"), template=seeded_template)
+    prod = unique_name("prod")
+    dev_url = pg.url(dev, user=OWNER, password=OWNER_PASSWORD)
+    prod_url = pg.url(prod, user=PROD_OWNER, password=PROD_PASSWORD)
+    (root / "squashkit.toml").write_text(
+        f'python = "{sys.executable}"\nbackup_dir = "backups"\ndefault_env = "dev"\n'
+        f'[environments.dev]\nsettings = "sample_project.settings"\nenv = {{ DATABASE_URL = "{dev_url}" }}\n'
+        f'[environments.prod]\nsettings = "sample_project.settings"\nenv = {{ DATABASE_URL = "{prod_url}" }}\n'
+    )
+    yield Project(pg, root, dev, prod)
+    drop_database(pg, dev)
+    drop_database(pg, prod)
+
+
+def make_prod(project: Project) -> None:
+    """A prod that differs from dev: migrated, owned by its own role, a little data of its own."""
+    create_database(project.pg, project.prod, owner=PROD_OWNER)
+    project.manage(project.prod, "migrate", "-v", "0", owner=PROD_OWNER, password=PROD_PASSWORD)
+    with psycopg.connect(**project.pg.conninfo(project.prod), autocommit=True) as conn:
+        conn.execute("INSERT INTO catalog_tag (name) VALUES ('prod-only')")
+
+
+def test_squash_keeps_every_row_and_leaves_only_fresh_initial_migrations(project):
+    before = project.fingerprint(project.dev)
+    third_party_before = {row for row in project.applied(project.dev) if row[0] not in ("catalog", "orders", "community", "analytics")}
+    result = project.run("squash", "--yes")
+    assert result.code == 0, result.stderr
+    assert project.fingerprint(project.dev) == before
+
+    for folder in ("catalog/migrations", "orders/migrations", "community/migrations", "analytics/migrations"):
+        names = sorted(p.name for p in (project.root / folder).glob("*.py"))
+        assert names[0] == "0001_initial.py" and names[-1] == "__init__.py"
+        assert all("initial" in n for n in names[:-1]), names
+    assert (project.root / "community" / "migrations").is_symlink()
+    assert sorted(p.name for p in (project.root / "migration_store" / "community").glob("*.py")) == ["0001_initial.py", "__init__.py"]
+    orderline = (project.root / "orders" / "migrations" / "0001_initial.py").read_text()
+    assert "('catalog'," in orderline or '("catalog",' in orderline  # cross-app dependency kept
+
+    applied = project.applied(project.dev)
+    assert {row for row in applied if row[0] not in ("catalog", "orders", "community", "analytics")} == third_party_before
+    assert {row for row in applied if row[0] in ("catalog", "orders", "community", "analytics")} == {
+        (app, "0001_initial") for app in ("catalog", "orders", "community", "analytics")
+    }
+    # The project still works: a row through the ORM in each app.
+    project.manage(project.dev, "shell", "-c", (
+        "from catalog.models import Tag; from orders.models import Order; from community.models import Comment;"
+        "from analytics.models import PageView; from django.contrib.auth.models import User; import datetime;"
+        "now = datetime.datetime.now(datetime.timezone.utc);"
+        "Tag.objects.create(name='after-squash');"
+        "u = User.objects.first(); o = Order.objects.create(user=u, reference='AFTER-SQUASH', created_at=now);"
+        "Comment.objects.create(content_object=o, author=u, body='after squash', created_at=now);"
+        "PageView.objects.create(product_id=1, path='/x', session_key='k', viewed_at=datetime.datetime.now(datetime.timezone.utc))"
+    ))
+
+
+def test_promote_dev_to_prod_copies_every_row_between_different_owners(project):
+    make_prod(project)
+    prod_before = project.fingerprint(project.prod)
+    result = project.run("promote", "dev-to-prod", "--yes")
+    assert result.code == 0, result.stderr
+    assert project.fingerprint(project.prod) == project.fingerprint(project.dev)
+    with psycopg.connect(**project.pg.conninfo(project.prod)) as conn:
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()").fetchone()[0]
+        table_owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'catalog_product'").fetchone()[0]
+    assert owner == PROD_OWNER and table_owner == PROD_OWNER
+    project.manage(project.prod, "migrate", "--check", owner=PROD_OWNER, password=PROD_PASSWORD)
+    # prod's previous state was saved first, in full.
+    safety = sorted((project.root / "backups").glob("prod-*"))
+    assert len(safety) == 1
+    restored = create_database(project.pg, unique_name("prodbefore"))
+    try:
+        subprocess.run(["pg_restore", "--no-owner", "-d", restored, str(safety[0] / "db.dump")],
+                       env={**project.pg.environ(), "PATH": "/usr/bin:/bin"}, check=True, capture_output=True)
+        with psycopg.connect(**project.pg.conninfo(restored)) as conn:
+            assert table_fingerprints(conn, skip=SKIP) == prod_before
+    finally:
+        drop_database(project.pg, restored)
+
+
+def test_promote_with_squash_squashes_once_and_copies_every_row(project):
+    make_prod(project)
+    result = project.run("promote", "dev-to-prod", "--squash", "--yes")
+    assert result.code == 0, result.stderr
+    assert project.fingerprint(project.prod) == project.fingerprint(project.dev)
+    assert project.applied(project.prod) == project.applied(project.dev)
+    assert ("catalog", "0001_initial") in project.applied(project.prod)
+    assert not (project.root / "catalog" / "migrations" / "0002_tag_product_attributes_product_is_active_and_more.py").exists()
+
+
+def truncated_copy(bundle: Path, destination: Path) -> Path:
+    """A bundle whose dump lost its second half but whose manifest still vouches for it."""
+    shutil.copytree(bundle, destination)
+    dump = destination / "db.dump"
+    data = dump.read_bytes()
+    dump.write_bytes(data[: len(data) * 6 // 10])
+    manifest = read_manifest(destination)
+    manifest.files["db.dump"] = sha256(dump)
+    (destination / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+    return destination
+
+
+def test_truncated_dump_fails_at_pg_restore_and_puts_the_target_back(project, tmp_path):
+    make_prod(project)
+    made = project.run("backup", "--env", "dev")
+    assert made.code == 0, made.stderr
+    broken = truncated_copy(Path(made.stdout.strip().splitlines()[-1]), tmp_path / "broken")
+    prod_before, files_before = project.fingerprint(project.prod), project.migration_files()
+
+    result = project.run("restore", str(broken), "--env", "prod", "--yes")
+    assert result.code == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "step 'pg_restore default' failed" in error and "put back" in error
+    assert "Traceback" not in result.stderr
+    assert project.fingerprint(project.prod) == prod_before
+    assert project.migration_files() == files_before
+    project.manage(project.prod, "migrate", "--check", owner=PROD_OWNER, password=PROD_PASSWORD)
+
+
+def test_squash_then_rollback_bundle_restores_files_and_rows(project):
+    before_rows, before_files = project.fingerprint(project.dev), project.migration_files()
+    applied_before = project.applied(project.dev)
+    result = project.run("squash", "--yes")
+    assert result.code == 0, result.stderr
+    bundle = Path(result.stdout.strip().splitlines()[-1])
+    assert project.migration_files() != before_files
+
+    result = project.run("rollback", str(bundle), "--env", "dev", "--yes")
+    assert result.code == 0, result.stderr
+    assert project.migration_files() == before_files
+    assert project.fingerprint(project.dev) == before_rows
+    assert project.applied(project.dev) == applied_before
+
+
+@pytest.mark.parametrize("command", [["squash"], ["promote", "dev-to-prod"], ["squash", "--yes", "--dry-run"], ["promote", "dev-to-prod", "--dry-run"]])
+def test_nothing_changes_without_yes_or_with_dry_run(project, command):
+    make_prod(project)
+    dev, prod, files = project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()
+    result = project.run(*command)
+    if "--dry-run" in command:
+        assert result.code == 0, result.stderr
+        assert "DROP DATABASE" in result.stdout and OWNER_PASSWORD not in result.stdout and PROD_PASSWORD not in result.stdout
+    else:
+        assert result.code == 2, result.stderr
+        assert "pass --yes" in result.stderr.strip().splitlines()[-1]
+    assert project.fingerprint(project.dev) == dev and project.fingerprint(project.prod) == prod
+    assert project.migration_files() == files
+    assert not (project.root / "backups").exists() or not any((project.root / "backups").iterdir())
+
+
+def test_preflight_refuses_unapplied_migrations(project):
+    with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as conn:
+        conn.execute("DELETE FROM django_migrations WHERE app = 'orders' AND name LIKE '0005%%'")
+    dev, files = project.fingerprint(project.dev), project.migration_files()
+    result = project.run("squash", "--yes")
+    assert result.code == 2
+    assert "unapplied migrations" in result.stderr.strip().splitlines()[-1]
+    assert project.fingerprint(project.dev) == dev and project.migration_files() == files

@@ -49,3 +49,35 @@ class Product(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class ActiveProduct(Product):
+    """The products on sale: a proxy, so it has no table and no rows of its own."""
+
+    class Meta:
+        proxy = True
+
+
+class ProductStats(models.Model):
+    """Per-product figures read from the ``catalog_productstats`` SQL view (migration 0008).
+
+    Unmanaged: Django neither creates nor alters it, and nothing can be saved into it
+    (the view aggregates, so PostgreSQL refuses inserts).
+    """
+
+    product = models.OneToOneField(
+        Product,
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_column="product_id",
+        related_name="stats",
+    )
+    tag_count = models.IntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "catalog_productstats"
+        verbose_name_plural = "product stats"
+
+    def __str__(self):
+        return f"{self.product_id}: {self.tag_count} tags"

@@ -3,6 +3,20 @@ from django.contrib.contenttypes.fields import GenericRelation
 from django.db import models
 
 
+class ShippingMethod(models.Model):
+    """How an order travels. Migration 0007 creates the first three; staff edit them later."""
+
+    code = models.SlugField(max_length=20, unique=True)
+    name = models.CharField(max_length=100)
+    price = models.DecimalField(max_digits=8, decimal_places=2)
+    # Orders placed after this time of day leave the next day; NULL for no cut-off.
+    cutoff_time = models.TimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    def __str__(self):
+        return self.name
+
+
 class Order(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -19,6 +33,14 @@ class Order(models.Model):
     note = models.TextField(blank=True)
     # NULL for orders that ship nowhere (digital goods, pick-up in store).
     shipping_address = models.JSONField(null=True, blank=True)
+    # NULL for orders placed before shipping methods existed, and for digital goods.
+    shipping_method = models.ForeignKey(
+        ShippingMethod,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="orders",
+    )
     comments = GenericRelation("community.Comment", related_query_name="order")
 
     def __str__(self):

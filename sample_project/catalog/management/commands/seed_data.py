@@ -10,11 +10,23 @@ RTL text, ZWJ sequences), COPY's special characters (tabs, newlines,
 backslashes), NULLs in every nullable column, ~100 KB texts, JSON with nested
 nulls, generic relations to products and orders, and activity-log rows whose
 ``user_id`` names a deleted user (the column has no foreign key constraint).
+
+And what a JSON fixture reloaded into a freshly migrated database gets wrong:
+
+- timestamps with microseconds (Django's JSON encoder keeps milliseconds);
+- rows a migration created and staff changed since: orders 0007 creates the shipping
+  methods 'standard', 'express' and 'legacy'; here 'legacy' is deleted and 'standard'
+  replaced by a new row (a new id, the same unique code), so a fresh ``migrate`` holds a
+  row the data no longer has and another that collides with it;
+- gaps in the ids, the highest ones included (the last comments are deleted), so each
+  sequence stands above max(id) and a reload that resets sequences hands those ids out again;
+- a stale content type: a model deleted long ago (catalog.legacyitem), whose permission
+  a group still holds.
 """
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 
 from django.contrib.auth.models import Group, Permission, User
@@ -25,7 +37,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from analytics.models import PageView
 from catalog.models import Category, Product, Tag
 from community.models import ActivityLog, Comment, Review
-from orders.models import Order, OrderLine
+from orders.models import Order, OrderLine, ShippingMethod
 
 SEED = 20240229
 # Every timestamp is EPOCH plus a random offset: now() would differ between runs.
@@ -110,6 +122,17 @@ DIRECT_PERMISSIONS = [
 # fmt: on
 
 MAIN_MODELS = [User, Group, Category, Tag, Product, Order, OrderLine, Review, Comment, ActivityLog]
+# Tables migrations fill (orders 0007): shown in the summary, not required to be empty.
+MIGRATION_FILLED_MODELS = [ShippingMethod]
+
+# A model deleted long ago: its content type, permission and group outlive it.
+STALE_CONTENT_TYPE = ("catalog", "legacyitem")
+STALE_PERMISSION = ("archive_legacyitem", "Can archive legacy item")
+STALE_GROUP = "Legacy archivists"
+
+# Every DELETED_COMMENT_EVERY-th comment is deleted, and the DELETED_LAST_COMMENTS last ones.
+DELETED_COMMENT_EVERY = 37
+DELETED_LAST_COMMENTS = 3
 
 
 @dataclass(frozen=True)
@@ -185,7 +208,7 @@ class Command(BaseCommand):
         with transaction.atomic(using=analytics_alias):
             seeder.seed_analytics(analytics_alias)
 
-        seeded = {database: list(MAIN_MODELS)}
+        seeded = {database: [*MAIN_MODELS, *MIGRATION_FILLED_MODELS]}
         seeded.setdefault(analytics_alias, []).append(PageView)
         for alias, models in seeded.items():
             self.stdout.write(f"Seeded database {alias!r}:")
@@ -238,7 +261,8 @@ class Seeder:
         return model._default_manager.using(self.alias).bulk_create(objects, batch_size=BATCH_SIZE)
 
     def moment(self):
-        return EPOCH + timedelta(seconds=self.rng.randrange(ONE_YEAR))
+        """A time in the year after EPOCH, to the microsecond."""
+        return EPOCH + timedelta(seconds=self.rng.randrange(ONE_YEAR), microseconds=self.rng.randrange(10**6))
 
     def sentence(self, low=4, high=16):
         text = " ".join(self.rng.choices(WORDS, k=self.rng.randint(low, high)))
@@ -280,7 +304,9 @@ class Seeder:
 
     def seed_main(self):
         self.seed_users()
+        self.seed_stale_permission()
         self.seed_catalog()
+        self.seed_shipping_methods()
         self.seed_orders()
         self.seed_community()
         self.remove_departed_users()
@@ -337,6 +363,19 @@ class Seeder:
                     grants.append(User.user_permissions.through(user_id=user.pk, permission_id=permissions[name]))
         self.bulk(User.groups.through, memberships)
         self.bulk(User.user_permissions.through, grants)
+
+    def seed_stale_permission(self):
+        """A content type and permission of a model the code no longer has, still held by a group."""
+        app_label, model = STALE_CONTENT_TYPE
+        codename, name = STALE_PERMISSION
+        content_type, _ = ContentType.objects.db_manager(self.alias).get_or_create(app_label=app_label, model=model)
+        permission, _ = Permission.objects.using(self.alias).get_or_create(
+            content_type=content_type, codename=codename, defaults={"name": name}
+        )
+        group = Group.objects.using(self.alias).create(name=STALE_GROUP)
+        group.permissions.add(permission)
+        for user in self.rng.sample(self.users, min(3, len(self.users))):
+            user.groups.add(group)
 
     def seed_catalog(self):
         rng, scale = self.rng, self.scale
@@ -399,6 +438,24 @@ class Seeder:
             attributes["notes"] = self.sentence()
         return attributes
 
+    def seed_shipping_methods(self):
+        """Edit the methods migration 0007 created, as staff would have over the years."""
+        rng = self.rng
+        methods = ShippingMethod.objects.using(self.alias)
+        methods.filter(code="legacy").delete()
+        # Replaced, not edited: the new row has a new id and the same unique code.
+        methods.filter(code="standard").delete()
+        methods.create(code="standard", name="Standard (tracked)", price=Decimal("5.50"), cutoff_time=time(15, 30))
+        methods.filter(code="express").update(name="Express 24h 🚀")
+        methods.create(
+            code="pickup",
+            name="Pick-up in store",
+            price=Decimal("0.00"),
+            # A cut-off to the microsecond: times lose them through Django's JSON encoder too.
+            cutoff_time=time(17, 45, 30, rng.randrange(1, 10**6)),
+        )
+        self.shipping_methods = list(methods.order_by("pk"))
+
     def seed_orders(self):
         rng, scale = self.rng, self.scale
         orders = []
@@ -413,6 +470,7 @@ class Seeder:
                     created_at=created,
                     note=self.sentence() if rng.random() < 0.2 else "",
                     shipping_address=self.maybe(0.85, self.address()),
+                    shipping_method=self.maybe(0.8, rng.choice(self.shipping_methods)),
                 )
             )
         self.orders = self.bulk(Order, orders)
@@ -485,7 +543,12 @@ class Seeder:
                     created_at=self.moment(),
                 )
             )
-        self.bulk(Comment, comments)
+        comments = self.bulk(Comment, comments)
+        # Deleted comments leave gaps in the ids, the highest ones included: the sequence
+        # stands above max(id), and those ids must never be handed out again.
+        deleted = [c.pk for i, c in enumerate(comments) if i % DELETED_COMMENT_EVERY == DELETED_COMMENT_EVERY - 1]
+        deleted += [c.pk for c in comments[-DELETED_LAST_COMMENTS:]]
+        Comment.objects.using(self.alias).filter(pk__in=deleted).delete()
 
         # Every departed user's last entry is their deletion, so each leaves a dangling id.
         entries = [

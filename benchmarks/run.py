@@ -237,6 +237,7 @@ def prepare(dbname: str, work: Path) -> Setup:
     env_name, environment = cfg.environment(ENV_NAME)
     project = introspect(manage_py(cfg, env_name, environment))
     excludes = project.installed_excludes(cfg.exclude)
+    excludes += [label for label in project.unmanaged_models(ALIAS) if label not in excludes]  # as backup does
     models = project.dumped_models(ALIAS, excludes)
     rewrite = {m.label: m.natural_key_fields for m in models if m.natural_key_fields}
     natural_keys = "contenttypes" in [a.label for a in project.apps if ALIAS in a.aliases]

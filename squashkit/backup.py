@@ -7,10 +7,13 @@ The algorithm, in order (each step names the failure it guards against):
    (pg_dump refuses a newer server; better to say so than to leave a half bundle).
 3. Open a private ``.partial`` bundle directory; any failure deletes it.
 4. Per alias, inside one repeatable-read snapshot: record the facts (row counts,
-   extensions, schemas, applied migrations), read the content type and permission maps,
+   extensions, schemas, applied migrations, every sequence), read the content types and
+   permissions (written with their ids to contenttypes.json, so a reload can put them back),
    and run ``pg_dump --snapshot`` so the dump holds exactly what was counted.
 5. Per alias: ``dumpdata --all`` (base managers: custom managers must not hide rows) as
-   jsonl, rewritten into db.json with content types and permissions by natural key.
+   jsonl with full-precision datetimes (Django's encoder keeps milliseconds), unmanaged
+   models left out (views cannot be loaded), rewritten into db.json with content types and
+   permissions by natural key.
 6. Verify: pg_restore lists every table's data, db.json parses to the end, and its objects
    per model equal the snapshot's row counts (otherwise the database changed meanwhile).
 7. Archive every migration file of the project's own apps, symlinked folders followed.
@@ -30,8 +33,8 @@ from pathlib import Path
 from squashkit import __version__, bundle, postgres
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed
-from squashkit.fixture import NaturalKeys, read_counts, write_fixture
-from squashkit.project import AppInfo, ProjectInfo, archive_migrations, introspect, manage_py
+from squashkit.fixture import NaturalKeys, read_counts, read_ids, write_fixture
+from squashkit.project import AppInfo, ProjectInfo, archive_migrations, dumpdata, introspect, manage_py
 
 DUMP_FORMATS = ("custom", "directory")
 
@@ -133,7 +136,10 @@ def _backup_alias(
     """Steps 4-6 for one alias: snapshot facts, pg_dump, dumpdata, verification."""
     params = project.connection(alias)
     json_name, dump_name = bundle.file_names(alias, dump_format)
+    unmanaged = project.unmanaged_models(alias)
+    excludes = [*excludes, *(label for label in unmanaged if label not in excludes)]
     dumped_models = project.dumped_models(alias, excludes)
+    contenttypes_name = None
 
     # 4. Facts and pg_dump from one snapshot.
     with postgres.connect(params) as conn:
@@ -141,7 +147,19 @@ def _backup_alias(
             facts = postgres.read_facts(conn)
             contenttypes_here = "contenttypes" in [a.label for a in project.apps if alias in a.aliases]
             keys = NaturalKeys.read(conn) if contenttypes_here else None
+            if keys is not None and keys.content_type_table:
+                contenttypes_name = bundle.contenttypes_file_name(alias)
+                saved_ids = keys.write_ids(partial / contenttypes_name)
             tables_by_model = {m.label: postgres.resolve_table(conn, m.db_table) for m in dumped_models}
+            json_tables = sorted(
+                {table for table in tables_by_model.values() if table}
+                | {
+                    table
+                    for m in dumped_models
+                    for m2m in m.m2m_tables
+                    if (table := postgres.resolve_table(conn, m2m))
+                }
+            )
             args = ["-w", "-f", str(partial / dump_name), "-F", "d" if dump_format == "directory" else "c"]
             if facts.django_migrations_table:
                 schema, table = facts.django_migrations_table.split(".", 1)
@@ -158,12 +176,10 @@ def _backup_alias(
     # 5. dumpdata, rewritten into the fixture.
     jsonl = partial / f".{alias}.jsonl"
     clock = time.monotonic()
-    exclude_args = [arg for label in excludes for arg in ("--exclude", label)]
-    note(f"[{alias}] dumpdata --all (excluding {', '.join(excludes) or 'nothing'})")
-    manage.run(
-        "dumpdata", "--all", "--format", "jsonl", "--database", alias, "--output", str(jsonl), *exclude_args,
-        what=f"dumpdata of {alias!r}",
-    )
+    if unmanaged:
+        note(f"[{alias}] leaving the unmanaged models out of {json_name} ({', '.join(unmanaged)}): migrate does not create them")
+    note(f"[{alias}] dumpdata --all (excluding {', '.join(excludes) or 'nothing'}), datetimes to the microsecond")
+    dumpdata(manage, alias, jsonl, excludes)
     rewrite = {m.label: m.natural_key_fields for m in dumped_models if m.natural_key_fields}
     written = write_fixture(jsonl, partial / json_name, keys, rewrite)
     jsonl.unlink()
@@ -177,6 +193,10 @@ def _backup_alias(
     read_back = read_counts(partial / json_name)
     if read_back != written:
         raise OperationFailed(f"{json_name} does not read back as written: the disk may be failing")
+    if contenttypes_name:
+        ids = read_ids(partial / contenttypes_name)
+        if len(ids["content_types"]) + len(ids["permissions"]) != saved_ids:
+            raise OperationFailed(f"{contenttypes_name} does not read back as written: the disk may be failing")
     rows = {t.qualified: t.rows for t in facts.tables}
     for model in dumped_models:
         table = tables_by_model.get(model.label)
@@ -203,6 +223,8 @@ def _backup_alias(
         json_file=json_name,
         json_objects=dict(sorted(written.items())),
         excluded_from_json=excludes,
+        json_tables=json_tables,
+        contenttypes_file=contenttypes_name,
         pg_dump_version=str(pg_dump("--version")).strip(),
         snapshot_consistent=snapshot_id is not None,
         facts=facts,

@@ -3,9 +3,11 @@
 A bundle is a directory ``<backup_dir>/<env>-<UTC timestamp>/``::
 
     manifest.json        what was backed up, from where, and the sha256 of every other file
-    db.json              dumpdata of alias 'default' (content types and permissions by natural key)
+    db.json              dumpdata of alias 'default' (content types and permissions by natural key,
+                         datetimes to the microsecond, unmanaged models left out)
+    contenttypes.json    the content types and permissions of 'default' with their ids
     db.dump              pg_dump -Fc of 'default' without django_migrations (db.dump/ with -Fd)
-    <alias>.json/.dump   the same for every other PostgreSQL alias
+    <alias>.json/.dump   the same for every other PostgreSQL alias (<alias>.contenttypes.json too)
     migrations.tar.gz    every migration file of the project's own apps, as they were
     log.txt              what ran, in order (no passwords, ever)
 
@@ -32,7 +34,8 @@ from squashkit.errors import BadInput, DiskFull, OperationFailed
 from squashkit.postgres import DatabaseFacts
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+# 2: contenttypes.json, json_tables, sequences in the facts, datetimes to the microsecond.
+FORMAT_VERSION = 2
 
 
 class AliasBackup(BaseModel):
@@ -47,7 +50,15 @@ class AliasBackup(BaseModel):
     dump_format: str = Field(description="'custom' or 'directory'.")
     json_file: str = Field(description="The dumpdata fixture.")
     json_objects: dict[str, int] = Field(description="Objects per model in the fixture (content types and permissions included).")
-    excluded_from_json: list[str] = Field(description="dumpdata excludes in force.")
+    excluded_from_json: list[str] = Field(description="dumpdata excludes in force (the unmanaged models included).")
+    json_tables: list[str] = Field(
+        default_factory=list,
+        description="schema.name of every table the fixture fills: the dumped models' tables and their implicit "
+        "many-to-many tables. Empty in bundles of format 1.",
+    )
+    contenttypes_file: str | None = Field(
+        None, description="Content types and permissions with their ids; None where contenttypes is not on this alias."
+    )
     pg_dump_version: str
     snapshot_consistent: bool = Field(description="pg_dump read the same snapshot the row counts came from.")
     facts: DatabaseFacts
@@ -97,6 +108,11 @@ def file_names(alias: str, dump_format: str) -> tuple[str, str]:
     """(json, dump) names: db.json/db.dump for 'default', <alias>.json/<alias>.dump for the others."""
     stem = "db" if alias == "default" else alias
     return f"{stem}.json", f"{stem}.dump"
+
+
+def contenttypes_file_name(alias: str) -> str:
+    """contenttypes.json for 'default', <alias>.contenttypes.json for the others."""
+    return "contenttypes.json" if alias == "default" else f"{alias}.contenttypes.json"
 
 
 def sha256(path: Path) -> str:
@@ -197,11 +213,17 @@ def read_manifest(directory: Path) -> Manifest:
         raise BadInput(f"{path} is damaged or from an incompatible squashkit: {str(exc).splitlines()[0]}") from None
 
 
+def damaged_files(directory: Path, manifest: Manifest) -> list[str]:
+    """The files the manifest lists that are missing or no longer match their sha256."""
+    return [
+        relative
+        for relative, expected in manifest.files.items()
+        if not (directory / relative).is_file() or sha256(directory / relative) != expected
+    ]
+
+
 def verify_hashes(directory: Path, manifest: Manifest) -> None:
     """Every file the manifest lists is there with the same sha256."""
-    for relative, expected in manifest.files.items():
-        path = directory / relative
-        if not path.is_file():
-            raise OperationFailed(f"bundle {directory} is missing {relative}")
-        if sha256(path) != expected:
-            raise OperationFailed(f"bundle {directory}: {relative} does not match its sha256 in the manifest")
+    damaged = damaged_files(directory, manifest)
+    if damaged:
+        raise OperationFailed(f"bundle {directory}: {damaged[0]} is missing or does not match its sha256 in the manifest")

@@ -1,4 +1,4 @@
-"""db.json: a dumpdata fixture that survives a reload into a fresh database.
+"""db.json: a dumpdata fixture that survives a reload into a fresh database, and its faithful load.
 
 The choice, and why
 -------------------
@@ -18,19 +18,33 @@ permissions themselves head the file in natural-key form (no pk), so loading int
 database matches those ``migrate`` created and adds any the code no longer defines. The
 result is an ordinary fixture: ``manage.py loaddata db.json`` needs no squashkit.
 
+dumpdata runs through ``dumpdata_runner.py``: Django's jsonl serializer with an encoder that
+keeps the microseconds ``DjangoJSONEncoder`` cuts off. Unmanaged models (views, tables
+``migrate`` does not create) are excluded: loading them fails.
+
 Memory stays flat: one object at a time, in and out.
+
+Next to the fixture, ``contenttypes.json`` (``<alias>.contenttypes.json`` for other aliases)
+holds the source's content types and permissions *with their ids*, read in the same snapshot.
+A plain ``loaddata`` does not need it; ``load_fixture`` uses it to put those ids back, so
+that every reference to them, in the fixture and outside it (a generic relation stored as a
+plain integer, an id kept in a JSON column, another system), keeps meaning the same object.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
+from squashkit.bundle import AliasBackup
 from squashkit.errors import OperationFailed
-from squashkit.postgres import resolve_table
+from squashkit.postgres import ConnectionParams, connect, resolve_table
+from squashkit.project import ManagePy
 
 CONTENT_TYPE = "contenttypes.contenttype"
 PERMISSION = "auth.permission"
@@ -40,10 +54,19 @@ _PREFIX = b'{"model": "'
 class NaturalKeys:
     """Content type and permission ids of one database, mapped to their natural keys."""
 
-    def __init__(self, content_types: dict[int, list[str]], permissions: dict[int, list[str]], names: dict[int, str]):
+    def __init__(
+        self,
+        content_types: dict[int, list[str]],
+        permissions: dict[int, list[str]],
+        names: dict[int, str],
+        permission_content_types: dict[int, int] | None = None,
+        tables: tuple[str | None, str | None] = (None, None),
+    ):
         self.content_types = content_types
         self.permissions = permissions
         self.permission_names = names
+        self.permission_content_types = permission_content_types or {}
+        self.content_type_table, self.permission_table = tables
 
     @classmethod
     def read(cls, conn: psycopg.Connection) -> NaturalKeys:
@@ -53,17 +76,44 @@ class NaturalKeys:
         content_types: dict[int, list[str]] = {}
         permissions: dict[int, list[str]] = {}
         names: dict[int, str] = {}
+        owners: dict[int, int] = {}
         if ct_table:
-            for pk, app_label, model in conn.execute("SELECT id, app_label, model FROM django_content_type ORDER BY id"):
+            query = sql.SQL("SELECT id, app_label, model FROM {} ORDER BY id").format(_identifier(ct_table))
+            for pk, app_label, model in conn.execute(query):
                 content_types[pk] = [app_label, model]
         if ct_table and perm_table:
-            for pk, codename, name, ct_id in conn.execute(
-                "SELECT id, codename, name, content_type_id FROM auth_permission ORDER BY id"
-            ):
+            query = sql.SQL("SELECT id, codename, name, content_type_id FROM {} ORDER BY id").format(_identifier(perm_table))
+            for pk, codename, name, ct_id in conn.execute(query):
                 if ct_id in content_types:
                     permissions[pk] = [codename, *content_types[ct_id]]
                     names[pk] = name
-        return cls(content_types, permissions, names)
+                    owners[pk] = ct_id
+        return cls(content_types, permissions, names, owners, (ct_table, perm_table if ct_table else None))
+
+    def write_ids(self, path: Path) -> int:
+        """Write contenttypes.json: both tables' rows with their ids; return the number of rows.
+
+        ``{"content_type_table": "public.django_content_type", "permission_table": "public.auth_permission",
+        "content_types": [[id, app_label, model], ...], "permissions": [[id, name, codename, content_type_id], ...]}``
+        """
+        content_types = [[pk, app_label, model] for pk, (app_label, model) in self.content_types.items()]
+        permissions = [
+            [pk, self.permission_names[pk], key[0], self.permission_content_types[pk]] for pk, key in self.permissions.items()
+        ]
+
+        def rows(items: list[list]) -> str:  # one row a line: a last-resort file should be readable
+            return "[\n" + ",\n".join(json.dumps(item, ensure_ascii=False) for item in items) + "\n]"
+
+        path.write_text(
+            "{\n"
+            f'"content_type_table": {json.dumps(self.content_type_table)},\n'
+            f'"permission_table": {json.dumps(self.permission_table)},\n'
+            f'"content_types": {rows(content_types)},\n'
+            f'"permissions": {rows(permissions)}\n'
+            "}\n",
+            encoding="utf-8",
+        )
+        return len(content_types) + len(permissions)
 
     def header_objects(self) -> list[dict]:
         """The content types and permissions, in natural-key form, to load before anything else."""
@@ -161,3 +211,166 @@ def read_counts(path: Path) -> Counter:
         if not closed:
             raise OperationFailed(f"{path.name} is truncated: no closing bracket")
     return counts
+
+
+def read_ids(path: Path) -> dict:
+    """contenttypes.json, parsed and checked; one-line errors when damaged."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        assert isinstance(document["content_types"], list) and isinstance(document["permissions"], list)
+    except FileNotFoundError:
+        raise OperationFailed(f"{path} is missing") from None
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise OperationFailed(f"{path.name} is damaged: {exc or 'unexpected layout'}") from None
+    return document
+
+
+def _identifier(qualified: str) -> sql.Identifier:
+    """``schema.name`` as a quoted identifier."""
+    return sql.Identifier(*qualified.split(".", 1))
+
+
+def _regclass(conn: psycopg.Connection, qualified: str) -> str | None:
+    """The relation's name as the target sees it, or None when it does not exist there."""
+    quoted = _identifier(qualified).as_string(conn)
+    return conn.execute("SELECT to_regclass(%s)::text", [quoted]).fetchone()[0]
+
+
+def _count(conn: psycopg.Connection, qualified: str) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_identifier(qualified))).fetchone()[0]
+
+
+def _has_rows(conn: psycopg.Connection, qualified: str) -> bool:
+    return conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_identifier(qualified))).fetchone()[0]
+
+
+def _pg_error(exc: psycopg.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = diag.message_primary if diag is not None else None
+    detail = diag.message_detail if diag is not None else None
+    text = primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{text} ({detail})" if detail else text
+
+
+def load_fixture(
+    manage: ManagePy, params: ConnectionParams, bundle_dir: Path, entry: AliasBackup, log: Callable[[str], None]
+) -> None:
+    """Load ``entry``'s fixture into a database just recreated and migrated (for real) with the
+    bundle's migration files, so that every table the fixture fills equals the source's.
+
+    1. Empty the tables the fixture fills (and django_content_type, auth_permission), and only
+       those: rows a migration created would otherwise collide with the source's (same unique
+       value, another id) or stay as extra rows the source had deleted.
+       Why DELETE and not TRUNCATE: ``TRUNCATE ... CASCADE`` also empties every table holding a
+       foreign key to these, whether the fixture refills it or not (django_admin_log, the
+       configured excludes, a table a migration filled), so rows would vanish silently; plain
+       TRUNCATE refuses as soon as one such table exists, even an empty one. DELETE touches only
+       the listed tables. Django's foreign keys are DEFERRABLE INITIALLY DEFERRED, so the order
+       does not matter inside the transaction, and at its end PostgreSQL checks that no row left
+       outside the list points at a row that is gone: a real conflict fails loudly, with the
+       constraint's name, instead of being hidden. On a just-migrated database these tables hold
+       a handful of rows, so DELETE costs nothing; RESTART IDENTITY is not needed, step 4 sets
+       every sequence.
+    2. Insert the source's content types and permissions with their own ids (contenttypes.json),
+       in the same transaction: a generic relation, a group permission, an id kept anywhere
+       means the same object as in the source, and the stale ones (deleted models whose
+       permissions groups still hold) are back too.
+    3. ``manage.py loaddata`` the fixture: its header objects match those rows by natural key
+       (same ids), every other object keeps its own primary key.
+    4. Put every sequence where the source had it (loaddata resets them to max(id), which
+       hands out the ids of deleted rows again). A sequence of a table the fixture does not
+       fill is only set while that table is empty: if ``migrate`` put rows there
+       (django_migrations), their ids belong to the target's own numbering.
+    5. Verify: every table filled has the source's row count.
+    """
+    if not entry.json_tables and entry.json_objects:
+        raise OperationFailed(
+            f"{entry.json_file} comes from a bundle written before squashkit recorded the tables its fixture fills: "
+            f"load it by hand (manage.py loaddata {bundle_dir / entry.json_file})"
+        )
+    fixture = bundle_dir / entry.json_file
+    if not fixture.is_file():
+        raise OperationFailed(f"{fixture} is missing")
+    ids = read_ids(bundle_dir / entry.contenttypes_file) if entry.contenttypes_file else None
+    tables = list(entry.json_tables)
+    if ids:
+        tables += [t for t in (ids["content_type_table"], ids["permission_table"]) if t and t not in tables]
+    source_rows = {t.qualified: t.rows for t in entry.facts.tables}
+    where = f"[{entry.alias}]"
+
+    with connect(params, autocommit=True) as conn:
+        missing = [table for table in tables if _regclass(conn, table) is None]
+        if missing:
+            raise OperationFailed(
+                f"{params.dbname} has no table {missing[0]} (of {len(missing)} missing): "
+                "migrate it with the bundle's migration files before loading the fixture"
+            )
+
+        # 1 and 2, one transaction: either the tables hold the source's ids or nothing changed.
+        log(f"{where} emptying the {len(tables)} tables the fixture fills")
+        try:
+            with conn.transaction():
+                conn.execute("SET CONSTRAINTS ALL DEFERRED")
+                for table in tables:
+                    conn.execute(sql.SQL("DELETE FROM {}").format(_identifier(table)))
+                if ids:
+                    _insert_ids(conn, ids)
+        except psycopg.Error as exc:
+            raise OperationFailed(f"emptying the fixture's tables in {params.dbname} failed: {_pg_error(exc)}") from None
+        if ids:
+            log(f"{where} {len(ids['content_types'])} content types and {len(ids['permissions'])} permissions back with their ids")
+
+    # 3. The fixture itself.
+    log(f"{where} loaddata {entry.json_file} ({sum(entry.json_objects.values())} objects)")
+    manage.run("loaddata", str(fixture), "--database", entry.alias, "-v", "0", what=f"loaddata of {entry.json_file}")
+
+    with connect(params, autocommit=True) as conn:
+        # 4. Sequences.
+        filled = set(tables)
+        exact, skipped = 0, []
+        try:
+            for name, state in sorted(entry.facts.sequences.items()):
+                if _regclass(conn, name) is None:
+                    skipped.append(name)
+                    continue
+                owner = state.owned_by.rsplit(".", 1)[0] if state.owned_by else None
+                if owner and owner not in filled and _regclass(conn, owner) and _has_rows(conn, owner):
+                    continue  # rows ``migrate`` made: leave the target's numbering alone
+                conn.execute(
+                    "SELECT setval(%s::regclass, %s, %s)",
+                    [_identifier(name).as_string(conn), state.last_value, state.is_called],
+                )
+                exact += 1
+        except psycopg.Error as exc:
+            raise OperationFailed(f"setting the sequences of {params.dbname} failed: {_pg_error(exc)}") from None
+        log(f"{where} {exact} sequences set to the source's values")
+        if skipped:
+            log(f"{where} note: {len(skipped)} sequences of the source do not exist here (e.g. {skipped[0]})")
+
+        # 5. Verify.
+        for table in sorted(tables):
+            if table not in source_rows:
+                continue  # not a plain table the backup counted (a partitioned parent)
+            rows = _count(conn, table)
+            if rows != source_rows[table]:
+                raise OperationFailed(
+                    f"after loading {entry.json_file}, {table} has {rows} rows but the source had {source_rows[table]}"
+                )
+        log(f"{where} verified: {len(tables)} tables hold the source's row counts")
+
+
+def _insert_ids(conn: psycopg.Connection, ids: dict) -> None:
+    ct_table, perm_table = ids["content_type_table"], ids["permission_table"]
+    with conn.cursor() as cursor:
+        if ct_table and ids["content_types"]:
+            cursor.executemany(
+                sql.SQL("INSERT INTO {} (id, app_label, model) VALUES (%s, %s, %s)").format(_identifier(ct_table)),
+                ids["content_types"],
+            )
+        if perm_table and ids["permissions"]:
+            cursor.executemany(
+                sql.SQL("INSERT INTO {} (id, name, codename, content_type_id) VALUES (%s, %s, %s, %s)").format(
+                    _identifier(perm_table)
+                ),
+                ids["permissions"],
+            )

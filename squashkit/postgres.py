@@ -140,6 +140,16 @@ class TableCount(BaseModel):
         return f"{self.schema_name}.{self.name}"
 
 
+class SequenceState(BaseModel):
+    """One sequence as ``setval(name, last_value, is_called)`` would put it back."""
+
+    last_value: int
+    is_called: bool = Field(description="False: nextval returns last_value itself (never used yet, or reset).")
+    owned_by: str | None = Field(
+        None, description="schema.table.column of the serial or identity column that owns it; None for a free sequence."
+    )
+
+
 class DatabaseFacts(BaseModel):
     """What a database is, read in one transaction (the same snapshot pg_dump uses)."""
 
@@ -158,6 +168,11 @@ class DatabaseFacts(BaseModel):
     django_migrations_table: str | None = Field(
         None, description="schema.name of django_migrations, if the database has one."
     )
+    sequences: dict[str, SequenceState] = Field(
+        default_factory=dict,
+        description="Every sequence outside system schemas and extensions, by schema.name. Sequences are not "
+        "transactional: each was read after the snapshot was taken, so it is at least as far as any id the snapshot holds.",
+    )
 
 
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -169,6 +184,23 @@ WHERE c.relkind = 'r'
   AND n.nspname <> ALL(%(system)s) AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast%%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"""
+
+# Sequences and the column each belongs to: 'a' links a serial's sequence to its column,
+# 'i' an identity column's.
+_SEQUENCES = """
+SELECT n.nspname, c.relname, tn.nspname, t.relname, a.attname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+     AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+LEFT JOIN pg_class t ON t.oid = d.refobjid
+LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE c.relkind = 'S'
+  AND n.nspname <> ALL(%(system)s) AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend e
+                  WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
 ORDER BY n.nspname, c.relname
 """
 
@@ -201,6 +233,15 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
     if migrations_table:
         query = sql.SQL("SELECT app, name FROM {} ORDER BY applied, id").format(sql.Identifier(*migrations_table))
         applied = [(app, name) for app, name in conn.execute(query)]
+    sequences = {}
+    for schema, name, table_schema, table, column in conn.execute(_SEQUENCES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
+        query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))
+        last_value, is_called = conn.execute(query).fetchone()
+        sequences[f"{schema}.{name}"] = SequenceState(
+            last_value=last_value,
+            is_called=is_called,
+            owned_by=f"{table_schema}.{table}.{column}" if column else None,
+        )
     return DatabaseFacts(
         server_version=one[0],
         server_version_num=one[1],
@@ -213,6 +254,7 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
         tables=tables,
         applied_migrations=applied,
         django_migrations_table=".".join(migrations_table) if migrations_table else None,
+        sequences=sequences,
     )
 
 

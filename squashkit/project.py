@@ -22,6 +22,7 @@ from squashkit.errors import NO_SPACE, BadInput, DiskFull, OperationFailed
 from squashkit.postgres import ConnectionParams
 
 PROBE = Path(__file__).with_name("project_probe.py")
+DUMPDATA_RUNNER = Path(__file__).with_name("dumpdata_runner.py")
 POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
 
 # The procedure's excludes: rows that `migrate` recreates (permissions, content types) or
@@ -33,7 +34,12 @@ class ModelInfo(BaseModel):
     label: str = Field(description="app_label.modelname, lower case, as dumpdata writes it.")
     db_table: str
     auto_created: bool = Field(description="An implicit many-to-many table (dumped with its owner).")
-    dumped_on: list[str] = Field(description="Aliases whose dumpdata includes this model.")
+    managed: bool = Field(True, description="False for Meta.managed = False (a view, a table Django does not create).")
+    proxy: bool = Field(False, description="A proxy: no table of its own, never dumped.")
+    dumped_on: list[str] = Field(description="Aliases whose plain dumpdata includes this model (proxies never).")
+    m2m_tables: list[str] = Field(
+        default_factory=list, description="db_table of the implicit many-to-many tables dumped as lists on this model."
+    )
     natural_key_fields: dict[str, str] = Field(
         description="Field name -> 'contenttype' or 'permission' for references squashkit writes by natural key."
     )
@@ -77,6 +83,15 @@ class ProjectInfo(BaseModel):
         labels = {app.label for app in self.apps}
         wanted = dict.fromkeys([*STANDARD_EXCLUDES, *(label.lower() if "." in label else label for label in extra)])
         return [label for label in wanted if label in labels or label in models]
+
+    def unmanaged_models(self, alias: str) -> list[str]:
+        """Labels of the unmanaged models plain dumpdata would write for ``alias``.
+
+        ``migrate`` does not create their tables: over a view they cannot be loaded at all,
+        and a table created outside the migrations does not exist after one. They are
+        excluded from the json (pg_dump still holds whatever table is behind them).
+        """
+        return [model.label for app in self.apps for model in app.models if not model.managed and alias in model.dumped_on]
 
     def dumped_models(self, alias: str, excludes: list[str]) -> list[ModelInfo]:
         """The models whose rows ``dumpdata --database alias`` writes, given the excludes."""
@@ -161,6 +176,19 @@ def introspect(manage: ManagePy) -> ProjectInfo:
             f"the project does not start with settings {manage.env['DJANGO_SETTINGS_MODULE']}: {result['error']}"
         )
     return ProjectInfo.model_validate(result["ok"])
+
+
+def dumpdata(manage: ManagePy, alias: str, output: Path, exclude: list[str]) -> None:
+    """``dumpdata --all --format jsonl`` of ``alias`` into ``output``, datetimes and times to the microsecond.
+
+    Runs ``dumpdata_runner.py`` in the project's ``manage.py shell`` (see its docstring for why).
+    """
+    arguments = {"alias": alias, "output": str(output), "exclude": list(exclude)}
+    code = (
+        f"import runpy; runpy.run_path({str(DUMPDATA_RUNNER)!r}, "
+        f"init_globals={{'SQUASHKIT_DUMPDATA': {arguments!r}}}, run_name='__squashkit_dumpdata__')"
+    )
+    manage.run("shell", "-c", code, what=f"dumpdata of {alias!r}")
 
 
 def migration_files(app: AppInfo) -> list[Path]:

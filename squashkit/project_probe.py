@@ -56,6 +56,15 @@ def _natural_key_fields(model, targets):
     return found
 
 
+def _m2m_tables(model):
+    """db_table of each implicit many-to-many table that dumpdata writes as a list on ``model``."""
+    return [
+        field.remote_field.through._meta.db_table
+        for field in model._meta.local_many_to_many
+        if field.remote_field.through._meta.auto_created
+    ]
+
+
 def probe():
     import django
     from django.apps import apps
@@ -80,12 +89,20 @@ def probe():
         module_name, folder, real = _migrations_folder(app_config)
         models = []
         for model in app_config.get_models(include_auto_created=True):
+            meta = model._meta
             models.append(
                 {
-                    "label": model._meta.label_lower,
-                    "db_table": model._meta.db_table,
-                    "auto_created": bool(model._meta.auto_created),
-                    "dumped_on": [a for a in aliases if not model._meta.auto_created and router.allow_migrate_model(a, model)],
+                    "label": meta.label_lower,
+                    "db_table": meta.db_table,
+                    "auto_created": bool(meta.auto_created),
+                    "managed": bool(meta.managed),
+                    "proxy": bool(meta.proxy),
+                    # dumpdata's own rule: every model the router allows, except proxies (their
+                    # rows are the concrete model's) and implicit join tables (dumped with their owner).
+                    "dumped_on": [
+                        a for a in aliases if not meta.auto_created and not meta.proxy and router.allow_migrate_model(a, model)
+                    ],
+                    "m2m_tables": _m2m_tables(model),
                     "natural_key_fields": _natural_key_fields(model, targets),
                 }
             )

@@ -261,3 +261,26 @@ def _is_implicit_m2m(conn: psycopg.Connection, regclass: str, columns: list[str]
         [regclass],
     ).fetchone()[0]
     return fk_columns == 2
+
+
+SEQUENCES = """
+SELECT n.nspname || '.' || c.relname, tn.nspname || '.' || t.relname || '.' || a.attname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass
+     AND d.deptype IN ('a', 'i')
+LEFT JOIN pg_class t ON t.oid = d.refobjid LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def sequences(conn: psycopg.Connection) -> dict[str, tuple[int, bool, str | None]]:
+    """Every sequence: schema.name -> (last_value, is_called, the schema.table.column owning it)."""
+    result = {}
+    for name, owner in conn.execute(SEQUENCES).fetchall():
+        schema, relname = name.split(".", 1)
+        last_value, is_called = conn.execute(
+            sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, relname))
+        ).fetchone()
+        result[name] = (last_value, is_called, owner)
+    return result

@@ -166,18 +166,30 @@ def put_back_migrations(bundle_dir: Path, root: Path, manifest: bundle.Manifest,
     log(f"migration files put back from {bundle_dir.name}/{manifest.migrations_archive}")
 
 
-def recreate_database(target: Target, alias: str, facts: postgres.DatabaseFacts, extensions: list[str], log: Log) -> None:
-    """Step 3: end other sessions, drop, create from template0 like the source, create extensions."""
+def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts | None, extensions: list[str], log: Log) -> None:
+    """Step 3: end other sessions, drop, create from template0 like the source, create extensions.
+
+    ``like`` gives the encoding and locale; None keeps the dropped database's own (UTF8 and the
+    server's defaults when there was none).
+    """
     params = target.params(alias)
     admin = _admin_params(target)
     with postgres.connect(params.with_dbname("postgres")) as conn:
         owner = conn.execute("SELECT current_user").fetchone()[0]
         may_create = conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
     with postgres.connect((admin if admin and not may_create else params).with_dbname("postgres")) as conn:
+        if like is not None:
+            locale = (like.encoding, like.collate, like.ctype)
+        else:
+            locale = conn.execute(
+                """SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database
+                   WHERE datname = coalesce((SELECT datname FROM pg_database WHERE datname = %s), 'template0')""",
+                [params.dbname],
+            ).fetchone()
         for session in postgres.other_sessions(conn, params.dbname):
             log(f"ending session {session.describe()} on {params.dbname}")
         postgres.drop_database(conn, params.dbname)
-        conn.execute(postgres.create_database_statement(params.dbname, owner, facts.encoding, facts.collate, facts.ctype))
+        conn.execute(postgres.create_database_statement(params.dbname, owner, *locale))
     log(f"recreated database {params.dbname} owned by {owner}")
     for name in sorted(set(extensions) - {"plpgsql"}):
         _create_extension(params, admin, name)
@@ -354,11 +366,10 @@ def _replace_database(
     manifest = bundle.read_manifest(source_bundle)
     safety = bundle.read_manifest(safety_bundle) if safety_bundle else None
     step = "delete migrations"
-    changed = False
+    changed = squash  # from here on, a failure has something to put back
     try:
         if squash:
             delete_migrations(target.project, log)
-            changed = True
         for entry in manifest.databases:
             if entry.alias not in target.project.postgres_aliases():
                 continue
@@ -483,7 +494,15 @@ def promote(
         # The files are shared by both environments: squash them once, on the source.
         _replace_database(config, source, source_bundle, source_bundle, squash=True, jobs=1, log=log)
         target = resolve(config, target_name)
-    _replace_database(config, target, source_bundle, safety, squash=False, jobs=1, log=log)
+    try:
+        _replace_database(config, target, source_bundle, safety, squash=False, jobs=1, log=log)
+    except OperationFailed as exc:
+        if not squash:
+            raise
+        # The target's rollback put the old migration files back: the squashed source must
+        # follow, or its django_migrations would name files that no longer exist.
+        state = _roll_back(config, source, source_bundle, bundle.read_manifest(source_bundle), log)
+        raise OperationFailed(f"{exc} The source was un-squashed too: {state}") from None
     before = f"its previous state is in {safety}" if safety else "it had no database before"
     log(f"{target.name} now holds {source.name}'s data (bundle {source_bundle}); {before}")
     return source_bundle
@@ -521,24 +540,57 @@ def rollback(config: Config, path: Path, *, env: str | None = None, yes: bool = 
     target = resolve(config, env)
     if path.is_dir():
         manifest = bundle.read_manifest(path)
+        # Decide which way back is usable before anything is dropped: the dump (full fidelity)
+        # when every file of it is intact, else the json; neither means refusing.
+        damaged = bundle.damaged_files(path, manifest)
+        in_a_dump = [name for name in damaged if any(_belongs_to(name, e.dump) for e in manifest.databases)]
+        dump_ok = not in_a_dump
+        json_ok = not [name for name in damaged if name not in in_a_dump and name != "log.txt"]
+        if manifest.migrations_archive in damaged or not (dump_ok or json_ok):
+            raise BadInput(f"bundle {path.name} is damaged ({', '.join(damaged)}): nothing was changed; use another bundle")
         confirm(f"Drop {target.name}'s database {target.params().dbname} and put it back from {path.name}?", yes=yes)
-        try:
-            bundle.verify_hashes(path, manifest)
-            intact = True
-        except OperationFailed as exc:
-            log(f"the dump cannot be used ({exc}); falling back to db.json")
-            intact = False
         put_back_migrations(path, target.manage.cwd, manifest, log)
         target = resolve(config, env)
-        if intact:
+        if dump_ok:
             try:
                 _replace_database(config, target, path, None, squash=False, jobs=1, log=log)
                 return
             except OperationFailed as exc:
+                if not json_ok:
+                    raise
                 log(f"restoring the dump failed ({exc}); falling back to db.json")
+        else:
+            log(f"the dump is damaged ({', '.join(damaged)}); rebuilding from db.json")
         _rollback_json(config, target, path, manifest, log)
         return
-    raise BadInput(f"{path} is not a bundle directory (rollback of a lone db.json needs the bundle it came from)")
+    if path.is_file() and (path.parent / bundle.MANIFEST).is_file():
+        # A db.json inside a bundle: the json path on purpose, with everything the bundle records.
+        manifest = bundle.read_manifest(path.parent)
+        confirm(f"Drop {target.name}'s database {target.params().dbname} and rebuild it from {path}?", yes=yes)
+        put_back_migrations(path.parent, target.manage.cwd, manifest, log)
+        _rollback_json(config, resolve(config, env), path.parent, manifest, log)
+        return
+    if path.is_file() and path.suffix == ".json":
+        confirm(f"Drop {target.name}'s database {target.params().dbname} and rebuild it from {path}?", yes=yes)
+        _rollback_lone_fixture(config, target, path, log)
+        return
+    raise BadInput(f"{path} is neither a bundle directory nor a .json fixture")
+
+
+def _belongs_to(name: str, dump: str) -> bool:
+    return name == dump or name.startswith(dump + "/")
+
+
+def _rollback_lone_fixture(config: Config, target: Target, fixture: Path, log: Log) -> None:
+    """The procedure's recovery path, literally, for a db.json with no bundle around it.
+
+    Without a manifest there are no recorded ids, sequences or row counts to hold it to:
+    content types and permissions are matched by the natural keys squashkit's db.json carries.
+    """
+    recreate_database(target, "default", None, list(config.extensions), log)
+    target.manage.run("migrate", "-v", "0", what="migrate")
+    target.manage.run("loaddata", str(fixture.resolve()), "-v", "0", what=f"loaddata {fixture.name}")
+    log(f"{target.name} rebuilt from {fixture} (no manifest: row counts could not be verified)")
 
 
 def _rollback_json(config: Config, target: Target, bundle_dir: Path, manifest: bundle.Manifest, log: Log) -> None:

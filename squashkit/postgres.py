@@ -205,6 +205,20 @@ ORDER BY n.nspname, c.relname
 """
 
 
+def _count_rows(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
+    """(schema, table, exact row count) of every ordinary user table outside extensions."""
+    counted = []
+    for schema, name in conn.execute(_TABLES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+        counted.append((schema, name, conn.execute(query).fetchone()[0]))
+    return counted
+
+
+def table_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """``schema.table -> rows`` for every ordinary user table outside extensions."""
+    return {f"{schema}.{name}": rows for schema, name, rows in _count_rows(conn)}
+
+
 def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
     """Everything the manifest records about a database, from the connection's current snapshot."""
     one = conn.execute(
@@ -221,10 +235,7 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
             [list(_SYSTEM_SCHEMAS)],
         )
     ]
-    tables = []
-    for schema, name in conn.execute(_TABLES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
-        tables.append(TableCount(schema=schema, name=name, rows=conn.execute(query).fetchone()[0]))
+    tables = [TableCount(schema=schema, name=name, rows=rows) for schema, name, rows in _count_rows(conn)]
     migrations_table = conn.execute(
         """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE c.oid = to_regclass('django_migrations')"""
@@ -473,12 +484,3 @@ def filtered_toc(pg_restore: sh.Command, dump: Path, skip_tables: set[str]) -> t
         else:
             kept.append(line)
     return "\n".join(kept) + "\n", dropped
-
-
-def table_counts(conn: psycopg.Connection) -> dict[str, int]:
-    """Exact row counts of every ordinary user table outside extensions."""
-    counts = {}
-    for schema, name in conn.execute(_TABLES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
-        counts[f"{schema}.{name}"] = conn.execute(query).fetchone()[0]
-    return counts

@@ -25,6 +25,7 @@ step failed, why, and what state the target is in.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tarfile
@@ -269,6 +270,18 @@ def verify(target: Target, manifest: bundle.Manifest, log: Log) -> None:
     log("verified: every table has the bundle's row count; migrate --check and makemigrations --check are clean")
 
 
+def _fault(point: str) -> bool:
+    """Test-only fault injection: $SQUASHKIT_TEST_FAULT names a point where a real run breaks."""
+    return os.environ.get("SQUASHKIT_TEST_FAULT") == point
+
+
+def _truncated_copy(dump: Path) -> Path:
+    """A copy of a custom-format dump cut to 60%, as a disk or a transfer gone wrong leaves it (test-only)."""
+    copy = Path(tempfile.mkdtemp(prefix="squashkit-fault-")) / dump.name
+    copy.write_bytes(dump.read_bytes()[: dump.stat().st_size * 6 // 10])
+    return copy
+
+
 def _admin_params(target: Target) -> postgres.ConnectionParams | None:
     admin = target.environment.admin
     if admin is None:
@@ -377,7 +390,12 @@ def _replace_database(
             changed = True
             recreate_database(target, entry.alias, entry.facts, [*entry.facts.extensions, *config.extensions], log)
             step = f"pg_restore {entry.alias}"
-            pg_restore(config, target, entry.alias, source_bundle / entry.dump, jobs, log)
+            dump = source_bundle / entry.dump
+            if _fault(f"truncate-dump:{target.name}"):  # what pg_restore reads is damaged
+                dump = _truncated_copy(dump)
+            if _fault(f"damage-bundle:{target.name}"):  # the bundle itself is damaged on disk
+                shutil.copyfile(_truncated_copy(dump), dump)
+            pg_restore(config, target, entry.alias, dump, jobs, log)
         if squash:
             step = "makemigrations"
             labels = [app.label for app in target.project.own_apps()]
@@ -388,7 +406,7 @@ def _replace_database(
         step = "verify"
         verify(target, manifest, log)
     except (SquashkitError, psycopg.Error) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)
         if not changed:
             raise
         log(f"step '{step}' failed: {reason}; putting {target.name} back as it was")
@@ -397,22 +415,38 @@ def _replace_database(
 
 
 def _roll_back(config: Config, target: Target, safety_bundle: Path | None, safety: bundle.Manifest | None, log: Log) -> str:
-    """Put the target back from its safety bundle; say the state it is in (or how to finish)."""
+    """Put the target back from its safety bundle, its dump first and its db.json when the dump
+    fails too; say the state the target is in now, or the command that finishes the job."""
     if safety_bundle is None or safety is None:
         return f"There was no database to save before; {target.name}'s database is incomplete: drop it or restore a bundle."
+    finish = f"finish it with: squashkit rollback {safety_bundle} --env {target.name} --yes"
     try:
         put_back_migrations(safety_bundle, target.manage.cwd, safety, log)
+        target = resolve(config, target.name)
+    except (SquashkitError, OSError) as exc:
+        return f"Putting the migration files back failed ({exc}); {finish}"
+    try:
         for entry in safety.databases:
             recreate_database(target, entry.alias, entry.facts, [*entry.facts.extensions, *config.extensions], log)
             pg_restore(config, target, entry.alias, safety_bundle / entry.dump, 1, log)
         fake_migrations(target, log)
         verify(target, safety, log)
+        return f"{target.name} was put back from {safety_bundle} and verified: its data and migration files are as before."
     except (SquashkitError, psycopg.Error) as exc:
-        return (
-            f"The automatic rollback failed too ({str(exc).strip().splitlines()[0]}); finish it with: "
-            f"squashkit rollback {safety_bundle} --env {target.name} --yes"
-        )
-    return f"{target.name} was put back from {safety_bundle} and verified: its data and migration files are as before."
+        log(f"restoring the safety dump failed ({_first_line(exc)}); rebuilding {target.name} from its db.json")
+    try:
+        _rollback_json(config, target, safety_bundle, safety, log)
+    except (SquashkitError, psycopg.Error) as exc:
+        return f"The automatic rollback failed too ({_first_line(exc)}); {finish}"
+    return (
+        f"{target.name} was rebuilt from {safety_bundle}'s db.json (its dump failed) and verified: "
+        "every row and the migration files are as before."
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def restore(

@@ -194,6 +194,44 @@ def test_truncated_dump_fails_at_pg_restore_and_puts_the_target_back(project, tm
     project.manage(project.prod, "migrate", "--check", owner=PROD_OWNER, password=PROD_PASSWORD)
 
 
+@pytest.mark.parametrize("squash", [False, True], ids=["promote", "promote-squash"])
+def test_promote_with_a_truncated_dump_fails_at_pg_restore_and_puts_prod_back(project, squash):
+    make_prod(project)
+    prod_before, dev_before, files_before = project.fingerprint(project.prod), project.fingerprint(project.dev), project.migration_files()
+    args = ["promote", "dev-to-prod", "--yes", *(["--squash"] if squash else [])]
+    result = project.run(*args, env={"SQUASHKIT_TEST_FAULT": "truncate-dump:prod"})
+    assert result.code == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "step 'pg_restore default' failed" in error and "prod was put back" in error, error
+    assert project.fingerprint(project.prod) == prod_before
+    assert project.fingerprint(project.dev) == dev_before
+    assert project.migration_files() == files_before
+    project.manage(project.prod, "migrate", "--check", owner=PROD_OWNER, password=PROD_PASSWORD)
+    project.manage(project.dev, "migrate", "--check")
+
+
+def test_squash_whose_bundle_dump_breaks_is_rebuilt_from_json(project):
+    """The squash's own bundle is both source and safety net: when its dump is damaged on disk,
+    the rollback falls back to its db.json, and the migration files come back as they were."""
+    before, files = json_fingerprint(project, project.dev), project.migration_files()
+    result = project.run("squash", "--yes", env={"SQUASHKIT_TEST_FAULT": "damage-bundle:dev"})
+    assert result.code == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "step 'pg_restore default' failed" in error and "rebuilt from" in error and "db.json" in error, error
+    assert json_fingerprint(project, project.dev) == before
+    assert project.migration_files() == files
+    project.manage(project.dev, "migrate", "--check")
+
+
+def test_squash_that_fails_at_pg_restore_is_put_back_from_its_dump(project):
+    before, files = project.fingerprint(project.dev), project.migration_files()
+    result = project.run("squash", "--yes", env={"SQUASHKIT_TEST_FAULT": "truncate-dump:dev"})
+    assert result.code == 1, result.stderr
+    assert "dev was put back from" in result.stderr.strip().splitlines()[-1]
+    assert project.fingerprint(project.dev) == before
+    assert project.migration_files() == files
+
+
 def test_squash_then_rollback_bundle_restores_files_and_rows(project):
     before_rows, before_files = project.fingerprint(project.dev), project.migration_files()
     applied_before = project.applied(project.dev)

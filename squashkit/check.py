@@ -82,6 +82,8 @@ def _check_privileges(conn: psycopg.Connection, config: Config, has_admin: bool,
     ).fetchone()
     if superuser or createdb:
         add(f"privileges ({alias})", "ok", f"{user} may create databases{' (superuser)' if superuser else ''}")
+    elif has_admin:
+        add(f"privileges ({alias})", "ok", f"{user} lacks CREATEDB: the admin connection will create databases")
     else:
         add(f"privileges ({alias})", "warn", f"{user} lacks CREATEDB: restore and squash will need ALTER ROLE {user} CREATEDB")
     installed = [row[0] for row in conn.execute("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'")]

@@ -310,9 +310,7 @@ def load_fixture(
         log(f"{where} emptying the {len(tables)} tables the fixture fills")
         try:
             with conn.transaction():
-                conn.execute("SET CONSTRAINTS ALL DEFERRED")
-                for table in tables:
-                    conn.execute(sql.SQL("DELETE FROM {}").format(_identifier(table)))
+                empty_tables(conn, tables)
                 if ids:
                     _insert_ids(conn, ids)
         except psycopg.Error as exc:
@@ -357,6 +355,26 @@ def load_fixture(
                     f"after loading {entry.json_file}, {table} has {rows} rows but the source had {source_rows[table]}"
                 )
         log(f"{where} verified: {len(tables)} tables hold the source's row counts")
+
+
+def empty_tables(conn: psycopg.Connection, tables: list[str]) -> None:
+    """DELETE every row of ``tables`` inside the caller's transaction (why not TRUNCATE: load_fixture, step 1).
+
+    Foreign keys are checked when the transaction ends: a row left elsewhere that points at a
+    deleted one fails it, with the constraint's name.
+    """
+    conn.execute("SET CONSTRAINTS ALL DEFERRED")
+    for table in tables:
+        conn.execute(sql.SQL("DELETE FROM {}").format(_identifier(table)))
+
+
+def fixture_models(path: Path) -> set[str]:
+    """The model labels of any JSON fixture (one object a line or indented): it is read whole, as loaddata does."""
+    try:
+        objects = json.loads(path.read_bytes())
+        return {obj["model"] for obj in objects}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OperationFailed(f"{path.name} is not a JSON fixture: {exc}") from None
 
 
 def _insert_ids(conn: psycopg.Connection, ids: dict) -> None:

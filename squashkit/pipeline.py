@@ -4,7 +4,8 @@ Each command is a list of named steps, in order, each with what undoes it:
 
     step               does                                                      undone by
     0 preflight        migrate --check, makemigrations --check on the source,   (changes nothing)
-                       extensions available on the target, client versions
+                       extensions available on the target, client versions,
+                       CREATEDB (or an admin connection) on the target
     1 backup           a verified bundle of the source (and of the target,       (changes nothing)
                        before anything is dropped)
     2 delete           the project's own migration files (--squash only),        putting the files back from
@@ -122,6 +123,7 @@ def preflight(config: Config, source: Target, target: Target, manifest_extension
         server = conn.info.server_version
     for program in ("pg_dump", "pg_restore"):
         postgres.require_client_for_server(postgres.client_program(program, config.pg_bin), server)
+    require_create_privilege(target)
     log(f"preflight ok: migrations applied and complete on {source.name}; extensions {', '.join(needed) or 'none'} available")
 
 
@@ -177,7 +179,12 @@ def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts |
     admin = _admin_params(target)
     with postgres.connect(params.with_dbname("postgres")) as conn:
         owner = conn.execute("SELECT current_user").fetchone()[0]
-        may_create = conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+        may_create = _may_create_databases(conn)
+    if not may_create and admin is None:
+        # Its owner may drop it without CREATEDB: it would be dropped and never created again.
+        raise OperationFailed(
+            f"{params.user} may not create databases and {target.name} has no admin connection: {params.dbname} was not dropped"
+        )
     with postgres.connect((admin if admin and not may_create else params).with_dbname("postgres")) as conn:
         if like is not None:
             locale = (like.encoding, like.collate, like.ctype)
@@ -194,8 +201,30 @@ def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts |
     log(f"recreated database {params.dbname} owned by {owner}")
     for name in sorted(set(extensions) - {"plpgsql"}):
         _create_extension(params, admin, name)
-    if extensions:
+    if set(extensions) - {"plpgsql"}:
         log(f"created extensions {', '.join(sorted(set(extensions) - {'plpgsql'}))}")
+
+
+def _may_create_databases(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+
+
+def require_create_privilege(target: Target) -> None:
+    """Refuse before anything changes when the database could be dropped but not created again.
+
+    The owner of a database may drop it without CREATEDB; without an admin connection to create
+    it, step 3 would leave the environment with no database at all.
+    """
+    if _admin_params(target) is not None:
+        return
+    for alias in target.project.postgres_aliases():
+        params = target.params(alias)
+        with postgres.connect(params.with_dbname("postgres")) as conn:
+            if not _may_create_databases(conn):
+                raise BadInput(
+                    f"{params.user} may not create databases, so {target.name}'s {params.dbname} could be dropped but not "
+                    f"created again: ALTER ROLE {params.user} CREATEDB, or configure an admin connection (nothing was changed)"
+                )
 
 
 def _create_extension(params: postgres.ConnectionParams, admin: postgres.ConnectionParams | None, name: str) -> None:
@@ -374,8 +403,13 @@ def _replace_database(
     squash: bool,
     jobs: int,
     log: Log,
+    fallback: str | None = None,
 ) -> None:
-    """Steps 2-7 with automatic rollback from ``safety_bundle`` on any failure after the drop."""
+    """Steps 2-7 with automatic rollback from ``safety_bundle`` on any failure after the drop.
+
+    ``fallback`` names what the caller does itself when this fails (rollback's db.json): then
+    the failure is only reported, not rolled back here.
+    """
     manifest = bundle.read_manifest(source_bundle)
     safety = bundle.read_manifest(safety_bundle) if safety_bundle else None
     step = "delete migrations"
@@ -409,6 +443,8 @@ def _replace_database(
         reason = _first_line(exc)
         if not changed:
             raise
+        if fallback:
+            raise OperationFailed(f"step '{step}' failed: {reason}") from None
         log(f"step '{step}' failed: {reason}; putting {target.name} back as it was")
         state = _roll_back(config, target, safety_bundle, safety, log)
         raise OperationFailed(f"step '{step}' failed: {reason}. {state}") from None
@@ -582,12 +618,15 @@ def rollback(config: Config, path: Path, *, env: str | None = None, yes: bool = 
         json_ok = not [name for name in damaged if name not in in_a_dump and name != "log.txt"]
         if manifest.migrations_archive in damaged or not (dump_ok or json_ok):
             raise BadInput(f"bundle {path.name} is damaged ({', '.join(damaged)}): nothing was changed; use another bundle")
+        require_create_privilege(target)
         confirm(f"Drop {target.name}'s database {target.params().dbname} and put it back from {path.name}?", yes=yes)
         put_back_migrations(path, target.manage.cwd, manifest, log)
         target = resolve(config, env)
         if dump_ok:
             try:
-                _replace_database(config, target, path, None, squash=False, jobs=1, log=log)
+                _replace_database(
+                    config, target, path, None, squash=False, jobs=1, log=log, fallback="db.json" if json_ok else None
+                )
                 return
             except OperationFailed as exc:
                 if not json_ok:
@@ -600,11 +639,13 @@ def rollback(config: Config, path: Path, *, env: str | None = None, yes: bool = 
     if path.is_file() and (path.parent / bundle.MANIFEST).is_file():
         # A db.json inside a bundle: the json path on purpose, with everything the bundle records.
         manifest = bundle.read_manifest(path.parent)
+        require_create_privilege(target)
         confirm(f"Drop {target.name}'s database {target.params().dbname} and rebuild it from {path}?", yes=yes)
         put_back_migrations(path.parent, target.manage.cwd, manifest, log)
         _rollback_json(config, resolve(config, env), path.parent, manifest, log)
         return
     if path.is_file() and path.suffix == ".json":
+        require_create_privilege(target)
         confirm(f"Drop {target.name}'s database {target.params().dbname} and rebuild it from {path}?", yes=yes)
         _rollback_lone_fixture(config, target, path, log)
         return
@@ -621,8 +662,21 @@ def _rollback_lone_fixture(config: Config, target: Target, fixture: Path, log: L
     Without a manifest there are no recorded ids, sequences or row counts to hold it to:
     content types and permissions are matched by the natural keys squashkit's db.json carries.
     """
+    from squashkit.fixture import CONTENT_TYPE, PERMISSION, empty_tables, fixture_models
+
+    labels = fixture_models(fixture) - {CONTENT_TYPE, PERMISSION}  # those two are matched by natural key
     recreate_database(target, "default", None, list(config.extensions), log)
     target.manage.run("migrate", "-v", "0", what="migrate")
+    # Rows data migrations made (a CMS's root page and site, a lookup table) would collide with
+    # the fixture's own or stay as rows the source had deleted: empty what the fixture refills.
+    models = [model for model in target.project.dumped_models("default", []) if model.label in labels]
+    try:
+        with postgres.connect(target.params()) as conn, conn.transaction():
+            names = {name for model in models for name in (model.db_table, *model.m2m_tables)}
+            empty_tables(conn, sorted(filter(None, (postgres.resolve_table(conn, name) for name in names))))
+    except psycopg.Error as exc:
+        raise OperationFailed(f"emptying the tables {fixture.name} fills failed: {str(exc).strip().splitlines()[0]}") from None
+    log(f"emptied the tables of {len(models)} models the fixture fills")
     target.manage.run("loaddata", str(fixture.resolve()), "-v", "0", what=f"loaddata {fixture.name}")
     log(f"{target.name} rebuilt from {fixture} (no manifest: row counts could not be verified)")
 

@@ -274,6 +274,41 @@ def test_preflight_refuses_unapplied_migrations(project):
     assert project.fingerprint(project.dev) == dev and project.migration_files() == files
 
 
+NO_CREATEDB = "no_createdb_owner"
+NO_CREATEDB_PASSWORD = "no createdb:pw"
+
+
+def test_a_user_who_may_drop_but_not_create_its_database_is_refused_unless_an_admin_creates_it(project, pg):
+    """The owner of a database may drop it without CREATEDB: squashkit must not drop what it cannot create again."""
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [NO_CREATEDB]).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOCREATEDB PASSWORD {}").format(
+            sql.Identifier(NO_CREATEDB), sql.Literal(NO_CREATEDB_PASSWORD)))
+    create_database(pg, project.prod, owner=NO_CREATEDB)
+    project.manage(project.prod, "migrate", "-v", "0", owner=NO_CREATEDB, password=NO_CREATEDB_PASSWORD)
+    config = project.root / "squashkit.toml"
+    prod_url = pg.url(project.prod, user=NO_CREATEDB, password=NO_CREATEDB_PASSWORD)
+    config.write_text(config.read_text().replace(pg.url(project.prod, user=PROD_OWNER, password=PROD_PASSWORD), prod_url))
+    made = project.run("backup", "--env", "dev")
+    assert made.code == 0, made.stderr
+    prod, files = project.fingerprint(project.prod), project.migration_files()
+
+    for command in (["promote", "dev-to-prod"], ["rollback", made.stdout.strip().splitlines()[-1], "--env", "prod"]):
+        result = project.run(*command, "--yes")
+        assert result.code == 2, result.stderr
+        assert "may not create databases" in result.stderr.strip().splitlines()[-1]
+        assert project.fingerprint(project.prod) == prod and project.migration_files() == files
+
+    config.write_text(config.read_text() + f'admin = {{ user = "{pg.superuser}", password_env = "SQUASHKIT_TEST_ADMIN" }}\n')
+    result = project.run("promote", "dev-to-prod", "--yes", env={"SQUASHKIT_TEST_ADMIN": pg.password})
+    assert result.code == 0, result.stderr
+    assert project.fingerprint(project.prod) == project.fingerprint(project.dev)
+    with psycopg.connect(**pg.conninfo(project.prod)) as conn:
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    assert owner == NO_CREATEDB
+
+
 def json_fingerprint(project: Project, dbname: str) -> dict:
     """What a json rollback must bring back: every table not excluded from dumpdata, by content."""
     excluded = ("django_migrations", "django_admin_log", "django_session")
@@ -309,6 +344,24 @@ def test_rollback_of_a_db_json_rebuilds_every_row(project):
     result = project.run("rollback", str(bundle / "db.json"), "--env", "dev", "--yes")
     assert result.code == 0, result.stderr
     assert json_fingerprint(project, project.dev) == before
+
+
+def test_rollback_of_a_lone_db_json_replaces_the_rows_data_migrations_made(project, tmp_path):
+    """Without its bundle: orders 0007 creates shipping methods the source deleted or replaced."""
+    made = project.run("backup", "--env", "dev")
+    assert made.code == 0, made.stderr
+    lone = tmp_path / "lone.json"
+    shutil.copyfile(Path(made.stdout.strip().splitlines()[-1]) / "db.json", lone)
+    before = json_fingerprint(project, project.dev)
+    with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as conn:
+        conn.execute("DELETE FROM orders_orderline")
+    result = project.run("rollback", str(lone), "--env", "dev", "--yes")
+    assert result.code == 0, result.stderr
+    after = json_fingerprint(project, project.dev)
+    # No manifest: content types and permissions get new ids, matched by natural key.
+    assert {t: v[0] for t, v in after.items()} == {t: v[0] for t, v in before.items()}
+    same = [t for t in before if after[t] == before[t]]
+    assert "public.orders_shippingmethod" in same and "public.orders_orderline" in same
 
 
 def test_rollback_refuses_a_bundle_damaged_beyond_use(project):

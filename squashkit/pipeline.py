@@ -96,22 +96,34 @@ def confirm(question: str, *, yes: bool) -> None:
 # --- the steps ------------------------------------------------------------------------------------
 
 
-def preflight(config: Config, source: Target, target: Target, manifest_extensions: list[str], log: Log) -> None:
+def preflight(
+    config: Config,
+    target: Target,
+    manifest_extensions: list[str],
+    log: Log,
+    *,
+    source: Target | None = None,
+    manifest: bundle.Manifest | None = None,
+) -> None:
     """Step 0: refuse before anything changes when the result could not be trusted.
 
     Unapplied migrations or model changes without a migration would be faked and silently
-    lost; an extension the target server lacks would fail the restore after the drop.
+    lost, on a live source (``source``) or in a bundle older than the code (``manifest``);
+    an extension the target server lacks would fail the restore after the drop.
     """
     checks = [
         (("migrate", "--check"), "it has unapplied migrations: run migrate first"),
         (("makemigrations", "--check", "--dry-run"), "its models have changes without a migration: run makemigrations first"),
     ]
-    for args, meaning in checks:
-        passed, crash = source.manage.passes(*args)
+    for args, meaning in checks if source else checks[1:]:
+        checked = source or target
+        passed, crash = checked.manage.passes(*args)
         if crash:
-            raise BadInput(f"preflight on {source.name}: {' '.join(args)} failed: {crash}")
+            raise BadInput(f"preflight on {checked.name}: {' '.join(args)} failed: {crash}")
         if not passed:
-            raise BadInput(f"refusing to go on: {meaning} on {source.name} (they would be faked and lost)")
+            raise BadInput(f"refusing to go on: {meaning} on {checked.name} (they would be faked and lost)")
+    if manifest is not None:
+        _require_bundle_matches_code(target, manifest)
     needed = sorted(set(manifest_extensions) | set(config.extensions))
     params = target.params().with_dbname("postgres")
     admin = _admin_params(target)
@@ -124,7 +136,24 @@ def preflight(config: Config, source: Target, target: Target, manifest_extension
     for program in ("pg_dump", "pg_restore"):
         postgres.require_client_for_server(postgres.client_program(program, config.pg_bin), server)
     require_create_privilege(target)
-    log(f"preflight ok: migrations applied and complete on {source.name}; extensions {', '.join(needed) or 'none'} available")
+    log(f"preflight ok: migrations applied and complete on {(source or target).name}; extensions {', '.join(needed) or 'none'} available")
+
+
+def _require_bundle_matches_code(target: Target, manifest: bundle.Manifest) -> None:
+    """A bundle's database must have applied every migration the code has: the restore fakes
+    them all, so one it never ran would be marked applied and its change never made."""
+    on_disk = {(app.label, name) for app in target.project.apps for name in app.migrations}
+    for entry in manifest.databases:
+        if entry.facts.django_migrations_table is None:
+            continue
+        never_applied = sorted(on_disk - {tuple(row) for row in entry.facts.applied_migrations})
+        if never_applied:
+            app, name = never_applied[0]
+            raise BadInput(
+                f"the bundle's {entry.alias} database never applied {len(never_applied)} migration(s) the code has "
+                f"(e.g. {app}.{name}): faking them would skip their changes; restore it with the code it was "
+                f"taken with (squashkit rollback puts its migration files back) and migrate after"
+            )
 
 
 def delete_migrations(project: ProjectInfo, log: Log) -> list[Path]:
@@ -508,7 +537,7 @@ def restore(
         print_plan(_plan(squash=squash, target=target, source_label=f"bundle {bundle_path.name}", manifest_hint=bundle_path.name))
         return None
     extensions = sorted({name for entry in manifest.databases for name in entry.facts.extensions})
-    preflight(config, target, target, extensions, log)
+    preflight(config, target, extensions, log, manifest=manifest)
     confirm(f"Drop and recreate {target.name}'s database {target.params().dbname} from {bundle_path.name}?", yes=yes)
     safety = _safety_backup(config, target, log)
     _replace_database(config, target, bundle_path, safety, squash=squash, jobs=jobs, log=log)
@@ -525,8 +554,8 @@ def squash(
         print_plan(_plan(squash=True, target=target, source_label=target.name, manifest_hint="the new bundle"))
         return None
     with postgres.connect(target.params()) as conn:
-        extensions = list(postgres.read_facts(conn).extensions)
-    preflight(config, target, target, extensions, log)
+        extensions = postgres.installed_extensions(conn)
+    preflight(config, target, extensions, log, source=target)
     confirm(
         f"Delete the migration files of {len(target.project.own_apps())} apps and recreate {target.name}'s database "
         f"{target.params().dbname}?",
@@ -555,8 +584,8 @@ def promote(
         print_plan(_plan(squash=squash, target=target, source_label=source.name, manifest_hint=f"{source.name}'s new bundle"))
         return None
     with postgres.connect(source.params()) as conn:
-        extensions = list(postgres.read_facts(conn).extensions)
-    preflight(config, source, target, extensions, log)
+        extensions = postgres.installed_extensions(conn)
+    preflight(config, target, extensions, log, source=source)
     confirm(f"Replace {target.name}'s database {target.params().dbname} with {source.name}'s data?", yes=yes)
     source_bundle = backup(config, env=source.name, log=log)
     safety = _safety_backup(config, target, log)

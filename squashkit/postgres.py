@@ -205,6 +205,10 @@ ORDER BY n.nspname, c.relname
 """
 
 
+def installed_extensions(conn: psycopg.Connection) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT extname FROM pg_extension ORDER BY extname")]
+
+
 def _count_rows(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
     """(schema, table, exact row count) of every ordinary user table outside extensions."""
     counted = []

@@ -374,3 +374,20 @@ def test_rollback_refuses_a_bundle_damaged_beyond_use(project):
     result = project.run("rollback", str(bundle), "--env", "dev", "--yes")
     assert result.code == 2 and "is damaged" in result.stderr.strip().splitlines()[-1]
     assert project.fingerprint(project.dev) == before
+
+
+def test_restore_refuses_a_bundle_older_than_the_code(project, tmp_path):
+    """Faking a migration the bundle's database never ran would skip its change: refused first."""
+    make_prod(project)
+    made = project.run("backup", "--env", "dev")
+    older = tmp_path / "older"
+    shutil.copytree(Path(made.stdout.strip().splitlines()[-1]), older)
+    manifest = read_manifest(older)
+    entry = manifest.alias("default")
+    entry.facts.applied_migrations = [row for row in entry.facts.applied_migrations if row[0] != "orders" or not row[1].startswith("0007")]
+    (older / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+    prod = project.fingerprint(project.prod)
+    result = project.run("restore", str(older), "--env", "prod", "--yes")
+    assert result.code == 2, result.stderr
+    assert "never applied 1 migration" in result.stderr.strip().splitlines()[-1] and "orders.0007" in result.stderr
+    assert project.fingerprint(project.prod) == prod

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, Field
 
@@ -355,9 +356,32 @@ def _admin_params(target: Target) -> postgres.ConnectionParams | None:
 # --- the commands -----------------------------------------------------------------------------------
 
 
-def _plan(*, squash: bool, target: Target, source_label: str, manifest_hint: str) -> list[PlannedStep]:
-    """The steps a restore-like command will take on ``target``, with the SQL and programs they run."""
-    aliases = target.project.postgres_aliases()
+class Shape(BaseModel):
+    """What step 3 recreates a database like: the source's encoding, locale and extensions."""
+
+    encoding: str
+    collate: str
+    ctype: str
+    extensions: list[str]
+
+
+def _live_shape(params: postgres.ConnectionParams) -> Shape:
+    with postgres.connect(params) as conn:
+        encoding, collate, ctype = conn.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+        return Shape(encoding=encoding, collate=collate, ctype=ctype, extensions=postgres.installed_extensions(conn))
+
+
+def _plan(
+    config: Config, *, squash: bool, target: Target, source_label: str, manifest_hint: str, shapes: dict[str, Shape]
+) -> list[PlannedStep]:
+    """The steps a restore-like command will take on ``target``, with the SQL and programs they run.
+
+    The SQL is rendered by psycopg exactly as step 3 sends it, for the target's real user and
+    the source's real encoding, locale and extensions.
+    """
+    aliases = [alias for alias in target.project.postgres_aliases() if alias in shapes]
     steps = [
         PlannedStep(
             name="preflight",
@@ -380,15 +404,20 @@ def _plan(*, squash: bool, target: Target, source_label: str, manifest_hint: str
             undo="the files are put back from the bundle's migrations.tar.gz",
         ))
     for alias in aliases:
-        name = target.params(alias).dbname
+        params, shape = target.params(alias), shapes[alias]
+        with postgres.connect(params.with_dbname("postgres")) as conn:
+            owner = conn.execute("SELECT current_user").fetchone()[0]
+            statements = [
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(params.dbname)),
+                postgres.create_database_statement(params.dbname, owner, shape.encoding, shape.collate, shape.ctype),
+                *(postgres.create_extension_statement(name) for name in sorted(set(shape.extensions) | set(config.extensions)) if name != "plpgsql"),
+            ]
+            rendered = [statement.as_string(conn) for statement in statements]
+        name = params.dbname
         steps.append(PlannedStep(
             name=f"recreate {alias}",
-            does=f"end other sessions, drop and recreate {name} ({target.params(alias).describe()})",
-            commands=[
-                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-                f'CREATE DATABASE "{name}" OWNER <user> TEMPLATE template0 ENCODING <source> LC_COLLATE <source> LC_CTYPE <source>',
-                f"CREATE EXTENSION IF NOT EXISTS <each extension of {manifest_hint}>",
-            ],
+            does=f"end other sessions, drop and recreate {name} ({params.describe()})",
+            commands=rendered,
             undo="restore from the safety bundle",
         ))
         steps.append(PlannedStep(
@@ -534,7 +563,12 @@ def restore(
     bundle.verify_hashes(bundle_path, manifest)
     target = resolve(config, env)
     if dry_run:
-        print_plan(_plan(squash=squash, target=target, source_label=f"bundle {bundle_path.name}", manifest_hint=bundle_path.name))
+        shapes = {
+            e.alias: Shape(encoding=e.facts.encoding, collate=e.facts.collate, ctype=e.facts.ctype, extensions=list(e.facts.extensions))
+            for e in manifest.databases
+        }
+        print_plan(_plan(config, squash=squash, target=target, source_label=f"bundle {bundle_path.name}",
+                         manifest_hint=bundle_path.name, shapes=shapes))
         return None
     extensions = sorted({name for entry in manifest.databases for name in entry.facts.extensions})
     preflight(config, target, extensions, log, manifest=manifest)
@@ -551,7 +585,8 @@ def squash(
     """Migration zero on one environment: backup, delete migrations, recreate, restore, makemigrations, migrate --fake."""
     target = resolve(config, env)
     if dry_run:
-        print_plan(_plan(squash=True, target=target, source_label=target.name, manifest_hint="the new bundle"))
+        shapes = {alias: _live_shape(target.params(alias)) for alias in target.project.postgres_aliases()}
+        print_plan(_plan(config, squash=True, target=target, source_label=target.name, manifest_hint="the new bundle", shapes=shapes))
         return None
     with postgres.connect(target.params()) as conn:
         extensions = postgres.installed_extensions(conn)
@@ -581,7 +616,9 @@ def promote(
     source = resolve(config, source_name)
     target = resolve(config, target_name)
     if dry_run:
-        print_plan(_plan(squash=squash, target=target, source_label=source.name, manifest_hint=f"{source.name}'s new bundle"))
+        shapes = {alias: _live_shape(source.params(alias)) for alias in source.project.postgres_aliases()}
+        print_plan(_plan(config, squash=squash, target=target, source_label=source.name,
+                         manifest_hint=f"{source.name}'s new bundle", shapes=shapes))
         return None
     with postgres.connect(source.params()) as conn:
         extensions = postgres.installed_extensions(conn)

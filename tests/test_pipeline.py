@@ -255,6 +255,9 @@ def test_nothing_changes_without_yes_or_with_dry_run(project, command):
     if "--dry-run" in command:
         assert result.code == 0, result.stderr
         assert "DROP DATABASE" in result.stdout and OWNER_PASSWORD not in result.stdout and PROD_PASSWORD not in result.stdout
+        owner = PROD_OWNER if command[0] == "promote" else OWNER
+        assert f'OWNER "{owner}" TEMPLATE template0 ENCODING \'UTF8\'' in result.stdout
+        assert 'CREATE EXTENSION IF NOT EXISTS "pg_trgm"' in result.stdout
     else:
         assert result.code == 2, result.stderr
         assert "pass --yes" in result.stderr.strip().splitlines()[-1]

@@ -73,9 +73,6 @@ class ProjectInfo(BaseModel):
     def own_apps(self) -> list[AppInfo]:
         return [app for app in self.apps if app.own]
 
-    def app(self, label: str) -> AppInfo | None:
-        return next((app for app in self.apps if app.label == label), None)
-
     def installed_excludes(self, extra: list[str]) -> list[str]:
         """Standard plus configured excludes, minus those naming apps or models not installed
         (dumpdata refuses an exclude it does not know)."""

@@ -136,7 +136,7 @@ def preflight(
         server = conn.info.server_version
     for program in ("pg_dump", "pg_restore"):
         postgres.require_client_for_server(postgres.client_program(program, config.pg_bin), server)
-    require_create_privilege(target)
+    require_safe_to_drop(target)
     log(f"preflight ok: migrations applied and complete on {(source or target).name}; extensions {', '.join(needed) or 'none'} available")
 
 
@@ -210,12 +210,14 @@ def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts |
     with postgres.connect(params.with_dbname("postgres")) as conn:
         owner = conn.execute("SELECT current_user").fetchone()[0]
         may_create = _may_create_databases(conn)
+        blocked = bool(postgres.sessions_we_cannot_end(conn, params.dbname))
     if not may_create and admin is None:
         # Its owner may drop it without CREATEDB: it would be dropped and never created again.
         raise OperationFailed(
             f"{params.user} may not create databases and {target.name} has no admin connection: {params.dbname} was not dropped"
         )
-    with postgres.connect((admin if admin and not may_create else params).with_dbname("postgres")) as conn:
+    use_admin = admin is not None and (not may_create or blocked)
+    with postgres.connect((admin if use_admin else params).with_dbname("postgres")) as conn:
         if like is not None:
             locale = (like.encoding, like.collate, like.ctype)
         else:
@@ -225,9 +227,13 @@ def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts |
                 [params.dbname],
             ).fetchone()
         for session in postgres.other_sessions(conn, params.dbname):
-            log(f"ending session {session.describe()} on {params.dbname}")
-        postgres.drop_database(conn, params.dbname)
-        conn.execute(postgres.create_database_statement(params.dbname, owner, *locale))
+            if session.user:  # autovacuum and other server workers step aside on their own
+                log(f"ending session {session.describe()} on {params.dbname}")
+        try:
+            postgres.drop_database(conn, params.dbname)
+            conn.execute(postgres.create_database_statement(params.dbname, owner, *locale))
+        except psycopg.Error as exc:
+            raise OperationFailed(f"recreating {params.dbname} failed: {_first_line(exc)}") from None
     log(f"recreated database {params.dbname} owned by {owner}")
     for name in sorted(set(extensions) - {"plpgsql"}):
         _create_extension(params, admin, name)
@@ -239,18 +245,26 @@ def _may_create_databases(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
 
 
-def require_create_privilege(target: Target) -> None:
-    """Refuse before anything changes when the database could be dropped but not created again.
+def require_safe_to_drop(target: Target) -> None:
+    """Refuse before anything changes when step 3 could not finish what it starts.
 
     The owner of a database may drop it without CREATEDB; without an admin connection to create
-    it, step 3 would leave the environment with no database at all.
+    it, step 3 would leave the environment with no database at all. Sessions of roles the user
+    may not end (a superuser's psql, another application's role) would make the drop fail after
+    the migration files were already deleted.
     """
-    if _admin_params(target) is not None:
-        return
+    admin = _admin_params(target)
     for alias in target.project.postgres_aliases():
         params = target.params(alias)
         with postgres.connect(params.with_dbname("postgres")) as conn:
-            if not _may_create_databases(conn):
+            blocking = [] if admin else postgres.sessions_we_cannot_end(conn, params.dbname)
+            if blocking:
+                raise BadInput(
+                    f"{params.dbname} has sessions {params.user or 'this user'} may not end "
+                    f"({', '.join(s.describe() for s in blocking)}): stop them or configure an admin connection "
+                    "(nothing was changed)"
+                )
+            if admin is None and not _may_create_databases(conn):
                 raise BadInput(
                     f"{params.user} may not create databases, so {target.name}'s {params.dbname} could be dropped but not "
                     f"created again: ALTER ROLE {params.user} CREATEDB, or configure an admin connection (nothing was changed)"
@@ -684,7 +698,7 @@ def rollback(config: Config, path: Path, *, env: str | None = None, yes: bool = 
         json_ok = not [name for name in damaged if name not in in_a_dump and name != "log.txt"]
         if manifest.migrations_archive in damaged or not (dump_ok or json_ok):
             raise BadInput(f"bundle {path.name} is damaged ({', '.join(damaged)}): nothing was changed; use another bundle")
-        require_create_privilege(target)
+        require_safe_to_drop(target)
         confirm(f"Drop {target.name}'s database {target.params().dbname} and put it back from {path.name}?", yes=yes)
         put_back_migrations(path, target.manage.cwd, manifest, log)
         target = resolve(config, env)
@@ -705,13 +719,13 @@ def rollback(config: Config, path: Path, *, env: str | None = None, yes: bool = 
     if path.is_file() and (path.parent / bundle.MANIFEST).is_file():
         # A db.json inside a bundle: the json path on purpose, with everything the bundle records.
         manifest = bundle.read_manifest(path.parent)
-        require_create_privilege(target)
+        require_safe_to_drop(target)
         confirm(f"Drop {target.name}'s database {target.params().dbname} and rebuild it from {path}?", yes=yes)
         put_back_migrations(path.parent, target.manage.cwd, manifest, log)
         _rollback_json(config, resolve(config, env), path.parent, manifest, log)
         return
     if path.is_file() and path.suffix == ".json":
-        require_create_privilege(target)
+        require_safe_to_drop(target)
         confirm(f"Drop {target.name}'s database {target.params().dbname} and rebuild it from {path}?", yes=yes)
         _rollback_lone_fixture(config, target, path, log)
         return

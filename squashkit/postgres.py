@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -441,15 +442,52 @@ def other_sessions(conn: psycopg.Connection, dbname: str) -> list[Session]:
     return [Session(pid=pid, user=user, application=app or None, client=client) for pid, user, app, client in rows]
 
 
+def sessions_we_cannot_end(conn: psycopg.Connection, dbname: str) -> list[Session]:
+    """Other sessions on ``dbname`` that the current user has no right to terminate."""
+    rows = conn.execute(
+        """SELECT pid, usename, application_name, client_addr::text FROM pg_stat_activity
+           WHERE datname = %s AND pid <> pg_backend_pid() AND usesysid IS NOT NULL
+             AND NOT pg_has_role(current_user, usesysid, 'USAGE')
+             AND NOT (pg_has_role(current_user, 'pg_signal_backend', 'USAGE')
+                      AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = usesysid))""",
+        [dbname],
+    ).fetchall()
+    return [Session(pid=pid, user=user, application=app or None, client=client) for pid, user, app, client in rows]
+
+
 def database_exists(conn: psycopg.Connection, dbname: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone() is not None
 
 
-def drop_database(conn: psycopg.Connection, dbname: str) -> sql.Composed:
-    """End the other sessions and drop the database (PostgreSQL 13+: WITH (FORCE))."""
-    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-    conn.execute(statement)
-    return statement
+def drop_database(conn: psycopg.Connection, dbname: str, *, attempts: int = 10) -> None:
+    """End the other sessions we may end, then drop the database, waiting briefly for the rest.
+
+    Not ``DROP DATABASE ... WITH (FORCE)``: for a user who is not a superuser, FORCE fails
+    outright when an autovacuum worker happens to be in the database ("must be a member of the
+    role whose process is being terminated"), while a plain DROP makes autovacuum step aside.
+    Sessions of other roles that we may not end make the drop fail with their names.
+    """
+    statement = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname))
+    for attempt in range(attempts):
+        conn.execute(
+            """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE datname = %s AND pid <> pg_backend_pid() AND usesysid IS NOT NULL
+                 AND (pg_has_role(current_user, usesysid, 'USAGE')
+                      OR (pg_has_role(current_user, 'pg_signal_backend', 'USAGE')
+                          AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = usesysid)))""",
+            [dbname],
+        )
+        try:
+            conn.execute(statement)
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == attempts - 1:
+                left = ", ".join(session.describe() for session in other_sessions(conn, dbname)) or "sessions now gone"
+                raise OperationFailed(
+                    f"database {dbname} is still in use by sessions squashkit may not end ({left}): "
+                    "stop them or configure an admin connection; it was not dropped"
+                ) from None
+            time.sleep(0.5)
 
 
 def create_database_statement(dbname: str, owner: str, encoding: str, collate: str, ctype: str) -> sql.Composed:

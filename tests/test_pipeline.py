@@ -394,3 +394,14 @@ def test_restore_refuses_a_bundle_older_than_the_code(project, tmp_path):
     assert result.code == 2, result.stderr
     assert "never applied 1 migration" in result.stderr.strip().splitlines()[-1] and "orders.0007" in result.stderr
     assert project.fingerprint(project.prod) == prod
+
+
+def test_squash_refuses_while_a_session_it_may_not_end_holds_the_database(project):
+    """A superuser's open session cannot be ended by the owner: refused before any file or row changes."""
+    dev, files = project.fingerprint(project.dev), project.migration_files()
+    with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as held:
+        held.execute("SELECT 1")
+        result = project.run("squash", "--yes")
+    assert result.code == 2, result.stderr
+    assert "may not end" in result.stderr.strip().splitlines()[-1] and "nothing was changed" in result.stderr
+    assert project.fingerprint(project.dev) == dev and project.migration_files() == files

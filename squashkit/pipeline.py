@@ -35,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, Field
 
@@ -422,7 +421,7 @@ def _plan(
         with postgres.connect(params.with_dbname("postgres")) as conn:
             owner = conn.execute("SELECT current_user").fetchone()[0]
             statements = [
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(params.dbname)),
+                postgres.drop_database_statement(params.dbname),
                 postgres.create_database_statement(params.dbname, owner, shape.encoding, shape.collate, shape.ctype),
                 *(postgres.create_extension_statement(name) for name in sorted(set(shape.extensions) | set(config.extensions)) if name != "plpgsql"),
             ]

@@ -467,7 +467,7 @@ def drop_database(conn: psycopg.Connection, dbname: str, *, attempts: int = 10) 
     role whose process is being terminated"), while a plain DROP makes autovacuum step aside.
     Sessions of other roles that we may not end make the drop fail with their names.
     """
-    statement = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname))
+    statement = drop_database_statement(dbname)
     for attempt in range(attempts):
         conn.execute(
             """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -488,6 +488,10 @@ def drop_database(conn: psycopg.Connection, dbname: str, *, attempts: int = 10) 
                     "stop them or configure an admin connection; it was not dropped"
                 ) from None
             time.sleep(0.5)
+
+
+def drop_database_statement(dbname: str) -> sql.Composed:
+    return sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname))
 
 
 def create_database_statement(dbname: str, owner: str, encoding: str, collate: str, ctype: str) -> sql.Composed:

@@ -220,11 +220,7 @@ def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts |
         if like is not None:
             locale = (like.encoding, like.collate, like.ctype)
         else:
-            locale = conn.execute(
-                """SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database
-                   WHERE datname = coalesce((SELECT datname FROM pg_database WHERE datname = %s), 'template0')""",
-                [params.dbname],
-            ).fetchone()
+            locale = postgres.database_locale(conn, params.dbname) or postgres.database_locale(conn, "template0")
         for session in postgres.other_sessions(conn, params.dbname):
             if session.user:  # autovacuum and other server workers step aside on their own
                 log(f"ending session {session.describe()} on {params.dbname}")
@@ -380,9 +376,7 @@ class Shape(BaseModel):
 
 def _live_shape(params: postgres.ConnectionParams) -> Shape:
     with postgres.connect(params) as conn:
-        encoding, collate, ctype = conn.execute(
-            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = current_database()"
-        ).fetchone()
+        encoding, collate, ctype = postgres.database_locale(conn, params.dbname)
         return Shape(encoding=encoding, collate=collate, ctype=ctype, extensions=postgres.installed_extensions(conn))
 
 

@@ -206,6 +206,13 @@ ORDER BY n.nspname, c.relname
 """
 
 
+def database_locale(conn: psycopg.Connection, dbname: str) -> tuple[str, str, str] | None:
+    """(encoding, collate, ctype) of a database, or None when it does not exist."""
+    return conn.execute(
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s", [dbname]
+    ).fetchone()
+
+
 def installed_extensions(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT extname FROM pg_extension ORDER BY extname")]
 

@@ -23,6 +23,7 @@ from squashkit.postgres import ConnectionParams
 
 PROBE = Path(__file__).with_name("project_probe.py")
 DUMPDATA_RUNNER = Path(__file__).with_name("dumpdata_runner.py")
+COMMAND_RUNNER = Path(__file__).with_name("command_runner.py")
 POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
 
 # The procedure's excludes: rows that `migrate` recreates (permissions, content types) or
@@ -108,11 +109,29 @@ class ManagePy(BaseModel):
     script: Path
     cwd: Path
     env: dict[str, str]
+    databases: dict[str, str] = Field(
+        default_factory=dict, description="alias -> database name to use instead of the settings' NAME."
+    )
+
+    def on(self, databases: dict[str, str]) -> ManagePy:
+        """The same manage.py, its commands run against other databases (a side or scratch copy)."""
+        return self.model_copy(update={"databases": {**self.databases, **databases}})
+
+    def argv(self, *args: str) -> list[str]:
+        """The arguments after the interpreter: ``manage.py ARGS``, or through the runner that renames databases."""
+        if not self.databases:
+            return [str(self.script), *args]
+        arguments = {"databases": self.databases, "argv": list(args)}
+        code = (
+            f"import runpy; runpy.run_path({str(COMMAND_RUNNER)!r}, "
+            f"init_globals={{'SQUASHKIT_COMMAND': {arguments!r}}}, run_name='__squashkit_command__')"
+        )
+        return [str(self.script), "shell", "-c", code]
 
     def run(self, *args: str, what: str) -> str:
         """Run ``manage.py ARGS``; a failure raises with the last line of its stderr."""
         try:
-            result = sh.Command(self.python)(str(self.script), *args, _cwd=str(self.cwd), _env=self.env, _in=None)
+            result = sh.Command(self.python)(*self.argv(*args), _cwd=str(self.cwd), _env=self.env, _in=None)
         except sh.ErrorReturnCode as exc:
             if NO_SPACE in exc.stderr.decode(errors="replace"):
                 raise DiskFull(f"{what} failed: no space left on device") from None
@@ -123,7 +142,7 @@ class ManagePy(BaseModel):
     def passes(self, *args: str) -> tuple[bool, str | None]:
         """Run a ``--check`` style command: (passed, the error line if it crashed rather than said no)."""
         try:
-            sh.Command(self.python)(str(self.script), *args, _cwd=str(self.cwd), _env=self.env, _in=None)
+            sh.Command(self.python)(*self.argv(*args), _cwd=str(self.cwd), _env=self.env, _in=None)
         except sh.ErrorReturnCode as exc:
             crashed = exc.stderr.strip() and re.search(rb"Traceback|Error", exc.stderr)
             return False, last_error_line(exc.stderr) if crashed else None

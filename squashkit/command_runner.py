@@ -1,0 +1,35 @@
+"""Runs INSIDE the Django project's process (``manage.py shell -c``), never imported by squashkit.
+
+A management command against databases other than the ones the settings name: a side
+database being restored before a swap, a scratch database built from migrations alone. The
+settings module cannot be asked to point elsewhere (each project spells its DATABASES its
+own way), so this does what Django's test runner does for test databases: it changes
+``NAME`` in the connection's settings before the first query, then runs the command as
+``manage.py`` would, exit code included.
+
+It must not import squashkit. Its arguments arrive as the global ``SQUASHKIT_COMMAND``
+(``runpy.run_path(init_globals=...)``): ``databases`` (alias -> database name) and ``argv``.
+"""
+
+import sys
+
+
+def _run(databases, argv):
+    from django.conf import settings
+    from django.core.management import ManagementUtility
+    from django.db import connections
+
+    for alias, name in databases.items():
+        connections[alias].close()
+        connections[alias].settings_dict["NAME"] = name
+        settings.DATABASES[alias]["NAME"] = name
+    ManagementUtility(["manage.py", *argv]).execute()
+
+
+if __name__ == "__squashkit_command__":
+    arguments = globals()["SQUASHKIT_COMMAND"]
+    try:
+        _run(arguments["databases"], arguments["argv"])
+    except SystemExit as exc:
+        sys.stdout.flush()
+        raise SystemExit(exc.code) from None

@@ -106,8 +106,15 @@ def _log(message: str) -> None:
     err.print(f"squashkit: {message}", markup=False, soft_wrap=True)
 
 
-YesOption = typer.Option(False, "--yes", "-y", help="Do not ask before dropping (required without a terminal).")
+YesOption = typer.Option(False, "--yes", "-y", help="Do not ask (required without a terminal).")
 DryRunOption = typer.Option(False, "--dry-run", help="Print the plan (programs and SQL) and change nothing.")
+InPlaceOption = typer.Option(
+    False, "--in-place", help="Drop and recreate under the same name instead of building a side database and swapping."
+)
+ConfirmOption = typer.Option(
+    None, "--confirm", metavar="DATABASE", help="A protected environment's database name (needed with --yes there)."
+)
+ForceOption = typer.Option(False, "--force", help="Go on despite uncommitted migration files or writes on the target since the last refresh.")
 
 
 @app.command()
@@ -115,20 +122,31 @@ def restore(
     bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle directory written by squashkit backup."),
     env: Optional[str] = EnvOption,
     squash: bool = typer.Option(False, "--squash", help="Also regenerate the migrations (migration zero)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_restore jobs (directory-format bundles)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel pg_restore jobs (directory-format bundles)."),
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
+    in_place: bool = InPlaceOption,
+    confirm: Optional[str] = ConfirmOption,
+    force: bool = ForceOption,
 ) -> None:
-    """Recreate the environment's database from a bundle, after a safety backup of it."""
-    safety = pipeline.restore(_config(), bundle_path, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs, log=_log)
+    """Replace the environment's database with a bundle, after a safety backup of it."""
+    safety = pipeline.restore(_config(), bundle_path, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs,
+                              in_place=in_place, typed=confirm, force=force, log=_log)
     if safety:
         print(safety)
 
 
 @app.command()
-def squash(env: Optional[str] = EnvOption, yes: bool = YesOption, dry_run: bool = DryRunOption) -> None:
-    """Migration zero: back up, delete migrations, recreate, restore, makemigrations, migrate --fake."""
-    made = pipeline.squash(_config(), env=env, yes=yes, dry_run=dry_run, log=_log)
+def squash(
+    env: Optional[str] = EnvOption,
+    yes: bool = YesOption,
+    dry_run: bool = DryRunOption,
+    in_place: bool = InPlaceOption,
+    confirm: Optional[str] = ConfirmOption,
+    force: bool = ForceOption,
+) -> None:
+    """Migration zero: back up, delete migrations, rebuild, makemigrations, migrate --fake."""
+    made = pipeline.squash(_config(), env=env, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm, force=force, log=_log)
     if made:
         print(made)
 
@@ -139,21 +157,63 @@ def promote(
     squash: bool = typer.Option(False, "--squash", help="Squash the migrations on the source first."),
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
+    in_place: bool = InPlaceOption,
+    confirm: Optional[str] = ConfirmOption,
+    force: bool = ForceOption,
 ) -> None:
     """Replace the target environment's database with the source's, keeping every row."""
-    made = pipeline.promote(_config(), spec, squash=squash, yes=yes, dry_run=dry_run, log=_log)
+    made = pipeline.promote(_config(), spec, squash=squash, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm,
+                            force=force, log=_log)
     if made:
         print(made)
 
 
 @app.command()
 def rollback(
-    path: Path = typer.Argument(..., metavar="PATH", help="A bundle directory, or a db.json inside one."),
+    path: Path = typer.Argument(..., metavar="PATH", help="A bundle directory, or a db.json inside one, or a lone db.json."),
     env: Optional[str] = EnvOption,
     yes: bool = YesOption,
+    in_place: bool = InPlaceOption,
+    confirm: Optional[str] = ConfirmOption,
 ) -> None:
     """Put the environment back from a bundle: its dump when intact, else its db.json."""
-    pipeline.rollback(_config(), path, env=env, yes=yes, log=_log)
+    pipeline.rollback(_config(), path, env=env, yes=yes, in_place=in_place, typed=confirm, log=_log)
+
+
+@app.command()
+def resume(
+    run: Optional[str] = typer.Option(None, "--run", help="The interrupted run to resume (see squashkit status)."),
+    yes: bool = YesOption,
+) -> None:
+    """Finish or undo a run that was killed, from wherever it stopped."""
+    print(pipeline.resume(_config(), run_id=run, yes=yes, log=_log))
+
+
+@app.command()
+def status(limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many runs to show.")) -> None:
+    """The last runs (from their journals) and what squashkit keeps."""
+    config = _config()
+    runs = pipeline.status(config, limit=limit)
+    if not runs:
+        print(f"no runs recorded in {config.backup_dir}")
+    for run in runs:
+        print(run.describe())
+
+
+@app.command()
+def cleanup(
+    env: Optional[str] = EnvOption,
+    keep: int = typer.Option(3, "--keep", min=0, help="Bundles to keep per environment, newest first."),
+    yes: bool = YesOption,
+    list_only: bool = typer.Option(False, "--list", help="Only list what would be removed."),
+) -> None:
+    """List, and remove when asked, kept databases (__squashkit_prev, leftovers) and old bundles."""
+    config = _config()
+    items = pipeline.kept(config, env=env, keep_bundles=keep)
+    for item in items:
+        print(f"{item.kind:<8} {item.name}  ({item.detail})")
+    if not list_only:
+        pipeline.cleanup(config, items, yes=yes, log=_log)
 
 
 @cluster_app.command("start")

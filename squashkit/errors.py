@@ -40,3 +40,9 @@ class DiskFull(OperationFailed):
 
 
 NO_SPACE = "No space left on device"
+
+
+class Interrupted(SquashkitError):
+    """Ctrl-C or SIGTERM after a run changed something: its journal stays open for ``squashkit resume``."""
+
+    exit_code = 130

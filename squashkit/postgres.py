@@ -474,27 +474,72 @@ def drop_database(conn: psycopg.Connection, dbname: str, *, attempts: int = 10) 
     role whose process is being terminated"), while a plain DROP makes autovacuum step aside.
     Sessions of other roles that we may not end make the drop fail with their names.
     """
-    statement = drop_database_statement(dbname)
+    _retry_while_in_use(conn, [dbname], lambda: conn.execute(drop_database_statement(dbname)), attempts, "it was not dropped")
+
+
+def end_sessions(conn: psycopg.Connection, dbname: str) -> None:
+    """Terminate the other sessions on ``dbname`` that the current user may end."""
+    conn.execute(
+        """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+           WHERE datname = %s AND pid <> pg_backend_pid() AND usesysid IS NOT NULL
+             AND (pg_has_role(current_user, usesysid, 'USAGE')
+                  OR (pg_has_role(current_user, 'pg_signal_backend', 'USAGE')
+                      AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = usesysid)))""",
+        [dbname],
+    )
+
+
+def _retry_while_in_use(conn: psycopg.Connection, dbnames: list[str], act, attempts: int, outcome: str) -> None:
+    """End the sessions we may end on ``dbnames`` and ``act``; retry while new sessions keep arriving."""
     for attempt in range(attempts):
-        conn.execute(
-            """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-               WHERE datname = %s AND pid <> pg_backend_pid() AND usesysid IS NOT NULL
-                 AND (pg_has_role(current_user, usesysid, 'USAGE')
-                      OR (pg_has_role(current_user, 'pg_signal_backend', 'USAGE')
-                          AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = usesysid)))""",
-            [dbname],
-        )
+        for dbname in dbnames:
+            end_sessions(conn, dbname)
         try:
-            conn.execute(statement)
+            act()
             return
         except psycopg.errors.ObjectInUse:
             if attempt == attempts - 1:
-                left = ", ".join(session.describe() for session in other_sessions(conn, dbname)) or "sessions now gone"
+                sessions = [s.describe() for dbname in dbnames for s in other_sessions(conn, dbname)]
                 raise OperationFailed(
-                    f"database {dbname} is still in use by sessions squashkit may not end ({left}): "
-                    "stop them or configure an admin connection; it was not dropped"
+                    f"database {' and '.join(dbnames)} is still in use by sessions squashkit may not end "
+                    f"({', '.join(sessions) or 'sessions now gone'}): stop them or configure an admin connection; {outcome}"
                 ) from None
             time.sleep(0.5)
+
+
+def database_comment(conn: psycopg.Connection, dbname: str) -> str | None:
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [dbname]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def comment_on_database(conn: psycopg.Connection, dbname: str, text: str | None) -> None:
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(dbname), sql.Literal(text)))
+
+
+def swap_databases(conn: psycopg.Connection, *, live: str, new: str, previous: str, comment: str, attempts: int = 10) -> bool:
+    """In one transaction: ``live`` becomes ``previous`` (when it exists) and ``new`` becomes ``live``.
+
+    ALTER DATABASE ... RENAME is transactional, so the live name is missing for no reader:
+    either both renames happen or neither. Returns whether there was a live database to keep.
+    """
+    had_live = database_exists(conn, live)
+
+    def rename() -> None:
+        with conn.transaction():
+            if had_live:
+                conn.execute(rename_database_statement(live, previous))
+                comment_on_database(conn, previous, comment)
+            conn.execute(rename_database_statement(new, live))
+            comment_on_database(conn, live, None)
+
+    _retry_while_in_use(conn, [live, new] if had_live else [new], rename, attempts, "nothing was renamed")
+    return had_live
+
+
+def rename_database_statement(old: str, new: str) -> sql.Composed:
+    return sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
 
 
 def drop_database_statement(dbname: str) -> sql.Composed:

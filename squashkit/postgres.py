@@ -217,10 +217,15 @@ def installed_extensions(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT extname FROM pg_extension ORDER BY extname")]
 
 
+def user_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(schema, table) of every ordinary user table outside system schemas and extensions, sorted."""
+    return [(schema, name) for schema, name in conn.execute(_TABLES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall()]
+
+
 def _count_rows(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
     """(schema, table, exact row count) of every ordinary user table outside extensions."""
     counted = []
-    for schema, name in conn.execute(_TABLES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
+    for schema, name in user_tables(conn):
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
         counted.append((schema, name, conn.execute(query).fetchone()[0]))
     return counted

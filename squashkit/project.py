@@ -12,6 +12,7 @@ import os
 import re
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import sh
@@ -218,24 +219,124 @@ def migration_files(app: AppInfo) -> list[Path]:
     )
 
 
-def archive_migrations(project: ProjectInfo, root: Path, destination: Path) -> list[str]:
-    """Write every migration file of the project's own apps to a tar.gz; return their names.
+def _archive_names(project: ProjectInfo, root: Path) -> list[tuple[str, Path]]:
+    """(name in the archive, file on disk) of every migration file of the project's own apps.
 
     Names are the path as the app sees it, relative to the project root
     (``community/migrations/0001_initial.py`` even when ``migrations`` is a symlink), so
     putting them back follows the same symlinks the app uses.
     """
-    names = []
+    entries = []
+    for app in project.own_apps():
+        if app.migrations_folder is None:
+            continue
+        try:
+            seen_as = app.migrations_folder.relative_to(root)
+        except ValueError:
+            seen_as = Path(app.label) / "migrations"
+        for path in migration_files(app):
+            entries.append((str(seen_as / path.relative_to(app.migrations_folder_resolved)), path))
+    return entries
+
+
+def archive_migrations(project: ProjectInfo, root: Path, destination: Path) -> list[str]:
+    """Write every migration file of the project's own apps to a tar.gz; return their names."""
+    entries = _archive_names(project, root)
     with tarfile.open(destination, "w:gz") as archive:
-        for app in project.own_apps():
-            if app.migrations_folder is None:
+        for name, path in entries:
+            archive.add(path, arcname=name, recursive=False)
+    return [name for name, _path in entries]
+
+
+def verify_archive_matches_disk(project: ProjectInfo, root: Path, tarball: Path) -> None:
+    """Raise unless every migration file on disk is in ``tarball`` byte for byte.
+
+    Runs right before the files are deleted: the tarball is the only way back for a file that
+    is not committed anywhere, so a file created or edited after the backup (or an archive the
+    disk damaged) must stop the squash while nothing is lost yet.
+    """
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            members = {member.name: member for member in archive.getmembers()}
+            problems = []
+            for name, path in _archive_names(project, root):
+                member = members.get(name)
+                if member is None or not member.isfile():
+                    problems.append(f"{name} (not in the archive)")
+                elif archive.extractfile(member).read() != path.read_bytes():
+                    problems.append(f"{name} (differs from the archived copy)")
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
+        raise OperationFailed(f"cannot read {tarball}: {exc}; no migration file was deleted") from None
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise OperationFailed(
+            f"{tarball.name} does not hold the migration files as they are on disk: {problems[0]}{more}; "
+            "no migration file was deleted (back up again, then retry)"
+        )
+
+
+def uncommitted_migration_changes(project: ProjectInfo, root: Path) -> list[str]:
+    """Migration files git could not give back: untracked, modified, staged but not committed,
+    deleted or ignored, one line each (``path: untracked``), paths relative to ``root`` when inside it.
+
+    Folders are resolved through symlinks and asked of the repository that holds them. Returns
+    [] when git is not installed or no folder is in a git work tree: nothing to compare with.
+    """
+    try:
+        git = sh.Command("git")
+    except sh.CommandNotFound:
+        return []
+    by_repository: dict[Path, list[Path]] = {}
+    for app in project.own_apps():
+        folder = app.migrations_folder_resolved
+        if folder is None or not folder.is_dir():
+            continue
+        folder = folder.resolve()
+        try:
+            top = str(git("-C", str(folder), "rev-parse", "--show-toplevel", _in=None, _err_to_out=False)).strip()
+        except sh.ErrorReturnCode:
+            continue  # not in a work tree (or one git refuses to read)
+        by_repository.setdefault(Path(top).resolve(), []).append(folder)
+    lines = []
+    for top, folders in sorted(by_repository.items()):
+        pathspecs = [str(folder.relative_to(top)) for folder in folders]
+        try:
+            output = git(
+                "-C", str(top), "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching",
+                "--", *pathspecs, _in=None, _err_to_out=False, _return_cmd=True,
+            ).stdout
+        except sh.ErrorReturnCode as exc:
+            raise OperationFailed(f"git status in {top} failed: {last_error_line(exc.stderr)}") from None
+        fields = output.decode(errors="surrogateescape").split("\0")
+        index = 0
+        while index < len(fields):
+            entry = fields[index]
+            index += 1
+            if len(entry) < 4:
                 continue
-            try:
-                seen_as = app.migrations_folder.relative_to(root)
-            except ValueError:
-                seen_as = Path(app.label) / "migrations"
-            for path in migration_files(app):
-                name = str(seen_as / path.relative_to(app.migrations_folder_resolved))
-                archive.add(path, arcname=name, recursive=False)
-                names.append(name)
-    return names
+            code, relative = entry[:2], entry[3:]
+            if code[0] in "RC":
+                index += 1  # the rename's source path follows
+            path = top / relative
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            shown = str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else str(path)
+            lines.append(f"{shown}: {_git_state(code)}")
+    return lines
+
+
+def _git_state(code: str) -> str:
+    if code == "??":
+        return "untracked"
+    if code == "!!":
+        return "ignored by git"
+    index, worktree = code[0], code[1]
+    if "D" in code:
+        return "deleted, not committed"
+    if index in "RC":
+        return "renamed, not committed"
+    if worktree == "M" or index == "M":
+        return "modified, not committed"
+    if index == "A":
+        return "added, not committed"
+    return f"git status {code.strip()}"

@@ -1141,8 +1141,8 @@ def _rollback_run(
                 if mode == "in-place" and not _json_usable(bundle_dir, manifest):
                     raise
                 log(f"restoring the dump failed ({exc}); falling back to db.json")
-        elif bundle_dir is not None:
-            log(f"rebuilding {target.name} from {path.name if path.is_file() else 'the bundle'}'s json")
+        elif path.is_dir():
+            log(f"the dump is damaged ({', '.join(bundle.damaged_files(path, manifest))}); rebuilding from db.json")
         _rebuild_from_json(config, target, bundle_dir, manifest, None if bundle_dir else path, mode, record, log)
     except (SquashkitError, psycopg.Error) as exc:
         if mode == "in-place" or saved is None:

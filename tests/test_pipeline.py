@@ -86,8 +86,9 @@ def project(pg, seeded_template, prod_role, tmp_path):
         f'[environments.prod]\nsettings = "sample_project.settings"\nenv = {{ DATABASE_URL = "{prod_url}" }}\n'
     )
     yield Project(pg, root, dev, prod)
-    drop_database(pg, dev)
-    drop_database(pg, prod)
+    for name in (dev, prod):
+        for suffix in ("", "__squashkit_new", "__squashkit_prev"):
+            drop_database(pg, name + suffix)
 
 
 def make_prod(project: Project) -> None:
@@ -187,22 +188,28 @@ def test_truncated_dump_fails_at_pg_restore_and_puts_the_target_back(project, tm
     result = project.run("restore", str(broken), "--env", "prod", "--yes")
     assert result.code == 1, result.stderr
     error = result.stderr.strip().splitlines()[-1]
-    assert "step 'pg_restore default' failed" in error and "put back" in error
+    assert "step 'pg_restore default' failed" in error and "Nothing was lost: prod's database is as before" in error
     assert "Traceback" not in result.stderr
     assert project.fingerprint(project.prod) == prod_before
     assert project.migration_files() == files_before
     project.manage(project.prod, "migrate", "--check", owner=PROD_OWNER, password=PROD_PASSWORD)
 
 
+# In place, the safety bundle puts the target back; beside it, the side database is dropped and
+# the live one was never touched.
+PUT_BACK = {"in-place": "was put back from", "side": "Nothing was lost"}
+
+
+@pytest.mark.parametrize("mode", ["side", "in-place"])
 @pytest.mark.parametrize("squash", [False, True], ids=["promote", "promote-squash"])
-def test_promote_with_a_truncated_dump_fails_at_pg_restore_and_puts_prod_back(project, squash):
+def test_promote_with_a_truncated_dump_fails_at_pg_restore_and_puts_prod_back(project, squash, mode):
     make_prod(project)
     prod_before, dev_before, files_before = project.fingerprint(project.prod), project.fingerprint(project.dev), project.migration_files()
-    args = ["promote", "dev-to-prod", "--yes", *(["--squash"] if squash else [])]
+    args = ["promote", "dev-to-prod", "--yes", *(["--squash"] if squash else []), *(["--in-place"] if mode == "in-place" else [])]
     result = project.run(*args, env={"SQUASHKIT_TEST_FAULT": "truncate-dump:prod"})
     assert result.code == 1, result.stderr
     error = result.stderr.strip().splitlines()[-1]
-    assert "step 'pg_restore default' failed" in error and "prod was put back" in error, error
+    assert "step 'pg_restore default' failed" in error and PUT_BACK[mode] in error, error
     assert project.fingerprint(project.prod) == prod_before
     assert project.fingerprint(project.dev) == dev_before
     assert project.migration_files() == files_before
@@ -214,7 +221,7 @@ def test_squash_whose_bundle_dump_breaks_is_rebuilt_from_json(project):
     """The squash's own bundle is both source and safety net: when its dump is damaged on disk,
     the rollback falls back to its db.json, and the migration files come back as they were."""
     before, files = json_fingerprint(project, project.dev), project.migration_files()
-    result = project.run("squash", "--yes", env={"SQUASHKIT_TEST_FAULT": "damage-bundle:dev"})
+    result = project.run("squash", "--yes", "--in-place", env={"SQUASHKIT_TEST_FAULT": "damage-bundle:dev"})
     assert result.code == 1, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "step 'pg_restore default' failed" in error and "rebuilt from" in error and "db.json" in error, error
@@ -223,11 +230,13 @@ def test_squash_whose_bundle_dump_breaks_is_rebuilt_from_json(project):
     project.manage(project.dev, "migrate", "--check")
 
 
-def test_squash_that_fails_at_pg_restore_is_put_back_from_its_dump(project):
+@pytest.mark.parametrize("mode", ["side", "in-place"])
+def test_squash_that_fails_at_pg_restore_is_put_back_from_its_dump(project, mode):
     before, files = project.fingerprint(project.dev), project.migration_files()
-    result = project.run("squash", "--yes", env={"SQUASHKIT_TEST_FAULT": "truncate-dump:dev"})
+    result = project.run("squash", "--yes", *(["--in-place"] if mode == "in-place" else []),
+                         env={"SQUASHKIT_TEST_FAULT": "truncate-dump:dev"})
     assert result.code == 1, result.stderr
-    assert "dev was put back from" in result.stderr.strip().splitlines()[-1]
+    assert PUT_BACK[mode] in result.stderr.strip().splitlines()[-1]
     assert project.fingerprint(project.dev) == before
     assert project.migration_files() == files
 
@@ -254,7 +263,8 @@ def test_nothing_changes_without_yes_or_with_dry_run(project, command):
     result = project.run(*command)
     if "--dry-run" in command:
         assert result.code == 0, result.stderr
-        assert "DROP DATABASE" in result.stdout and OWNER_PASSWORD not in result.stdout and PROD_PASSWORD not in result.stdout
+        assert "ALTER DATABASE" in result.stdout and "__squashkit_new" in result.stdout and "DROP DATABASE" not in result.stdout
+        assert OWNER_PASSWORD not in result.stdout and PROD_PASSWORD not in result.stdout
         owner = PROD_OWNER if command[0] == "promote" else OWNER
         assert f'OWNER "{owner}" TEMPLATE template0 ENCODING \'UTF8\'' in result.stdout
         assert 'CREATE EXTENSION IF NOT EXISTS "pg_trgm"' in result.stdout

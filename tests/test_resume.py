@@ -1,0 +1,129 @@
+"""Killed at any step, a run resumes to the state before it or the state it was heading for,
+row for row, with the matching migration files and no stray database.
+
+``SQUASHKIT_TEST_KILL_AT`` makes the real ``squashkit`` process SIGKILL itself right after its
+journal says a step started: the worst moment, with the step announced and nothing of it done
+(or, for the steps after, everything before it done). ``squashkit resume`` must then finish or
+undo the run from the journal alone.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.conftest import OWNER_PASSWORD
+from tests.test_pipeline import PROD_PASSWORD, make_prod, prod_role, project  # noqa: F401 (fixtures)
+
+SIDE, KEPT = "__squashkit_new", "__squashkit_prev"
+
+
+def databases(project) -> set[str]:
+    with psycopg.connect(**project.pg.conninfo()) as conn:
+        names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+    return {name for name in names if name.startswith((project.dev, project.prod))}
+
+
+def killed(project, *args: str, at: str):
+    result = project.run(*args, env={"SQUASHKIT_TEST_KILL_AT": at})
+    assert result.code == -9, f"not killed at {at}: {result.code} {result.stderr[-1500:]}"
+    status = project.run("status")
+    assert "interrupted" in status.stdout, status.stdout
+    again = project.run(*args)
+    assert again.code == 2 and "interrupted" in again.stderr and "squashkit resume" in again.stderr, again.stderr
+    resumed = project.run("resume", "--yes")
+    assert resumed.code == 0, resumed.stderr
+    assert "interrupted" not in project.run("status").stdout
+    return resumed
+
+
+def assert_consistent(project, dbname: str) -> None:
+    """The migration files and django_migrations agree: nothing half-squashed survived."""
+    project.manage(dbname, "migrate", "--check", **({} if dbname == project.dev else {"owner": "prod_owner", "password": PROD_PASSWORD}))
+
+
+def is_squashed(files: dict[str, str]) -> bool:
+    return all(name.split("/")[-1] in ("__init__.py",) or "0001_initial" in name or "0002_" in name for name in files)
+
+
+@pytest.mark.parametrize("step", ["delete migrations", "migrate --fake", "swap default"])
+def test_killed_squash_resumes_to_before_or_finished(project, step):
+    before, files = project.fingerprint(project.dev), project.migration_files()
+    killed(project, "squash", "--yes", at=f"dev:{step}")
+    assert project.fingerprint(project.dev) == before  # a squash keeps every row either way
+    after = project.migration_files()
+    if step.startswith("swap"):
+        assert is_squashed(after) and after != files
+        assert databases(project) == {project.dev, project.dev + KEPT}
+    else:
+        assert after == files
+        assert databases(project) == {project.dev}
+    assert_consistent(project, project.dev)
+
+
+@pytest.mark.parametrize("step", ["backup target", "pg_restore default", "swap default"])
+def test_killed_promote_resumes_to_before_or_finished(project, step):
+    make_prod(project)
+    dev, prod, files = project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()
+    killed(project, "promote", "dev-to-prod", "--yes", at=f"prod:{step}")
+    assert project.fingerprint(project.prod) == (dev if step.startswith("swap") else prod)
+    assert project.fingerprint(project.dev) == dev
+    assert project.migration_files() == files
+    assert project.dev + SIDE not in databases(project) and project.prod + SIDE not in databases(project)
+    assert_consistent(project, project.prod)
+
+
+def test_killed_promote_with_squash_between_its_phases_unsquashes_the_source(project):
+    """Killed after dev was squashed and swapped, before prod was touched: both go back."""
+    make_prod(project)
+    dev, prod, files = project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()
+    killed(project, "promote", "dev-to-prod", "--squash", "--yes", at="prod:create default")
+    assert project.fingerprint(project.dev) == dev and project.fingerprint(project.prod) == prod
+    assert project.migration_files() == files
+    assert databases(project) == {project.dev, project.prod}
+    assert_consistent(project, project.dev)
+    assert_consistent(project, project.prod)
+
+
+@pytest.mark.parametrize("step", ["put back migrations", "pg_restore default", "swap default"])
+def test_killed_rollback_resumes_to_before_or_finished(project, step):
+    original, original_files = project.fingerprint(project.dev), project.migration_files()
+    squashed = project.run("squash", "--yes")
+    assert squashed.code == 0, squashed.stderr
+    bundle = squashed.stdout.strip().splitlines()[-1]
+    files = project.migration_files()
+    assert files != original_files
+    project.run("cleanup", "--env", "dev", "--keep", "5", "--yes")  # the kept database of the squash
+    killed(project, "rollback", bundle, "--yes", at=f"dev:{step}")
+    assert project.fingerprint(project.dev) == original
+    assert project.migration_files() == (original_files if step.startswith("swap") else files)
+    assert project.dev + SIDE not in databases(project)
+    assert_consistent(project, project.dev)
+
+
+@pytest.mark.parametrize("command", ["squash", "rollback"])
+def test_killed_in_place_run_resumes(project, command):
+    """In place the database is dropped: a squash is put back from its bundle, a rollback is done again."""
+    before, files = project.fingerprint(project.dev), project.migration_files()
+    if command == "squash":
+        killed(project, "squash", "--yes", "--in-place", at="dev:pg_restore default")
+        assert project.migration_files() == files
+    else:
+        made = project.run("backup")
+        assert made.code == 0, made.stderr
+        killed(project, "rollback", made.stdout.strip().splitlines()[-1], "--yes", "--in-place", at="dev:pg_restore default")
+    assert project.fingerprint(project.dev) == before
+    assert databases(project) == {project.dev}
+    assert_consistent(project, project.dev)
+
+
+def test_a_second_run_on_the_same_database_fails_fast_naming_the_first(project):
+    with psycopg.connect(**project.pg.conninfo(), autocommit=True) as conn:
+        conn.execute("SET application_name = 'squashkit squash-dev-held-by-test'")
+        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [0x5A5B, project.dev])
+        before, files = project.fingerprint(project.dev), project.migration_files()
+        result = project.run("squash", "--yes")
+        assert result.code == 2, result.stderr
+        assert "is busy" in result.stderr and "squash-dev-held-by-test" in result.stderr, result.stderr
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files
+    assert OWNER_PASSWORD not in result.stderr

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import os
 import signal
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from squashkit.bundle import utc_now
 from squashkit.errors import BadInput
 
 SUFFIX = ".journal"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
 Event = Literal["started", "finished", "failed"]
 Outcome = Literal["finished", "failed", "rolled back", "nothing to do"]
 
@@ -72,6 +76,10 @@ class Run(BaseModel):
     def started(self, step: str, env: str | None = None) -> Entry | None:
         """The ``started`` entry of ``step`` (on ``env``), if it ever started."""
         return next((e for e in self.entries if e.step == step and e.event == "started" and (env is None or e.env == env)), None)
+
+    def since(self, entry: Entry) -> list[Entry]:
+        """``entry`` and every entry written after it (by position: clocks can tie or step back)."""
+        return self.entries[self.entries.index(entry):]
 
     def done(self, step: str, env: str | None = None) -> bool:
         return any(e.step == step and e.event == "finished" and (env is None or e.env == env) for e in self.entries)

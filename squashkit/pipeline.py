@@ -1321,7 +1321,7 @@ def _resume(config: Config, run: journal.Run, log: Log) -> tuple[journal.Outcome
         return "nothing to do", "the run had changed nothing yet; its half-written bundles were removed"
     last = phases[-1]
     expected = 2 if h.command == "promote" and h.squash else 1
-    swap_began = any(e.step.startswith("swap ") and e.event == "started" and e.at >= last.at for e in run.entries)
+    swap_began = any(e.step.startswith("swap ") and e.event == "started" for e in run.since(last))
     final = len(phases) == expected or (h.command == "rollback")
     if last.changed["mode"] == "side" and swap_began and final:
         target = resolve(config, last.env)
@@ -1349,7 +1349,7 @@ def _undo_phase(config: Config, run: journal.Run, env: str, log: Log) -> str:
     phase = next(e for e in reversed(_phases(run)) if e.env == env)
     info = phase.changed
     target = resolve(config, env)
-    later = [e for e in run.entries if e.at >= phase.at and e.env == env]
+    later = [e for e in run.since(phase) if e.env == env]
     files_deleted = any(e.step == "delete migrations" and e.event == "started" for e in later)
     source_bundle = Path(info["source_bundle"])
     if info["mode"] == "side":

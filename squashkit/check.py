@@ -139,7 +139,7 @@ def _check_connections(conn: psycopg.Connection, alias: str, add) -> None:
 def _check_models(manage: ManagePy, add) -> None:
     """Model changes without a migration would be faked away by a squash, or never reach the database."""
     try:
-        out = manage.run("makemigrations", "--dry-run", "--no-input", "-v", "1", what="makemigrations --dry-run")
+        out = manage.run("makemigrations", "--dry-run", "--no-input", "--no-color", "-v", "1", what="makemigrations --dry-run")
     except SquashkitError as exc:
         add("models", "fail", str(exc))
         return

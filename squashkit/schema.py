@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Literal
 
 import psycopg
@@ -393,7 +393,15 @@ def compare(expected: Schema, actual: Schema) -> SchemaDiff:
     return diff
 
 
-def _pair(left, right, key, on_pair, *, keep_left=(), keep_right=()):
+def _pair(
+    left: list[_Item],
+    right: list[_Item],
+    key: Callable[[_Item], tuple],
+    on_pair: Callable[[_Item, _Item], None],
+    *,
+    keep_left: Iterable[_Item] = (),
+    keep_right: Iterable[_Item] = (),
+) -> tuple[list[_Item], list[_Item]]:
     """Pair items of both sides with equal keys (each used once); return the unpaired ones plus the kept."""
     waiting: dict = {}
     for item in sorted(right, key=lambda i: i.name):
@@ -432,6 +440,7 @@ def scratch_database(
     *,
     admin: ConnectionParams | None = None,
     extensions: Iterable[str] = (),
+    copy_extensions: bool = True,
     suffix: str = SCRATCH_SUFFIX,
 ) -> Iterator[str]:
     """An empty database like ``params``' one (encoding, locale, extensions), dropped whatever happens.
@@ -439,7 +448,9 @@ def scratch_database(
     It is owned by ``params``' user, so ``manage.py migrate`` works in it as in the real one;
     created through ``admin`` when that user may not create databases or an extension. A
     database already holding the name is refused, never reused or dropped: it may be a
-    leftover of a killed run, or someone's.
+    leftover of a killed run, or someone's. ``copy_extensions=False`` creates only
+    ``extensions``: then a migration that needs an extension it does not create fails, as it
+    would on a fresh database.
     """
     name = scratch_name(params.dbname, suffix)
     with postgres.connect(params) as conn:
@@ -447,7 +458,8 @@ def scratch_database(
         owner, may_create = conn.execute(
             "SELECT current_user, rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
         ).fetchone()
-        wanted = sorted((set(postgres.installed_extensions(conn)) | set(extensions)) - {"plpgsql"})
+        copied = postgres.installed_extensions(conn) if copy_extensions else []
+        wanted = sorted((set(copied) | set(extensions)) - {"plpgsql"})
     if not may_create and admin is None:
         raise BadInput(f"{owner} may not create the scratch database {name}: ALTER ROLE {owner} CREATEDB, or configure an admin connection")
     creator = params if may_create else admin
@@ -477,6 +489,7 @@ def migrations_schema(
     *,
     admin: ConnectionParams | None = None,
     extensions: Iterable[str] = (),
+    copy_extensions: bool = True,
     exclude: Collection[str] = DEFAULT_EXCLUDE,
 ) -> Schema:
     """The schema a real ``manage.py migrate --database alias`` builds from the migration files on disk.
@@ -484,7 +497,7 @@ def migrations_schema(
     Built in a scratch database like ``params``' one, as Django's test runner builds its test
     database, then read and dropped.
     """
-    with scratch_database(params, admin=admin, extensions=extensions) as name:
+    with scratch_database(params, admin=admin, extensions=extensions, copy_extensions=copy_extensions) as name:
         manage.on({alias: name}).run(
             "migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate into the scratch database {name}"
         )
@@ -499,10 +512,13 @@ def drift(
     *,
     admin: ConnectionParams | None = None,
     extensions: Iterable[str] = (),
+    copy_extensions: bool = True,
     exclude: Collection[str] = DEFAULT_EXCLUDE,
 ) -> SchemaDiff:
     """How the database ``params`` differs from what its migration files build."""
-    expected = migrations_schema(manage, alias, params, admin=admin, extensions=extensions, exclude=exclude)
+    expected = migrations_schema(
+        manage, alias, params, admin=admin, extensions=extensions, copy_extensions=copy_extensions, exclude=exclude
+    )
     with postgres.connect(params) as conn:
         actual = snapshot(conn, exclude=exclude)
     return compare(expected, actual)

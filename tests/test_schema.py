@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -208,3 +209,31 @@ def test_scratch_names_fit_postgresql_and_stay_distinct():
     assert len(names) == 2
     assert all(len(name.encode()) <= 63 and name.endswith("__squashkit_scratch") for name in names)
     assert len(schema.scratch_name("é" * 40).encode()) <= 63
+
+
+def test_squashed_migrations_lose_what_makemigrations_cannot_write(pg, sample_db, tmp_path):
+    """What squash will compare before ``migrate --fake``: fresh 0001_initial files against the database."""
+    project = copy_project(tmp_path)
+    for folder in ("catalog/migrations", "orders/migrations", "analytics/migrations", "migration_store/community"):
+        for path in (project / folder).glob("0*.py"):
+            path.unlink()
+    subprocess.run(
+        [sys.executable, "manage.py", "makemigrations", "catalog", "orders", "community", "analytics", "-v", "0"],
+        cwd=project, env=project_env(pg, sample_db.name), check=True, capture_output=True,
+    )
+    params = params_for(pg, sample_db.name)
+
+    expected = schema.migrations_schema(manage_for(pg, sample_db.name, project), "default", params)
+    with sample_db.connect() as conn:
+        diff = schema.compare(expected, schema.snapshot(conn))
+
+    # The view came from a RunSQL, which makemigrations does not write again: a real loss.
+    assert [(d.kind, d.name, d.expected) for d in diff.real] == [("view", "catalog_productstats", None)]
+    # AlterField(unique=True) named its constraint with a hash; CreateModel names it _key.
+    assert ("unique", "orders_order_reference_key", "orders_order_reference_d902bed1_uniq") in {
+        (d.kind, d.name, d.actual_name) for d in diff.cosmetic
+    }
+    # Nor is TrigramExtension written again: on a database without pg_trgm the new files fail.
+    with pytest.raises(OperationFailed, match="gin_trgm_ops"):
+        schema.migrations_schema(manage_for(pg, sample_db.name, project), "default", params, copy_extensions=False)
+    assert not database_exists(pg, schema.scratch_name(sample_db.name))

@@ -2,20 +2,25 @@
 
 Each check answers a question a later command would otherwise answer by failing halfway:
 can we connect, are the client tools new enough, may the user create databases and the
-extensions the project needs, is there connection headroom, are the migrations applied.
+extensions the project needs, is there connection headroom, are the migrations applied, do
+the models have changes no migration holds, and does the database have the schema its
+migration files build (compared with a scratch database they are run into). Where the
+migration history and the database disagree, the finding says what happened and what repairs it.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Literal
 
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import postgres
+from squashkit import postgres, schema
 from squashkit.config import Config
-from squashkit.errors import SquashkitError
-from squashkit.project import ProjectInfo, introspect, manage_py
+from squashkit.errors import BadInput, SquashkitError
+from squashkit.project import AppInfo, ManagePy, ProjectInfo, introspect, manage_py
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -36,20 +41,30 @@ def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
     env_name, environment = config.environment(env)
     add("environment", "ok", f"{env_name} ({environment.settings}) from {config.source}")
     try:
-        project = introspect(manage_py(config, env_name, environment))
+        manage = manage_py(config, env_name, environment)
+        project = introspect(manage)
     except SquashkitError as exc:
         add("project", "fail", str(exc))
         return results
     own = project.own_apps()
     add("project", "ok", f"Django {project.django_version}, {len(own)} project apps: {', '.join(a.label for a in own)}")
+    _check_models(manage, add)
     if not project.postgres_aliases():
         add("databases", "fail", "no PostgreSQL database in DATABASES")
+        return results
+    try:
+        admin = environment.admin.params(project.connection(project.postgres_aliases()[0])) if environment.admin else None
+    except SquashkitError as exc:
+        add("admin connection", "fail", str(exc))
+        admin = None
     for alias in project.postgres_aliases():
-        _check_alias(config, environment.admin is not None, project, alias, add)
+        _check_alias(config, manage, admin, project, alias, add)
     return results
 
 
-def _check_alias(config: Config, has_admin: bool, project: ProjectInfo, alias: str, add) -> None:
+def _check_alias(
+    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, alias: str, add
+) -> None:
     params = project.connection(alias)
     try:
         with postgres.connect(params) as conn:
@@ -57,9 +72,11 @@ def _check_alias(config: Config, has_admin: bool, project: ProjectInfo, alias: s
             server_num = conn.info.server_version
             add(f"server ({alias})", "ok", f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]}")
             _check_clients(config, server_num, alias, add)
-            _check_privileges(conn, config, has_admin, alias, add)
+            _check_privileges(conn, config, admin is not None, alias, add)
             _check_connections(conn, alias, add)
-            _check_migrations(conn, project, alias, add)
+            applied = _applied_migrations(conn)
+        diff = _check_schema(config, manage, admin, params, alias, add)
+        _check_migrations(project, applied, diff, alias, add)
     except SquashkitError as exc:
         add(f"connection ({alias})", "fail", str(exc))
     except psycopg.Error as exc:
@@ -119,25 +136,111 @@ def _check_connections(conn: psycopg.Connection, alias: str, add) -> None:
     add(f"connections ({alias})", status, f"{in_use} in use of max_connections {limit} ({reserved} reserved), {free} free")
 
 
-def _check_migrations(conn: psycopg.Connection, project: ProjectInfo, alias: str, add) -> None:
-    facts_applied = set()
-    if conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
-        facts_applied = {(app, name) for app, name in conn.execute("SELECT app, name FROM django_migrations")}
+def _check_models(manage: ManagePy, add) -> None:
+    """Model changes without a migration would be faked away by a squash, or never reach the database."""
+    try:
+        out = manage.run("makemigrations", "--dry-run", "--no-input", "--no-color", "-v", "1", what="makemigrations --dry-run")
+    except SquashkitError as exc:
+        add("models", "fail", str(exc))
+        return
+    apps = re.findall(r"^Migrations for '([^']+)':", out, re.MULTILINE)
+    if apps:
+        add("models", "warn", f"models of {', '.join(apps)} have changes no migration holds: run manage.py makemigrations "
+            "(squash refuses until then)")
+    else:
+        add("models", "ok", "no model changes without a migration (makemigrations --dry-run)")
+
+
+def _check_schema(
+    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, params: postgres.ConnectionParams, alias: str, add
+) -> schema.SchemaDiff | None:
+    """Build what the migration files make in a scratch database and compare it with the real one."""
+    started = time.monotonic()
+    try:
+        diff = schema.drift(manage, alias, params, admin=admin, extensions=config.extensions)
+    except BadInput as exc:  # no right to create the scratch database, or a leftover holds its name
+        add(f"schema ({alias})", "warn", f"not compared: {exc}")
+        return None
+    except SquashkitError as exc:
+        add(f"schema ({alias})", "fail", f"the migration files do not build a database from scratch: {exc}")
+        return None
+    seconds = time.monotonic() - started
+    if diff.matches:
+        add(f"schema ({alias})", "ok", f"the database has the schema its migration files build (scratch migrate, {seconds:.1f} s)")
+    else:
+        add(f"schema ({alias})", "fail", f"the database differs from what its migration files build: {diff.summary()}")
+    if diff.cosmetic:
+        names = ", ".join(d.summary() for d in diff.cosmetic[:5]) + (", ..." if len(diff.cosmetic) > 5 else "")
+        add(f"schema names ({alias})", "ok", f"{len(diff.cosmetic)} objects keep a name from an old rename (harmless): {names}")
+    return diff
+
+
+def _applied_migrations(conn: psycopg.Connection) -> set[tuple[str, str]]:
+    if not conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
+        return set()
+    return {(app, name) for app, name in conn.execute("SELECT app, name FROM django_migrations")}
+
+
+def _app_tables(app: AppInfo) -> set[str]:
+    return {model.db_table for model in app.models if model.managed and not model.proxy} | {
+        table for model in app.models for table in model.m2m_tables
+    }
+
+
+def _check_migrations(
+    project: ProjectInfo, applied: set[tuple[str, str]], diff: schema.SchemaDiff | None, alias: str, add
+) -> None:
+    drifted_tables = {d.table or d.name for d in diff.real} if diff is not None else None
     for app in project.own_apps():
         if alias not in app.aliases:
             continue
-        on_disk = app.migrations
-        unapplied = [name for name in on_disk if (app.label, name) not in facts_applied]
-        without_file = sorted(name for label, name in facts_applied if label == app.label and name not in on_disk)
-        folder = app.migrations_folder
-        where = f"{folder}" + (f" -> {app.migrations_folder_resolved}" if folder and folder != app.migrations_folder_resolved else "")
-        if unapplied:
-            add(f"migrations {app.label} ({alias})", "warn", f"{len(unapplied)} of {len(on_disk)} unapplied: {', '.join(unapplied[:5])}")
-        elif without_file:
-            add(
-                f"migrations {app.label} ({alias})",
-                "warn",
-                f"{len(without_file)} applied migrations have no file: {', '.join(without_file[:5])}",
-            )
+        rows = sorted(name for label, name in applied if label == app.label)
+        drifted = None if drifted_tables is None else bool(_app_tables(app) & drifted_tables)
+        status, detail = migration_finding(app.label, app.migrations, rows, drifted)
+        if status == "ok":
+            folder = app.migrations_folder
+            where = f"{folder}" + (f" -> {app.migrations_folder_resolved}" if folder and folder != app.migrations_folder_resolved else "")
+            detail += f", in {where}"
+        add(f"migrations {app.label} ({alias})", status, detail)
+
+
+def migration_finding(app: str, files: list[str], rows: list[str], drifted: bool | None) -> tuple[Status, str]:
+    """What an app's migration files and its django_migrations rows say together, and what repairs them.
+
+    ``drifted``: whether the app's tables differ from what its files build (None: not known).
+    The dangerous case is a regenerated ``0001_initial`` whose name an old row already holds:
+    Django counts it applied and never runs it, so the changes it carries never reach the tables.
+    """
+    unapplied = [name for name in files if name not in rows]
+    without_file = [name for name in rows if name not in files]
+    listed = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
+    by_hand = (
+        f"with the models as the tables are (set newer changes aside): manage.py makemigrations {app}, "
+        f"DELETE FROM django_migrations WHERE app = '{app}', manage.py migrate {app} --fake; "
+        "then bring the changes back, makemigrations and migrate"
+    )
+    if rows and not files:
+        return "fail", (
+            f"its migration files were deleted while django_migrations still records {len(rows)} ({listed(rows)}) and its "
+            f"tables remain: a new makemigrations writes a 0001_initial that the old row counts as applied without running it. "
+            f"Repair: `squashkit squash` regenerates the migrations from the models and fakes them once the schema matches "
+            f"(run manage.py makemigrations {app} first, squash refuses model changes without a migration); or by hand, {by_hand}"
+        )
+    if without_file and not unapplied and drifted:
+        return "fail", (
+            f"its migrations were regenerated ({listed(files)}) but django_migrations still holds the old history "
+            f"({listed(without_file)} have no file), so the new files count as applied while the tables do not match them "
+            f"(see schema): their changes were never made. Repair by hand, {by_hand}"
+        )
+    if unapplied:
+        extra = f"; {len(without_file)} recorded migrations have no file: {listed(without_file)}" if without_file else ""
+        return "warn", f"{len(unapplied)} of {len(files)} unapplied: {listed(unapplied)}{extra}"
+    if without_file:
+        if drifted is None:
+            meaning = "if the files were regenerated, the new ones count as applied without having run: compare the schema"
         else:
-            add(f"migrations {app.label} ({alias})", "ok", f"{len(on_disk)} applied, in {where}")
+            meaning = "the schema matches the files, so they were squashed or replaced: manage.py migrate --prune removes the rows"
+        return "warn", f"{len(without_file)} applied migrations have no file ({listed(without_file)}): {meaning}"
+    if drifted:
+        return "warn", f"all {len(files)} applied, but its tables differ from what they build (see schema)"
+    return "ok", f"{len(files)} applied"

@@ -31,6 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from squashkit.errors import BadInput
+from squashkit.postgres import ConnectionParams
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,6 +67,14 @@ class AdminConnection(BaseModel):
         if value is None:
             raise BadInput(f"the admin connection's password variable {self.password_env} is not set")
         return value
+
+    def params(self, base: ConnectionParams) -> ConnectionParams:
+        """This connection as ConnectionParams; host and port default to the environment's (``base``)."""
+        options = {"service": self.service} if self.service else {}
+        return ConnectionParams(
+            dbname=self.dbname, user=self.user, password=self.password(),
+            host=self.host or base.host, port=self.port or base.port, options=options,
+        )
 
 
 class Environment(BaseModel):

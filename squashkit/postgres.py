@@ -562,6 +562,26 @@ def create_extension_statement(name: str) -> sql.Composed:
     return sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name))
 
 
+def create_extension(params: ConnectionParams, admin: ConnectionParams | None, name: str) -> None:
+    """CREATE EXTENSION in ``params``' database as its user, else through the admin connection.
+
+    Untrusted extensions need a superuser; the user's own attempt comes first so that a
+    trusted one (pg_trgm) is owned by the user, as on the source.
+    """
+    statement = create_extension_statement(name)
+    try:
+        with connect(params) as conn:
+            conn.execute(statement)
+        return
+    except psycopg.errors.InsufficientPrivilege:
+        if admin is None:
+            raise OperationFailed(
+                f"extension {name} needs a superuser: configure an admin connection for this environment"
+            ) from None
+    with connect(admin.with_dbname(params.dbname)) as conn:
+        conn.execute(statement)
+
+
 def extension_tables(conn: psycopg.Connection) -> set[str]:
     """``schema.table`` of every table that belongs to an extension (PostGIS's spatial_ref_sys, ...)."""
     rows = conn.execute(

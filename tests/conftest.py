@@ -144,9 +144,9 @@ def sample_db(pg, seeded_template) -> SampleDatabase:
     drop_database(pg, name)
 
 
-def write_config(directory: Path, environments: dict[str, dict[str, str]], **top: object) -> Path:
-    """A squashkit.toml for sample_project in ``directory``; ``environments`` maps name -> env vars."""
-    lines = [f'manage_py = "{SAMPLE / "manage.py"}"', f'python = "{sys.executable}"', f'backup_dir = "{directory / "backups"}"']
+def write_config(directory: Path, environments: dict[str, dict[str, str]], *, project: Path = SAMPLE, **top: object) -> Path:
+    """A squashkit.toml for sample_project (or a copy of it, ``project``) in ``directory``; ``environments`` maps name -> env vars."""
+    lines = [f'manage_py = "{project / "manage.py"}"', f'python = "{sys.executable}"', f'backup_dir = "{directory / "backups"}"']
     for key, value in top.items():
         lines.append(f"{key} = {_toml(value)}")
     for name, env in environments.items():

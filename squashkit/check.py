@@ -17,7 +17,7 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import postgres, schema
+from squashkit import journal, postgres, schema
 from squashkit.config import Config
 from squashkit.errors import BadInput, SquashkitError
 from squashkit.project import AppInfo, ManagePy, ProjectInfo, introspect, manage_py
@@ -59,6 +59,8 @@ def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
         admin = None
     for alias in project.postgres_aliases():
         _check_alias(config, manage, admin, project, alias, add)
+    for run in journal.interrupted(config.backup_dir, {env_name}):
+        add("runs", "fail", f"{run.describe()}: run squashkit resume to finish or undo it before anything else")
     return results
 
 
@@ -74,6 +76,7 @@ def _check_alias(
             _check_clients(config, server_num, alias, add)
             _check_privileges(conn, config, admin is not None, alias, add)
             _check_connections(conn, alias, add)
+            _check_mode(conn, admin is not None, params.dbname, alias, add)
             applied = _applied_migrations(conn)
         diff = _check_schema(config, manage, admin, params, alias, add)
         _check_migrations(project, applied, diff, alias, add)
@@ -81,6 +84,31 @@ def _check_alias(
         add(f"connection ({alias})", "fail", str(exc))
     except psycopg.Error as exc:
         add(f"database ({alias})", "fail", str(exc).strip().splitlines()[0])
+
+
+def _check_mode(conn: psycopg.Connection, has_admin: bool, dbname: str, alias: str, add) -> None:
+    """Which way restore, squash, promote and rollback will replace the database, and why; what
+    earlier runs kept beside it."""
+    from squashkit.pipeline import KEPT, SIDE
+
+    may_create = conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+    size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
+    if len((dbname + KEPT).encode()) > 63:
+        add(f"mode ({alias})", "warn", f"in place only: {dbname!r} is too long for a side copy's name; pass --in-place")
+    elif may_create or has_admin:
+        add(f"mode ({alias})", "ok", (
+            f"side database: {dbname}{SIDE} is built and verified beside {dbname}, then swapped in by renaming "
+            f"({dbname}{KEPT} keeps the old one); the server needs about {size} free for the copy, else pass --in-place"
+        ))
+    else:
+        add(f"mode ({alias})", "fail", "neither mode can run: the user may not create databases and there is no admin connection")
+    for suffix, status in ((SIDE, "warn"), (KEPT, "ok")):
+        comment = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [dbname + suffix]
+        ).fetchone()
+        if comment is not None:
+            hint = "left by an interrupted run: squashkit resume or squashkit cleanup" if suffix == SIDE else "squashkit cleanup removes it"
+            add(f"kept database ({alias})", status, f"{dbname}{suffix} ({comment[0] or 'no comment'}): {hint}")
 
 
 def _check_clients(config: Config, server_num: int, alias: str, add) -> None:

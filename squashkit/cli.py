@@ -114,6 +114,12 @@ InPlaceOption = typer.Option(
 ConfirmOption = typer.Option(
     None, "--confirm", metavar="DATABASE", help="A protected environment's database name (needed with --yes there)."
 )
+AcceptLossOption = typer.Option(
+    False, "--accept-loss", help="Squash even though some migration operations cannot be carried over (they are listed)."
+)
+AllowDriftOption = typer.Option(
+    False, "--allow-drift", help="Fake the new migrations even when they do not build the restored schema (shown as a diff)."
+)
 ForceOption = typer.Option(False, "--force", help="Go on despite uncommitted migration files or writes on the target since the last refresh.")
 
 
@@ -128,10 +134,13 @@ def restore(
     in_place: bool = InPlaceOption,
     confirm: Optional[str] = ConfirmOption,
     force: bool = ForceOption,
+    accept_loss: bool = AcceptLossOption,
+    allow_drift: bool = AllowDriftOption,
 ) -> None:
     """Replace the environment's database with a bundle, after a safety backup of it."""
     safety = pipeline.restore(_config(), bundle_path, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs,
-                              in_place=in_place, typed=confirm, force=force, log=_log)
+                              in_place=in_place, typed=confirm, force=force, accept_loss=accept_loss,
+                              allow_drift=allow_drift, log=_log)
     if safety:
         print(safety)
 
@@ -144,9 +153,12 @@ def squash(
     in_place: bool = InPlaceOption,
     confirm: Optional[str] = ConfirmOption,
     force: bool = ForceOption,
+    accept_loss: bool = AcceptLossOption,
+    allow_drift: bool = AllowDriftOption,
 ) -> None:
     """Migration zero: back up, delete migrations, rebuild, makemigrations, migrate --fake."""
-    made = pipeline.squash(_config(), env=env, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm, force=force, log=_log)
+    made = pipeline.squash(_config(), env=env, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm, force=force,
+                           accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
     if made:
         print(made)
 
@@ -160,10 +172,12 @@ def promote(
     in_place: bool = InPlaceOption,
     confirm: Optional[str] = ConfirmOption,
     force: bool = ForceOption,
+    accept_loss: bool = AcceptLossOption,
+    allow_drift: bool = AllowDriftOption,
 ) -> None:
     """Replace the target environment's database with the source's, keeping every row."""
     made = pipeline.promote(_config(), spec, squash=squash, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm,
-                            force=force, log=_log)
+                            force=force, accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
     if made:
         print(made)
 

@@ -41,11 +41,12 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, Field
 
-from squashkit import bundle, journal, locks, postgres
+from squashkit import bundle, journal, locks, losses, postgres, schema
 from squashkit.backup import backup
 from squashkit.config import Config, Environment
 from squashkit.errors import BadInput, Interrupted, OperationFailed, SquashkitError
 from squashkit.journal import Journal
+from squashkit.losses import LossReport
 from squashkit.project import ManagePy, ProjectInfo, archive_migrations, introspect, manage_py, migration_files
 
 Log = Callable[[str], None]
@@ -168,6 +169,7 @@ def preflight(
     files_change: bool = False,
     force: bool = False,
     jobs: int = 1,
+    squashing: bool = False,
 ) -> None:
     """Step 0: refuse before anything changes when the result could not be trusted.
 
@@ -184,6 +186,13 @@ def preflight(
         passed, crash = checked.manage.passes(*args)
         if crash:
             raise BadInput(f"preflight on {checked.name}: {' '.join(args)} failed: {crash}")
+        repairing = _lost_migration_files(checked) if not passed and squashing and args[0] == "makemigrations" else []
+        if repairing:
+            log(
+                f"{', '.join(repairing)}: migration files are gone but the tables and django_migrations rows remain; "
+                "the squash regenerates them and fakes them only if they build exactly the existing schema"
+            )
+            continue
         if not passed:
             raise BadInput(f"refusing to go on: {meaning} on {checked.name} (they would be faked and lost)")
     if manifest is not None:
@@ -205,6 +214,16 @@ def preflight(
     if files_change:
         require_committed_migrations(target, force, log)
     log(f"preflight ok: migrations applied and complete on {(source or target).name}; extensions {', '.join(needed) or 'none'} available")
+
+
+def _lost_migration_files(target: Target) -> list[str]:
+    """Own apps with no migration file on disk whose migrations django_migrations says were applied:
+    the repair case (files deleted, tables still there), which a squash can mend."""
+    with postgres.connect(target.params()) as conn:
+        if not conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
+            return []
+        applied = {row[0] for row in conn.execute("SELECT DISTINCT app FROM django_migrations")}
+    return [app.label for app in target.project.own_apps() if not app.migrations and app.label in applied]
 
 
 def require_connection_headroom(target: Target, jobs: int) -> None:
@@ -237,6 +256,44 @@ def require_committed_migrations(target: Target, force: bool, log: Log) -> None:
         )
     if dirty:
         log(f"--force: {len(dirty)} migration file(s) with uncommitted changes; the bundle's tarball keeps them")
+
+
+def require_equivalent_schema(config: Config, target: Target, databases: dict[str, str], allow_drift: bool, log: Log) -> None:
+    """Before ``migrate --fake`` tells Django the database looks like the new migrations, prove it:
+    build a scratch database from the new migration files alone (a real ``migrate``, the same
+    extensions) and compare its catalogs with the restored database, definition by definition.
+    Names that differ only because of old renames are reported, not refused."""
+    admin = _admin_params(target)
+    manage = target.manage.on(databases)
+    for alias in target.project.postgres_aliases():
+        params = target.params(alias)
+        params = params.with_dbname(databases.get(alias, params.dbname))
+        expected = schema.migrations_schema(manage, alias, params, admin=admin, extensions=config.extensions)
+        with postgres.connect(params) as conn:
+            actual = schema.snapshot(conn)
+        diff = schema.compare(expected, actual)
+        if diff.cosmetic:
+            log(f"[{alias}] {len(diff.cosmetic)} name(s) differ only because of old renames (harmless): "
+                + "; ".join(d.summary() for d in diff.cosmetic[:3]))
+        if diff.matches:
+            log(f"[{alias}] the new migrations build exactly the restored schema")
+            continue
+        log(f"[{alias}] the new migrations do not build the restored schema:\n{diff.render()}")
+        if not allow_drift:
+            raise OperationFailed(
+                f"the new migrations do not build {alias}'s schema ({diff.summary()}): faking them would hide it; "
+                "fix the models or the database, or pass --allow-drift to fake them anyway"
+            )
+        log("--allow-drift: faking the new migrations despite the differences above")
+
+
+def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:
+    """Before any file is deleted: what regenerated migrations would forget, what is carried over,
+    and a refusal (without --accept-loss) for what cannot be."""
+    report = losses.scan(target.manage, target.project)
+    log("what the regenerated migrations would forget:\n" + losses.render(report))
+    losses.require_nothing_lost(report, accept_loss)
+    return report
 
 
 def _require_bundle_matches_code(target: Target, manifest: bundle.Manifest) -> None:
@@ -331,7 +388,7 @@ def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts |
             raise OperationFailed(f"recreating {params.dbname} failed: {_first_line(exc)}") from None
     log(f"recreated database {params.dbname} owned by {owner}")
     for name in sorted(set(extensions) - {"plpgsql"}):
-        _create_extension(params, admin, name)
+        postgres.create_extension(params, admin, name)
     if set(extensions) - {"plpgsql"}:
         log(f"created extensions {', '.join(sorted(set(extensions) - {'plpgsql'}))}")
 
@@ -364,21 +421,6 @@ def require_safe_to_drop(target: Target) -> None:
                     f"{params.user} may not create databases, so {target.name}'s {params.dbname} could be dropped but not "
                     f"created again: ALTER ROLE {params.user} CREATEDB, or configure an admin connection (nothing was changed)"
                 )
-
-
-def _create_extension(params: postgres.ConnectionParams, admin: postgres.ConnectionParams | None, name: str) -> None:
-    statement = postgres.create_extension_statement(name)
-    try:
-        with postgres.connect(params) as conn:
-            conn.execute(statement)
-        return
-    except psycopg.errors.InsufficientPrivilege:
-        if admin is None:
-            raise OperationFailed(
-                f"extension {name} needs a superuser: configure an admin connection for this environment"
-            ) from None
-    with postgres.connect(admin.with_dbname(params.dbname)) as conn:
-        conn.execute(statement)
 
 
 # --- side databases: build beside the live one, swap in by renaming ---------------------------------
@@ -434,7 +476,7 @@ def create_side_database(
             raise OperationFailed(f"creating {name} failed: {_first_line(exc)}") from None
     log(f"created side database {name} owned by {owner}")
     for extension in sorted(set(extensions) - {"plpgsql"}):
-        _create_extension(params.with_dbname(name), admin, extension)
+        postgres.create_extension(params.with_dbname(name), admin, extension)
 
 
 def swap_in(target: Target, alias: str, new: str, run: str, log: Log) -> None:
@@ -574,14 +616,7 @@ def _truncated_copy(dump: Path) -> Path:
 
 def _admin_params(target: Target) -> postgres.ConnectionParams | None:
     admin = target.environment.admin
-    if admin is None:
-        return None
-    base = target.params()
-    options = {"service": admin.service} if admin.service else {}
-    return postgres.ConnectionParams(
-        dbname=admin.dbname, user=admin.user, password=admin.password(),
-        host=admin.host or base.host, port=admin.port or base.port, options=options,
-    )
+    return admin.params(target.params()) if admin else None
 
 
 # --- the commands -----------------------------------------------------------------------------------
@@ -709,6 +744,8 @@ def _replace_database(
     mode: Mode,
     journal: Journal,
     fallback: str | None = None,
+    carried: LossReport | None = None,
+    allow_drift: bool = False,
 ) -> None:
     """Steps 2-7 (and the swap), journalled, with automatic undo on any failure.
 
@@ -763,6 +800,14 @@ def _replace_database(
             labels = [app.label for app in target.project.own_apps()]
             target.manage.on(side).run("makemigrations", *labels, "-v", "0", what="makemigrations")
             log(f"makemigrations done for {', '.join(labels)}")
+            if carried is not None:
+                written = losses.carry_over(carried, target.project)
+                if written:
+                    log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
+            journal.finished(step, env)
+            step = "schema equivalence"
+            journal.started(step, env)
+            require_equivalent_schema(config, target, side, allow_drift, log)
             journal.finished(step, env)
         step = "migrate --fake"
         journal.started(step, env)
@@ -870,6 +915,8 @@ def restore(
     in_place: bool = False,
     typed: str | None = None,
     force: bool = False,
+    accept_loss: bool = False,
+    allow_drift: bool = False,
     log: Log = _stderr_log,
 ) -> Path | None:
     """Recreate ``env``'s databases from ``bundle_path`` (steps 3-7, 2 with squash), after a safety backup.
@@ -892,12 +939,14 @@ def restore(
     run = journal.new_run_id("restore", target.name)
     with _exclusive(config, run, [target]):
         extensions = sorted({name for entry in manifest.databases for name in entry.facts.extensions})
-        preflight(config, target, extensions, log, manifest=manifest, files_change=squash, force=force)
+        preflight(config, target, extensions, log, manifest=manifest, files_change=squash, force=force, jobs=jobs)
+        report = scan_losses(target, accept_loss, log) if squash else None
         confirm(f"Replace {target.name}'s database {target.params().dbname} with {bundle_path.name}?",
                 yes=yes, protected=_protected(target), typed=typed)
         with _journalled(config, run, command="restore", target=target.name, argument=str(bundle_path), squash=squash, mode=mode) as record:
             safety = _safety_backup(config, target, log, record)
-            _replace_database(config, target, bundle_path, safety, squash=squash, jobs=jobs, log=log, mode=mode, journal=record)
+            _replace_database(config, target, bundle_path, safety, squash=squash, jobs=jobs, log=log, mode=mode, journal=record,
+                              carried=report, allow_drift=allow_drift)
     log(f"{target.name} restored from {bundle_path.name}; the previous state is in {safety}")
     return safety
 
@@ -911,6 +960,8 @@ def squash(
     in_place: bool = False,
     typed: str | None = None,
     force: bool = False,
+    accept_loss: bool = False,
+    allow_drift: bool = False,
     log: Log = _stderr_log,
 ) -> Path | None:
     """Migration zero on one environment: backup, delete migrations, rebuild, makemigrations, migrate --fake."""
@@ -925,7 +976,8 @@ def squash(
     with _exclusive(config, run, [target]):
         with postgres.connect(target.params()) as conn:
             extensions = postgres.installed_extensions(conn)
-        preflight(config, target, extensions, log, source=target, files_change=True, force=force)
+        preflight(config, target, extensions, log, source=target, files_change=True, force=force, squashing=True)
+        report = scan_losses(target, accept_loss, log)
         confirm(
             f"Delete the migration files of {len(target.project.own_apps())} apps and rebuild {target.name}'s database "
             f"{target.params().dbname}?",
@@ -933,7 +985,8 @@ def squash(
         )
         with _journalled(config, run, command="squash", target=target.name, squash=True, mode=mode) as record:
             made = _backup_step(config, target, log, record, "backup")
-            _replace_database(config, target, made, made, squash=True, jobs=1, log=log, mode=mode, journal=record)
+            _replace_database(config, target, made, made, squash=True, jobs=1, log=log, mode=mode, journal=record,
+                              carried=report, allow_drift=allow_drift)
     log(f"{target.name} squashed; the previous state is in {made}")
     return made
 
@@ -948,6 +1001,8 @@ def promote(
     in_place: bool = False,
     typed: str | None = None,
     force: bool = False,
+    accept_loss: bool = False,
+    allow_drift: bool = False,
     log: Log = _stderr_log,
 ) -> Path | None:
     """``SOURCE-to-TARGET``: back up the source, save the target, rebuild it from the source's dump."""
@@ -964,9 +1019,11 @@ def promote(
     with _exclusive(config, run, [target, source]):
         with postgres.connect(source.params()) as conn:
             extensions = postgres.installed_extensions(conn)
-        preflight(config, target, extensions, log, source=source, files_change=squash, force=force)
+        preflight(config, target, extensions, log, source=source, files_change=squash, force=force, squashing=squash)
+        report = None
         if squash:
             require_no_leftovers(source)
+            report = scan_losses(source, accept_loss, log)
         _require_target_unchanged(config, source, target, force, log)
         confirm(f"Replace {target.name}'s database {target.params().dbname} with {source.name}'s data?",
                 yes=yes, protected=_protected(target), typed=typed)
@@ -977,7 +1034,8 @@ def promote(
             safety = _safety_backup(config, target, log, record)
             if squash:
                 # The files are shared by both environments: squash them once, on the source.
-                _replace_database(config, source, source_bundle, source_bundle, squash=True, jobs=1, log=log, mode=mode, journal=record)
+                _replace_database(config, source, source_bundle, source_bundle, squash=True, jobs=1, log=log, mode=mode,
+                                  journal=record, carried=report, allow_drift=allow_drift)
                 target = resolve(config, target_name)
             try:
                 _replace_database(config, target, source_bundle, safety, squash=False, jobs=1, log=log, mode=mode, journal=record)

@@ -116,9 +116,10 @@ def test_squash_keeps_every_row_and_leaves_only_fresh_initial_migrations(project
 
     applied = project.applied(project.dev)
     assert {row for row in applied if row[0] not in ("catalog", "orders", "community", "analytics")} == third_party_before
+    # catalog and orders point at each other, so catalog's foreign key to orders comes in a 0002.
     assert {row for row in applied if row[0] in ("catalog", "orders", "community", "analytics")} == {
         (app, "0001_initial") for app in ("catalog", "orders", "community", "analytics")
-    }
+    } | {("catalog", "0002_initial")}
     # The project still works: a row through the ORM in each app.
     project.manage(project.dev, "shell", "-c", (
         "from catalog.models import Tag; from orders.models import Order; from community.models import Comment;"

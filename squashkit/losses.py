@@ -21,11 +21,14 @@ since) or **lost** (it cannot move as it is), with the reason. Carried operation
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import datetime
+import io
 import json
 import re
 import tempfile
+import tokenize
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -113,8 +116,8 @@ def scan(manage: ManagePy, project: ProjectInfo) -> LossReport:
     operations: list[LostOperation] = []
     with _connections(manage, project) as connection_for:
         for entry in found:
-            judged = _judge(entry, connection_for(entry["app"]), tables, operations)
-            judged.file = _file_of(entry, project, manage.cwd)
+            file = _file_of(entry, project, manage.cwd)
+            judged = _judge(entry, file, connection_for(entry["app"]), tables, operations)
             operations.append(_refuse_clash(judged, operations))
     return LossReport(operations=operations)
 
@@ -173,25 +176,60 @@ def _file_of(entry: dict, project: ProjectInfo, root: Path) -> str:
 
 
 def _refuse_clash(op: LostOperation, earlier: list[LostOperation]) -> LostOperation:
-    """Two carried operations of one app needing different statements under one name cannot share a file."""
+    """Carried operations of one app share a file: a helper whose name another one already uses
+    differently (every data migration has its ``forwards``) is renamed after its migration."""
     if op.carry is None or op.carry.where != "carried_migration":
         return op
     taken = {
-        d.name: (d.source, other)
+        d.name: d.source
         for other in earlier
         if other.app == op.app and other.carry and other.carry.where == "carried_migration"
-        for d in other.carry.definitions
+        for d in [*other.carry.definitions, *_import_definitions(other.carry.imports)]
     }
-    for definition in op.carry.definitions:
-        source, other = taken.get(definition.name, (definition.source, None))
-        if source != definition.source:
-            reason = f"its {definition.name} differs from the one of {other.file}, carried into the same file: carry it by hand"
-            return op.model_copy(update={"verdict": "lost", "reason": reason, "carry": None})
-    return op
+    clashing = [d.name for d in op.carry.definitions if taken.get(d.name, d.source) != d.source]
+    clashing_imports = [d.name for d in _import_definitions(op.carry.imports) if taken.get(d.name, d.source) != d.source]
+    if clashing_imports:
+        reason = f"it imports {clashing_imports[0]} as another carried operation of {op.app} does not: carry it by hand"
+        return op.model_copy(update={"verdict": "lost", "reason": reason, "carry": None})
+    if not clashing:
+        return op
+    renames = {name: f"{name}_{op.migration.split('_')[0]}" for name in clashing}
+    carry = op.carry.model_copy(update={
+        "python": _renamed(op.carry.python, renames),
+        "definitions": [
+            d.model_copy(update={"name": renames.get(d.name, d.name), "source": _renamed(d.source, renames)})
+            for d in op.carry.definitions
+        ],
+    })
+    return op.model_copy(update={"carry": carry})
 
 
-def _judge(entry: dict, conn: psycopg.Connection, tables: dict[str, str], earlier: list[LostOperation]) -> LostOperation:
-    base = {"app": entry["app"], "migration": entry["migration"], "index": entry["index"], "kind": entry["kind"], "file": ""}
+def _import_definitions(imports: list[str]) -> list[Definition]:
+    """The names import lines bind, so two carried operations cannot bind one name to two things."""
+    found = []
+    for line in imports:
+        for alias in ast.parse(line).body[0].names:
+            name = alias.asname or alias.name.split(".")[0]
+            found.append(Definition(name=name, kind="import", source=f"{alias.name} as {name}"))
+    return found
+
+
+def _renamed(source: str, renames: dict[str, str]) -> str:
+    """``source`` with the names in ``renames`` replaced where Python reads them as names (not attributes, not in strings)."""
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    out = []
+    for i, token in enumerate(tokens):
+        after_dot = i > 0 and tokens[i - 1].string == "."
+        if token.type == tokenize.NAME and token.string in renames and not after_dot:
+            token = token._replace(string=renames[token.string])
+        out.append(token)
+    return tokenize.untokenize(out)
+
+
+def _judge(
+    entry: dict, file: str, conn: psycopg.Connection, tables: dict[str, str], earlier: list[LostOperation]
+) -> LostOperation:
+    base = {"app": entry["app"], "migration": entry["migration"], "index": entry["index"], "kind": entry["kind"], "file": file}
     judge = {
         "run_sql": _judge_run_sql,
         "run_python": _judge_run_python,
@@ -446,6 +484,8 @@ def carry_over(report: LossReport, project: ProjectInfo, *, now: datetime.dateti
 
 def _regenerated(folder: Path) -> list[Path]:
     """The migration files makemigrations wrote, in order."""
+    if not folder.is_dir():
+        return []
     return sorted(path for path in folder.iterdir() if re.fullmatch(r"\d{4}_\w+\.py", path.name))
 
 

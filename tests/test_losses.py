@@ -111,7 +111,28 @@ def test_scan_judges_sql_by_what_the_database_still_has(pg, copy):
     assert "dblink needs a superuser" in dblink.note and "TEMPLATE" in dblink.note
 
 
+PICKUP_MIGRATION = """from django.db import migrations
+
+# The same names as 0007's, as every data migration has: carried into one file, these are renamed.
+METHODS = [{"code": "pickup", "name": "Pick-up in store", "price": "0.00"}]
+
+
+def create_methods(apps, schema_editor):
+    ShippingMethod = apps.get_model("orders", "ShippingMethod")
+    for method in METHODS:
+        ShippingMethod.objects.using(schema_editor.connection.alias).create(**method)
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [('orders', '0007_create_shipping_methods')]
+
+    operations = [migrations.RunPython(create_methods, migrations.RunPython.noop)]
+"""
+
+
 def test_carried_migrations_build_an_empty_database_with_view_trigger_extension_and_rows(pg, copy):
+    (copy.root / "orders" / "migrations" / "0008_pickup.py").write_text(PICKUP_MIGRATION)
     report = losses.scan(copy.manage, copy.project)
     delete_migrations(copy.project, lambda message: None)
     copy.manage.run("makemigrations", *OWN_APPS, what="makemigrations")
@@ -123,6 +144,8 @@ def test_carried_migrations_build_an_empty_database_with_view_trigger_extension_
         "catalog/migrations/0003_squashkit_carried.py",  # after catalog 0002_initial (the FK back to orders)
         "orders/migrations/0002_squashkit_carried.py",
     ]
+    carried_orders = (copy.root / "orders" / "migrations" / "0002_squashkit_carried.py").read_text()
+    assert "def create_methods_0008(" in carried_orders and "METHODS_0008 = [" in carried_orders
     scratch = create_database(pg, unique_name("losses_empty"))  # owned by the non-superuser project role
     try:
         copy.manage.on({"default": scratch}).run("migrate", "-v", "0", what="migrate of the carried migrations")
@@ -137,6 +160,7 @@ def test_carried_migrations_build_an_empty_database_with_view_trigger_extension_
             methods = conn.execute("SELECT code, name, price::text, is_active FROM orders_shippingmethod ORDER BY id").fetchall()
             assert methods == [
                 ("standard", "Standard", "4.90", True), ("express", "Express", "12.90", True), ("legacy", "Legacy post", "0.00", False),
+                ("pickup", "Pick-up in store", "0.00", True),
             ]
         passed, crash = copy.manage.on({"default": scratch}).passes("makemigrations", "--check", "--dry-run")
         assert passed and crash is None

@@ -39,6 +39,15 @@ class Product(models.Model):
     attributes = models.JSONField(default=dict, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField()
+    # Bulky goods travel one way only; NULL lets the customer choose. orders points back
+    # at catalog (OrderLine.product), so the two apps' migrations depend on each other.
+    shipping_method = models.ForeignKey(
+        "orders.ShippingMethod",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="products",
+    )
     comments = GenericRelation("community.Comment", related_query_name="product")
 
     class Meta:

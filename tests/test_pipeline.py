@@ -102,7 +102,7 @@ def make_prod(project: Project) -> None:
 def test_squash_keeps_every_row_and_leaves_only_fresh_initial_migrations(project):
     before = project.fingerprint(project.dev)
     third_party_before = {row for row in project.applied(project.dev) if row[0] not in ("catalog", "orders", "community", "analytics")}
-    result = project.run("squash", "--yes")
+    result = project.run("squash", "--yes", "--accept-loss")
     assert result.code == 0, result.stderr
     assert project.fingerprint(project.dev) == before
 
@@ -159,7 +159,7 @@ def test_promote_dev_to_prod_copies_every_row_between_different_owners(project):
 
 def test_promote_with_squash_squashes_once_and_copies_every_row(project):
     make_prod(project)
-    result = project.run("promote", "dev-to-prod", "--squash", "--yes")
+    result = project.run("promote", "dev-to-prod", "--squash", "--yes", "--accept-loss")
     assert result.code == 0, result.stderr
     assert project.fingerprint(project.prod) == project.fingerprint(project.dev)
     assert project.applied(project.prod) == project.applied(project.dev)
@@ -206,7 +206,7 @@ PUT_BACK = {"in-place": "was put back from", "side": "Nothing was lost"}
 def test_promote_with_a_truncated_dump_fails_at_pg_restore_and_puts_prod_back(project, squash, mode):
     make_prod(project)
     prod_before, dev_before, files_before = project.fingerprint(project.prod), project.fingerprint(project.dev), project.migration_files()
-    args = ["promote", "dev-to-prod", "--yes", *(["--squash"] if squash else []), *(["--in-place"] if mode == "in-place" else [])]
+    args = ["promote", "dev-to-prod", "--yes", *(["--squash", "--accept-loss"] if squash else []), *(["--in-place"] if mode == "in-place" else [])]
     result = project.run(*args, env={"SQUASHKIT_TEST_FAULT": "truncate-dump:prod"})
     assert result.code == 1, result.stderr
     error = result.stderr.strip().splitlines()[-1]
@@ -222,7 +222,7 @@ def test_squash_whose_bundle_dump_breaks_is_rebuilt_from_json(project):
     """The squash's own bundle is both source and safety net: when its dump is damaged on disk,
     the rollback falls back to its db.json, and the migration files come back as they were."""
     before, files = json_fingerprint(project, project.dev), project.migration_files()
-    result = project.run("squash", "--yes", "--in-place", env={"SQUASHKIT_TEST_FAULT": "damage-bundle:dev"})
+    result = project.run("squash", "--yes", "--accept-loss", "--in-place", env={"SQUASHKIT_TEST_FAULT": "damage-bundle:dev"})
     assert result.code == 1, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "step 'pg_restore default' failed" in error and "rebuilt from" in error and "db.json" in error, error
@@ -234,7 +234,7 @@ def test_squash_whose_bundle_dump_breaks_is_rebuilt_from_json(project):
 @pytest.mark.parametrize("mode", ["side", "in-place"])
 def test_squash_that_fails_at_pg_restore_is_put_back_from_its_dump(project, mode):
     before, files = project.fingerprint(project.dev), project.migration_files()
-    result = project.run("squash", "--yes", *(["--in-place"] if mode == "in-place" else []),
+    result = project.run("squash", "--yes", "--accept-loss", *(["--in-place"] if mode == "in-place" else []),
                          env={"SQUASHKIT_TEST_FAULT": "truncate-dump:dev"})
     assert result.code == 1, result.stderr
     assert PUT_BACK[mode] in result.stderr.strip().splitlines()[-1]
@@ -245,7 +245,7 @@ def test_squash_that_fails_at_pg_restore_is_put_back_from_its_dump(project, mode
 def test_squash_then_rollback_bundle_restores_files_and_rows(project):
     before_rows, before_files = project.fingerprint(project.dev), project.migration_files()
     applied_before = project.applied(project.dev)
-    result = project.run("squash", "--yes")
+    result = project.run("squash", "--yes", "--accept-loss")
     assert result.code == 0, result.stderr
     bundle = Path(result.stdout.strip().splitlines()[-1])
     assert project.migration_files() != before_files
@@ -257,7 +257,7 @@ def test_squash_then_rollback_bundle_restores_files_and_rows(project):
     assert project.applied(project.dev) == applied_before
 
 
-@pytest.mark.parametrize("command", [["squash"], ["promote", "dev-to-prod"], ["squash", "--yes", "--dry-run"], ["promote", "dev-to-prod", "--dry-run"]])
+@pytest.mark.parametrize("command", [["squash"], ["promote", "dev-to-prod"], ["squash", "--yes", "--accept-loss", "--dry-run"], ["promote", "dev-to-prod", "--dry-run"]])
 def test_nothing_changes_without_yes_or_with_dry_run(project, command):
     make_prod(project)
     dev, prod, files = project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()
@@ -283,7 +283,7 @@ def test_preflight_refuses_unapplied_migrations(project):
         # inconsistent rather than unapplied.
         conn.execute("DELETE FROM django_migrations WHERE id = (SELECT max(id) FROM django_migrations WHERE app = 'catalog')")
     dev, files = project.fingerprint(project.dev), project.migration_files()
-    result = project.run("squash", "--yes")
+    result = project.run("squash", "--yes", "--accept-loss")
     assert result.code == 2
     assert "unapplied migrations" in result.stderr.strip().splitlines()[-1]
     assert project.fingerprint(project.dev) == dev and project.migration_files() == files
@@ -413,7 +413,7 @@ def test_squash_refuses_while_a_session_it_may_not_end_holds_the_database(projec
     dev, files = project.fingerprint(project.dev), project.migration_files()
     with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as held:
         held.execute("SELECT 1")
-        result = project.run("squash", "--yes")
+        result = project.run("squash", "--yes", "--accept-loss")
     assert result.code == 2, result.stderr
     assert "may not end" in result.stderr.strip().splitlines()[-1] and "nothing was changed" in result.stderr
     assert project.fingerprint(project.dev) == dev and project.migration_files() == files

@@ -49,7 +49,7 @@ def is_squashed(files: dict[str, str]) -> bool:
 @pytest.mark.parametrize("step", ["delete migrations", "migrate --fake", "swap default"])
 def test_killed_squash_resumes_to_before_or_finished(project, step):
     before, files = project.fingerprint(project.dev), project.migration_files()
-    killed(project, "squash", "--yes", at=f"dev:{step}")
+    killed(project, "squash", "--yes", "--accept-loss", at=f"dev:{step}")
     assert project.fingerprint(project.dev) == before  # a squash keeps every row either way
     after = project.migration_files()
     if step.startswith("swap"):
@@ -77,7 +77,7 @@ def test_killed_promote_with_squash_between_its_phases_unsquashes_the_source(pro
     """Killed after dev was squashed and swapped, before prod was touched: both go back."""
     make_prod(project)
     dev, prod, files = project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()
-    killed(project, "promote", "dev-to-prod", "--squash", "--yes", at="prod:create default")
+    killed(project, "promote", "dev-to-prod", "--squash", "--yes", "--accept-loss", at="prod:create default")
     assert project.fingerprint(project.dev) == dev and project.fingerprint(project.prod) == prod
     assert project.migration_files() == files
     assert databases(project) == {project.dev, project.prod}
@@ -88,7 +88,7 @@ def test_killed_promote_with_squash_between_its_phases_unsquashes_the_source(pro
 @pytest.mark.parametrize("step", ["put back migrations", "pg_restore default", "swap default"])
 def test_killed_rollback_resumes_to_before_or_finished(project, step):
     original, original_files = project.fingerprint(project.dev), project.migration_files()
-    squashed = project.run("squash", "--yes")
+    squashed = project.run("squash", "--yes", "--accept-loss")
     assert squashed.code == 0, squashed.stderr
     bundle = squashed.stdout.strip().splitlines()[-1]
     files = project.migration_files()
@@ -106,7 +106,7 @@ def test_killed_in_place_run_resumes(project, command):
     """In place the database is dropped: a squash is put back from its bundle, a rollback is done again."""
     before, files = project.fingerprint(project.dev), project.migration_files()
     if command == "squash":
-        killed(project, "squash", "--yes", "--in-place", at="dev:pg_restore default")
+        killed(project, "squash", "--yes", "--accept-loss", "--in-place", at="dev:pg_restore default")
         assert project.migration_files() == files
     else:
         made = project.run("backup")
@@ -122,7 +122,7 @@ def test_a_second_run_on_the_same_database_fails_fast_naming_the_first(project):
         conn.execute("SET application_name = 'squashkit squash-dev-held-by-test'")
         conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [0x5A5B, project.dev])
         before, files = project.fingerprint(project.dev), project.migration_files()
-        result = project.run("squash", "--yes")
+        result = project.run("squash", "--yes", "--accept-loss")
         assert result.code == 2, result.stderr
         assert "is busy" in result.stderr and "squash-dev-held-by-test" in result.stderr, result.stderr
     assert project.fingerprint(project.dev) == before and project.migration_files() == files

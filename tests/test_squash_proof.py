@@ -1,0 +1,79 @@
+"""A squash proves itself: it refuses to forget what it cannot carry over, carries what it can,
+and fakes the new migrations only when a scratch database built from them alone has exactly
+the restored schema."""
+
+from __future__ import annotations
+
+import shutil
+
+import psycopg
+
+from tests.test_pipeline import make_prod, prod_role, project  # noqa: F401 (fixtures)
+from tests.test_resume import databases
+
+
+def test_squash_refuses_a_data_migration_it_cannot_carry_without_accept_loss(project):
+    before, files = project.fingerprint(project.dev), project.migration_files()
+    result = project.run("squash", "--yes")
+    assert result.code == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "orders/migrations/0003_populate_order_reference.py" in error and "--accept-loss" in error, error
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files
+    assert databases(project) == {project.dev}
+
+
+def test_squash_carries_the_view_trigger_and_extension_into_migrations_a_fresh_database_can_run(project, pg):
+    result = project.run("squash", "--yes", "--accept-loss")
+    assert result.code == 0, result.stderr
+    assert "the new migrations build exactly the restored schema" in result.stderr
+    fresh = project.dev + "_fresh"
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{fresh}" OWNER sample_owner')  # test-only name, no user input
+    try:
+        project.manage(fresh, "migrate", "-v", "0")
+        with psycopg.connect(**pg.conninfo(fresh)) as conn:
+            assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()
+            assert conn.execute("SELECT to_regclass('catalog_productstats')").fetchone()[0]
+            assert conn.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone()[0] >= 1
+            assert conn.execute("SELECT count(*) FROM orders_shippingmethod").fetchone()[0] > 0
+    finally:
+        with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
+
+
+def test_drift_between_models_and_database_refuses_the_fake_and_leaves_the_target_unchanged(project):
+    """A hand-added column, a dropped index and a changed default: the scratch build from the new
+    migrations differs, so nothing is faked and dev is exactly as before."""
+    with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as conn:
+        conn.execute("ALTER TABLE catalog_tag ADD COLUMN added_by_hand integer")
+        index = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'orders_order' AND indexname NOT LIKE '%pkey' "
+            "AND indexdef NOT LIKE '%UNIQUE%' LIMIT 1"
+        ).fetchone()[0]
+        conn.execute(f'DROP INDEX "{index}"')
+        conn.execute("ALTER TABLE catalog_product ALTER COLUMN is_active SET DEFAULT false")
+    before, files = project.fingerprint(project.dev), project.migration_files()
+    result = project.run("squash", "--yes", "--accept-loss")
+    assert result.code == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "step 'schema equivalence' failed" in error and "--allow-drift" in error and "Nothing was lost" in error, error
+    for name in ("added_by_hand", index, "is_active"):
+        assert name in result.stderr, name
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files
+    assert databases(project) == {project.dev}
+
+
+def test_the_repair_case_is_explained_by_check_and_mended_by_squash(project):
+    """Migration files deleted, tables and django_migrations rows still there (the seed's story)."""
+    shutil.rmtree(project.root / "orders" / "migrations")
+    (project.root / "orders" / "migrations").mkdir()
+    (project.root / "orders" / "migrations" / "__init__.py").write_text("")
+    checked = project.run("check")
+    assert checked.code == 1 and "orders" in checked.stdout and "squashkit squash" in checked.stdout, checked.stdout
+    before = project.fingerprint(project.dev)
+    result = project.run("squash", "--yes", "--accept-loss")
+    assert result.code == 0, result.stderr
+    assert "migration files are gone" in result.stderr
+    assert project.fingerprint(project.dev) == before
+    after = project.run("check")
+    assert after.code == 0 and " fail " not in after.stdout, after.stdout

@@ -65,11 +65,11 @@ def test_drift_between_models_and_database_refuses_the_fake_and_leaves_the_targe
 
 def test_the_repair_case_is_explained_by_check_and_mended_by_squash(project):
     """Migration files deleted, tables and django_migrations rows still there (the seed's story)."""
-    shutil.rmtree(project.root / "orders" / "migrations")
-    (project.root / "orders" / "migrations").mkdir()
-    (project.root / "orders" / "migrations" / "__init__.py").write_text("")
+    shutil.rmtree(project.root / "analytics" / "migrations")
+    (project.root / "analytics" / "migrations").mkdir()
+    (project.root / "analytics" / "migrations" / "__init__.py").write_text("")
     checked = project.run("check")
-    assert checked.code == 1 and "orders" in checked.stdout and "squashkit squash" in checked.stdout, checked.stdout
+    assert checked.code == 1 and "analytics" in checked.stdout and "squashkit squash" in checked.stdout, checked.stdout
     before = project.fingerprint(project.dev)
     result = project.run("squash", "--yes", "--accept-loss")
     assert result.code == 0, result.stderr

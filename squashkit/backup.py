@@ -186,7 +186,7 @@ def _backup_alias(
     note(f"[{alias}] {json_name}: {sum(written.values())} objects in {time.monotonic() - clock:.1f}s")
 
     # 6. Verify what was written against the snapshot.
-    in_dump = postgres.dump_table_data(pg_restore, partial / dump_name)
+    in_dump = postgres.dump_table_data(pg_restore, partial / dump_name, [t.qualified for t in facts.tables])
     missing = [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table and t.qualified not in in_dump]
     if missing:
         raise OperationFailed(f"{dump_name} lacks the data of {len(missing)} tables (e.g. {missing[0]})")

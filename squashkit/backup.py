@@ -34,7 +34,7 @@ from squashkit import __version__, bundle, postgres
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.fixture import NaturalKeys, read_counts, read_ids, write_fixture
-from squashkit.project import AppInfo, ProjectInfo, archive_migrations, dumpdata, introspect, manage_py
+from squashkit.project import AppInfo, ProjectInfo, archive_migrations, dumpdata, introspect, manage_py, migration_files
 
 DUMP_FORMATS = ("custom", "directory")
 
@@ -71,6 +71,8 @@ def backup(
     manage = manage_py(config, env_name, environment)
     note(f"backup of environment {env_name!r} ({environment.settings})")
     project = introspect(manage)
+    for app in project.own_apps():
+        migration_files(app)  # an unreadable migrations folder is refused before anything runs
     aliases = project.postgres_aliases()
     if "default" not in aliases:
         raise BadInput("DATABASES['default'] is not a PostgreSQL database: squashkit backs up PostgreSQL only")

@@ -34,7 +34,7 @@ from squashkit import __version__, bundle, postgres
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.fixture import NaturalKeys, read_counts, read_ids, write_fixture
-from squashkit.project import AppInfo, ProjectInfo, archive_migrations, dumpdata, introspect, manage_py
+from squashkit.project import AppInfo, ProjectInfo, archive_migrations, dumpdata, introspect, manage_py, migration_files
 
 DUMP_FORMATS = ("custom", "directory")
 
@@ -71,6 +71,8 @@ def backup(
     manage = manage_py(config, env_name, environment)
     note(f"backup of environment {env_name!r} ({environment.settings})")
     project = introspect(manage)
+    for app in project.own_apps():
+        migration_files(app)  # an unreadable migrations folder is refused before anything runs
     aliases = project.postgres_aliases()
     if "default" not in aliases:
         raise BadInput("DATABASES['default'] is not a PostgreSQL database: squashkit backs up PostgreSQL only")
@@ -186,7 +188,7 @@ def _backup_alias(
     note(f"[{alias}] {json_name}: {sum(written.values())} objects in {time.monotonic() - clock:.1f}s")
 
     # 6. Verify what was written against the snapshot.
-    in_dump = postgres.dump_table_data(pg_restore, partial / dump_name)
+    in_dump = postgres.dump_table_data(pg_restore, partial / dump_name, [t.qualified for t in facts.tables])
     missing = [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table and t.qualified not in in_dump]
     if missing:
         raise OperationFailed(f"{dump_name} lacks the data of {len(missing)} tables (e.g. {missing[0]})")

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from squashkit.errors import BadInput, DiskFull, OperationFailed
 from squashkit.postgres import DatabaseFacts
@@ -63,6 +63,11 @@ class AliasBackup(BaseModel):
     snapshot_consistent: bool = Field(description="pg_dump read the same snapshot the row counts came from.")
     facts: DatabaseFacts
 
+    @field_validator("dump", "json_file", "contenttypes_file")
+    @classmethod
+    def _inside_the_bundle(cls, value: str | None) -> str | None:
+        return _bundle_relative(value)
+
 
 class AppMigrations(BaseModel):
     """One of the project's own apps, as a squash and its undo need to know it."""
@@ -71,6 +76,15 @@ class AppMigrations(BaseModel):
     folder: str | None = Field(description="The migrations folder as the app sees it, relative to the project.")
     resolved_folder: str | None = Field(description="The same folder with symlinks resolved (differs when it is a symlink).")
     aliases: list[str] = Field(description="Database aliases the app migrates to (the routers' allow_migrate).")
+
+    @field_validator("folder", "resolved_folder")
+    @classmethod
+    def _no_parent_steps(cls, value: str | None) -> str | None:
+        # Absolute when the folder lives outside the project (a symlink elsewhere); never "..":
+        # a rollback empties this folder.
+        if value is not None and (".." in Path(value).parts or not value.strip()):
+            raise ValueError(f"{value!r} is not a migrations folder squashkit wrote")
+        return value
 
 
 class Manifest(BaseModel):
@@ -89,11 +103,43 @@ class Manifest(BaseModel):
     migration_files: list[str] = Field(description="Files in the migrations archive, relative to the project.")
     files: dict[str, str] = Field(description="sha256 of every other file in the bundle, by relative path.")
 
+    @field_validator("migrations_archive")
+    @classmethod
+    def _archive_inside(cls, value: str) -> str:
+        return _bundle_relative(value)
+
+    @field_validator("files")
+    @classmethod
+    def _files_inside(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, digest in value.items():
+            _bundle_relative(name)
+            if len(digest) != 64 or any(char not in "0123456789abcdef" for char in digest):
+                raise ValueError(f"the sha256 of {name!r} is not 64 hex digits")
+        return value
+
+    @field_validator("migration_files")
+    @classmethod
+    def _migration_files_relative(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _bundle_relative(name)
+        return value
+
     def alias(self, alias: str) -> AliasBackup:
         for entry in self.databases:
             if entry.alias == alias:
                 return entry
         raise KeyError(alias)
+
+
+def _bundle_relative(value: str | None) -> str | None:
+    """A name inside the bundle (or the project): relative, no "..", so a hand-edited manifest
+    cannot point a restore or a rollback at files elsewhere."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\0" in value:
+        raise ValueError(f"{value!r} is not a relative path inside the bundle")
+    return value
 
 
 def utc_now() -> datetime:
@@ -204,13 +250,30 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
 
 
 def read_manifest(directory: Path) -> Manifest:
-    path = Path(directory) / MANIFEST
+    directory = Path(directory)
+    if not directory.exists():
+        raise BadInput(f"{directory} does not exist (pass the path of a bundle directory)")
+    if not directory.is_dir():
+        raise BadInput(f"{directory} is not a bundle directory")
+    path = directory / MANIFEST
     if not path.is_file():
         raise BadInput(f"{directory} is not a squashkit bundle (no {MANIFEST})")
     try:
-        return Manifest.model_validate_json(path.read_text())
+        return Manifest.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise BadInput(f"{path} is damaged or was edited by hand: {_first_problem(exc)}; nothing was changed") from None
     except ValueError as exc:
         raise BadInput(f"{path} is damaged or from an incompatible squashkit: {str(exc).splitlines()[0]}") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """The first problem, naming the field as it is written in the file (databases.0.dump)."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "json_invalid":
+        return f"not valid JSON ({error['msg']})"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}{more}"
 
 
 def damaged_files(directory: Path, manifest: Manifest) -> list[str]:
@@ -223,7 +286,53 @@ def damaged_files(directory: Path, manifest: Manifest) -> list[str]:
 
 
 def verify_hashes(directory: Path, manifest: Manifest) -> None:
-    """Every file the manifest lists is there with the same sha256."""
+    """Every file the manifest lists is there with the same sha256; else the bundle is bad input."""
     damaged = damaged_files(directory, manifest)
     if damaged:
-        raise OperationFailed(f"bundle {directory}: {damaged[0]} is missing or does not match its sha256 in the manifest")
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise BadInput(
+            f"bundle {directory} is damaged: {damaged[0]}{more} is missing or does not match its sha256 in the manifest; "
+            "nothing was changed (use another bundle)"
+        )
+
+
+def require_matches_code(manifest: Manifest, code: dict[str, list[str]], *, name: str = "the bundle") -> None:
+    """Refuse a bundle the code cannot take as it is: ``code`` maps every app label of the
+    project to its migration names on disk.
+
+    - From another project: one of its own apps is not installed here, so its tables would
+      come back with no code, and this project's migrations were never applied there.
+    - Newer than the code: its database applied migrations of this code's apps that the code
+      does not have; faking the code's migrations would drop that record and keep a schema
+      the models do not describe. (Rows of migrations a squashed migration ``replaces``,
+      whose files were since deleted, count as newer too: put those files back, or restore
+      with the code the bundle was taken with.)
+    - Older than the code: it never applied a migration the code has; faking it would skip
+      its change.
+    """
+    foreign = sorted(set(manifest.own_apps) - set(code))
+    if foreign:
+        raise BadInput(
+            f"{name} comes from another project: its apps {', '.join(foreign)} are not installed here"
+            + "; nothing was changed"
+        )
+    for entry in manifest.databases:
+        if entry.facts.django_migrations_table is None:
+            continue
+        applied = {tuple(row) for row in entry.facts.applied_migrations}
+        newer = sorted((app, migration) for app, migration in applied if app in code and migration not in code[app])
+        if newer:
+            app, migration = newer[0]
+            raise BadInput(
+                f"{name}'s {entry.alias} database applied {len(newer)} migration(s) this code does not have "
+                f"(e.g. {app}.{migration}): its schema is newer than the code; restore it with the code it was taken "
+                "with (squashkit rollback puts its migration files back); nothing was changed"
+            )
+        never = sorted((app, migration) for app, names in code.items() for migration in names if (app, migration) not in applied)
+        if never:
+            app, migration = never[0]
+            raise BadInput(
+                f"{name}'s {entry.alias} database never applied {len(never)} migration(s) the code has "
+                f"(e.g. {app}.{migration}): faking them would skip their changes; restore it with the code it was "
+                "taken with (squashkit rollback puts its migration files back) and migrate after; nothing was changed"
+            )

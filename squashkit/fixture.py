@@ -42,7 +42,7 @@ import psycopg
 from psycopg import sql
 
 from squashkit.bundle import AliasBackup
-from squashkit.errors import OperationFailed
+from squashkit.errors import BadInput, OperationFailed
 from squashkit.postgres import ConnectionParams, connect, resolve_table
 from squashkit.project import ManagePy
 
@@ -374,7 +374,8 @@ def fixture_models(path: Path) -> set[str]:
         objects = json.loads(path.read_bytes())
         return {obj["model"] for obj in objects}
     except (ValueError, KeyError, TypeError) as exc:
-        raise OperationFailed(f"{path.name} is not a JSON fixture: {exc}") from None
+        # Read before anything is dropped: a damaged file is the user's input, nothing changed.
+        raise BadInput(f"{path.name} is not a JSON fixture ({str(exc).splitlines()[0]}): nothing was changed") from None
 
 
 def _insert_ids(conn: psycopg.Connection, ids: dict) -> None:

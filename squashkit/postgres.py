@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -417,17 +417,35 @@ def _toc(pg_restore: sh.Command, dump: Path) -> list[tuple[str, str]]:
     ]
 
 
-def _table_data_of(entry: str) -> str | None:
-    """``schema.table`` of a TABLE DATA entry, else None."""
+def _table_data_of(entry: str, tables: Iterable[str] | None = None) -> str | None:
+    """``schema.table`` of a TABLE DATA entry, else None.
+
+    ``pg_restore -l`` prints "TABLE DATA schema name owner" without quoting, so a schema or
+    table name holding a space cannot be split off reliably: given the ``tables`` that may be
+    there (``schema.table``), the entry is matched against them, the longest match winning
+    ("a b" before "a"). Without them the first word is taken for the schema.
+    """
     if not entry.startswith("TABLE DATA "):
         return None
-    schema, rest = entry.removeprefix("TABLE DATA ").split(" ", 1)
+    rest = entry.removeprefix("TABLE DATA ")
+    if tables is not None:
+        matches = [
+            qualified
+            for qualified in tables
+            for dot in (i for i, char in enumerate(qualified) if char == ".")
+            if rest.startswith(f"{qualified[:dot]} {qualified[dot + 1:]} ")
+        ]
+        if matches:
+            return max(matches, key=len)
+    schema, rest = rest.split(" ", 1)
     return f"{schema}.{rest.rsplit(' ', 1)[0]}"
 
 
-def dump_table_data(pg_restore: sh.Command, dump: Path) -> set[str]:
-    """``schema.table`` of every TABLE DATA entry in a dump."""
-    return {table for _line, entry in _toc(pg_restore, dump) if (table := _table_data_of(entry))}
+def dump_table_data(pg_restore: sh.Command, dump: Path, tables: Iterable[str] | None = None) -> set[str]:
+    """``schema.table`` of every TABLE DATA entry in a dump; pass the ``tables`` expected there
+    so names with spaces are read right (see ``_table_data_of``)."""
+    tables = list(tables) if tables is not None else None
+    return {table for _line, entry in _toc(pg_restore, dump) if (table := _table_data_of(entry, tables))}
 
 
 # --- recreating a database ----------------------------------------------------------------------
@@ -602,7 +620,7 @@ def filtered_toc(pg_restore: sh.Command, dump: Path, skip_tables: set[str]) -> t
     kept, dropped = [], []
     for line, entry in _toc(pg_restore, dump):
         is_extension = entry.startswith(("EXTENSION ", "COMMENT - EXTENSION "))
-        if is_extension or _table_data_of(entry) in skip_tables:
+        if is_extension or _table_data_of(entry, skip_tables) in skip_tables:
             dropped.append(entry)
         else:
             kept.append(line)

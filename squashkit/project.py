@@ -209,14 +209,33 @@ def dumpdata(manage: ManagePy, alias: str, output: Path, exclude: list[str]) -> 
 
 
 def migration_files(app: AppInfo) -> list[Path]:
-    """Every file of an app's migrations folder (symlinks followed), except caches."""
+    """Every file of an app's migrations folder (symlinked folder followed), except caches.
+
+    A folder or file squashkit cannot read is refused (``BadInput``), never skipped: Django
+    lists an unreadable folder as empty, so the bundle would silently lack those files and a
+    squash could not be undone. Symlinks inside the folder are not descended into (a link back
+    to the folder would loop), and links that loop or dangle are not files.
+    """
     if app.migrations_folder_resolved is None:
         return []
     folder = app.migrations_folder_resolved
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and "__pycache__" not in path.relative_to(folder).parts
-    )
+
+    def unreadable(error: OSError) -> None:
+        raise BadInput(
+            f"cannot read {error.filename} ({error.strerror}): the migration files of {app.label} "
+            "must be readable to back them up; nothing was changed"
+        )
+
+    files = []
+    for directory, subdirectories, names in os.walk(folder, onerror=unreadable):
+        subdirectories[:] = [name for name in subdirectories if name != "__pycache__"]
+        for name in names:
+            path = Path(directory) / name
+            if path.is_file():
+                if not os.access(path, os.R_OK):
+                    unreadable(PermissionError(13, "Permission denied", str(path)))
+                files.append(path)
+    return sorted(files)
 
 
 def _archive_names(project: ProjectInfo, root: Path) -> list[tuple[str, Path]]:

@@ -128,7 +128,7 @@ def restore(
     bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle directory written by squashkit backup."),
     env: Optional[str] = EnvOption,
     squash: bool = typer.Option(False, "--squash", help="Also regenerate the migrations (migration zero)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel pg_restore jobs (directory-format bundles)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_restore jobs (directory-format bundles)."),
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
     in_place: bool = InPlaceOption,

@@ -73,5 +73,6 @@ def _holder(conn: psycopg.Connection, name: str) -> str:
     ).fetchone()
     if row is None:
         return "another squashkit run"
-    application, address, since = row
-    return f"{application or 'another squashkit run'} (from {address or 'a local socket'}, since {since:%H:%M:%S})"
+    application, address, since = row  # NULL for a role whose sessions we may not see
+    where = f" (from {address or 'a local socket'}, since {since:%H:%M:%S})" if since else ""
+    return f"{application or 'another squashkit run'}{where}"

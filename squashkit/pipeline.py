@@ -47,7 +47,15 @@ from squashkit.config import Config, Environment
 from squashkit.errors import BadInput, Interrupted, OperationFailed, SquashkitError
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
-from squashkit.project import ManagePy, ProjectInfo, archive_migrations, introspect, manage_py, migration_files
+from squashkit.project import (
+    ManagePy,
+    ProjectInfo,
+    archive_migrations,
+    introspect,
+    manage_py,
+    migration_files,
+    verify_archive_matches_disk,
+)
 
 Log = Callable[[str], None]
 
@@ -196,7 +204,8 @@ def preflight(
         if not passed:
             raise BadInput(f"refusing to go on: {meaning} on {checked.name} (they would be faked and lost)")
     if manifest is not None:
-        _require_bundle_matches_code(target, manifest)
+        code = {app.label: app.migrations for app in target.project.apps}
+        bundle.require_matches_code(manifest, code, name="the bundle")
     needed = sorted(set(manifest_extensions) | set(config.extensions))
     params = target.params().with_dbname("postgres")
     admin = _admin_params(target)
@@ -296,23 +305,6 @@ def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:
     return report
 
 
-def _require_bundle_matches_code(target: Target, manifest: bundle.Manifest) -> None:
-    """A bundle's database must have applied every migration the code has: the restore fakes
-    them all, so one it never ran would be marked applied and its change never made."""
-    on_disk = {(app.label, name) for app in target.project.apps for name in app.migrations}
-    for entry in manifest.databases:
-        if entry.facts.django_migrations_table is None:
-            continue
-        never_applied = sorted(on_disk - {tuple(row) for row in entry.facts.applied_migrations})
-        if never_applied:
-            app, name = never_applied[0]
-            raise BadInput(
-                f"the bundle's {entry.alias} database never applied {len(never_applied)} migration(s) the code has "
-                f"(e.g. {app}.{name}): faking them would skip their changes; restore it with the code it was "
-                f"taken with (squashkit rollback puts its migration files back) and migrate after"
-            )
-
-
 def delete_migrations(project: ProjectInfo, log: Log) -> list[Path]:
     """Step 2: delete every migration module of the project's own apps; keep ``__init__.py``.
 
@@ -333,12 +325,17 @@ def delete_migrations(project: ProjectInfo, log: Log) -> list[Path]:
     return deleted
 
 
-def put_back_migrations(bundle_dir: Path, root: Path, manifest: bundle.Manifest, log: Log) -> None:
+def put_back_migrations(
+    bundle_dir: Path, root: Path, manifest: bundle.Manifest, log: Log, project: ProjectInfo | None = None
+) -> None:
     """Undo of step 2 (and of 5): the project's migration folders exactly as the bundle has them."""
+    own = {app.migrations_folder_resolved for app in project.own_apps() if app.migrations_folder_resolved} if project else None
     for app in manifest.own_apps.values():
         if app.resolved_folder is None:
             continue
         folder = (root / app.resolved_folder).resolve()
+        if own is not None and folder not in own and not folder.is_relative_to(root.resolve()):
+            raise OperationFailed(f"{bundle_dir.name} names {folder} as a migrations folder, which is not one of this project's")
         for path in folder.iterdir() if folder.is_dir() else []:
             if path.name == "__pycache__":
                 shutil.rmtree(path)
@@ -513,27 +510,6 @@ def require_no_leftovers(target: Target) -> None:
                         f"{name} is left over from an earlier run ({postgres.database_comment(conn, name) or 'no comment'}): "
                         "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)"
                     )
-
-
-def require_archive_matches_disk(target: Target, bundle_dir: Path, manifest: bundle.Manifest) -> None:
-    """Migration files are deleted only when the bundle's tarball holds every one of them, byte for byte."""
-    root = target.manage.cwd
-    with tarfile.open(bundle_dir / manifest.migrations_archive) as archive:
-        stored = {member.name: archive.extractfile(member).read() for member in archive.getmembers() if member.isfile()}
-    for app in target.project.own_apps():
-        if app.migrations_folder is None or app.migrations_folder_resolved is None:
-            continue
-        try:
-            seen_as = app.migrations_folder.relative_to(root)
-        except ValueError:
-            seen_as = Path(app.label) / "migrations"
-        for path in migration_files(app):
-            name = str(seen_as / path.relative_to(app.migrations_folder_resolved))
-            if stored.get(name) != path.read_bytes():
-                raise OperationFailed(
-                    f"{name} is {'missing from' if name not in stored else 'different in'} {bundle_dir.name}/"
-                    f"{manifest.migrations_archive}: no migration file was deleted"
-                )
 
 
 def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int, log: Log, *, dbname: str | None = None) -> None:
@@ -770,7 +746,7 @@ def _replace_database(
     changed = squash  # from here on, a failure has something to put back
     try:
         if squash:
-            require_archive_matches_disk(target, source_bundle, manifest)
+            verify_archive_matches_disk(target.project, target.manage.cwd, source_bundle / manifest.migrations_archive)
             journal.started(step, env, archive=str(source_bundle / manifest.migrations_archive))
             delete_migrations(target.project, log)
             journal.finished(step, env)
@@ -857,7 +833,7 @@ def _undo_side(
                 postgres.drop_database(conn, work[alias])
                 log(f"{kept} is {name} again")
     if files_from is not None:
-        put_back_migrations(files_from, target.manage.cwd, bundle.read_manifest(files_from), log)
+        put_back_migrations(files_from, target.manage.cwd, bundle.read_manifest(files_from), log, target.project)
     return f"Nothing was lost: {target.name}'s database{'s are' if len(live) > 1 else ' is'} as before" + (
         " and the migration files are back." if files_from else "."
     )
@@ -875,7 +851,7 @@ def _roll_back(config: Config, target: Target, safety_bundle: Path | None, safet
         return f"There was no database to save before; {target.name}'s database is incomplete: drop it or restore a bundle."
     finish = f"finish it with: squashkit rollback {safety_bundle} --env {target.name} --yes"
     try:
-        put_back_migrations(safety_bundle, target.manage.cwd, safety, log)
+        put_back_migrations(safety_bundle, target.manage.cwd, safety, log, target.project)
         target = resolve(config, target.name)
     except (SquashkitError, OSError) as exc:
         return f"Putting the migration files back failed ({exc}); {finish}"
@@ -923,6 +899,8 @@ def restore(
 
     Returns the safety bundle's path (None for a dry run).
     """
+    if jobs < 1:
+        raise BadInput(f"--jobs must be at least 1 (not {jobs})")
     bundle_path = Path(bundle_path)
     manifest = bundle.read_manifest(bundle_path)
     bundle.verify_hashes(bundle_path, manifest)
@@ -1047,6 +1025,7 @@ def promote(
                 state = _undo_phase(config, record.read(), source.name, log)
                 raise OperationFailed(f"{exc} The source was un-squashed too: {state}") from None
             _record_lineage(config, source, target, fingerprint, source_bundle, log)
+            _resync_lineage(config, source, target, log)
     before = f"its previous state is in {safety}" if safety else "it had no database before"
     log(f"{target.name} now holds {source.name}'s data (bundle {source_bundle}); {before}")
     return source_bundle
@@ -1089,6 +1068,21 @@ def _record_lineage(config: Config, source: Target, target: Target, fingerprint,
     lineage.record(config.backup_dir, source_env=source.name, target_env=target.name, database=source.params().dbname,
                    fingerprint=fingerprint, bundle=source_bundle)
     log(f"recorded {source.name}'s fingerprint: a later promote {target.name}-to-{source.name} checks it has taken no writes")
+
+
+def _resync_lineage(config: Config, source: Target, target: Target, log: Log) -> None:
+    """After ``source``-to-``target``, a record of ``source`` refreshed from ``target`` describes a
+    ``target`` that no longer exists: it now holds ``source``'s data, so the record is renewed with
+    ``target``'s new fingerprint (else the next promote would see the promote itself as drift)."""
+    from squashkit import lineage
+
+    earlier = lineage.read(config.backup_dir, source.name)
+    if earlier is None or earlier.source_env != target.name:
+        return
+    with postgres.connect(target.params()) as conn:
+        current = lineage.fingerprint(conn)
+    lineage.record(config.backup_dir, source_env=target.name, target_env=source.name, database=target.params().dbname,
+                   fingerprint=current, bundle=earlier.bundle)
 
 
 def parse_promotion(spec: str, config: Config) -> tuple[str, str]:
@@ -1168,25 +1162,33 @@ def _rollback_source(path: Path) -> tuple[Path | None, bundle.Manifest | None, b
         return path, manifest, not in_a_dump
     if path.is_file() and (path.parent / bundle.MANIFEST).is_file():
         # A db.json inside a bundle: the json path on purpose, with everything the bundle records.
-        return path.parent, bundle.read_manifest(path.parent), False
+        manifest = bundle.read_manifest(path.parent)
+        if not _json_usable(path.parent, manifest):
+            damaged = ", ".join(bundle.damaged_files(path.parent, manifest))
+            raise BadInput(f"bundle {path.parent.name} is damaged ({damaged}): nothing was changed; use another bundle")
+        return path.parent, manifest, False
     if path.is_file() and path.suffix == ".json":
+        from squashkit.fixture import fixture_models
+
+        fixture_models(path)  # read to the end before anything is dropped: a truncated file is refused
         return None, None, False
     raise BadInput(f"{path} is neither a bundle directory nor a .json fixture")
 
 
 def _rollback_run(
     config: Config, target: Target, path: Path, bundle_dir: Path | None, manifest: bundle.Manifest | None,
-    use_dump: bool, mode: Mode, record: Journal, log: Log,
+    use_dump: bool, mode: Mode, record: Journal, log: Log, *, save_files: bool = True,
 ) -> None:
     saved = None
-    if bundle_dir is not None:
+    if bundle_dir is not None and save_files:
         saved = config.backup_dir / f"{record.run}.migrations.tar.gz"
         record.started("save migrations", target.name, archive=str(saved))
         archive_migrations(target.project, target.manage.cwd, saved)
         saved.chmod(0o600)
         record.finished("save migrations", target.name)
+    if bundle_dir is not None:
         record.started("put back migrations", target.name, archive=str(bundle_dir / manifest.migrations_archive))
-        put_back_migrations(bundle_dir, target.manage.cwd, manifest, log)
+        put_back_migrations(bundle_dir, target.manage.cwd, manifest, log, target.project)
         record.finished("put back migrations", target.name)
         target = resolve(config, target.name)
     try:
@@ -1210,6 +1212,7 @@ def _rollback_run(
 
 
 def _json_usable(bundle_dir: Path, manifest: bundle.Manifest) -> bool:
+    """Whether the bundle's json files, content types and migrations archive are intact (its dump may not be)."""
     damaged = bundle.damaged_files(bundle_dir, manifest)
     return not [n for n in damaged if n != "log.txt" and not any(_belongs_to(n, e.dump) for e in manifest.databases)]
 
@@ -1358,7 +1361,7 @@ def resume(config: Config, *, run_id: str | None = None, yes: bool = False, log:
         record = Journal.reopen(run)
         log(f"resuming {run.describe()}")
         try:
-            outcome, detail = _resume(config, run, log)
+            outcome, detail = _resume(config, run, record, log)
         except BaseException as exc:
             record.failed("resume", None, _first_line(exc))
             record._file.close()
@@ -1371,7 +1374,7 @@ def _phases(run: journal.Run) -> list[journal.Entry]:
     return [e for e in run.entries if e.step == "phase" and e.event == "started"]
 
 
-def _resume(config: Config, run: journal.Run, log: Log) -> tuple[journal.Outcome, str]:
+def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tuple[journal.Outcome, str]:
     phases = _phases(run)
     h = run.header
     _remove_partial_bundles(config, run, log)
@@ -1391,8 +1394,10 @@ def _resume(config: Config, run: journal.Run, log: Log) -> tuple[journal.Outcome
         return "finished", f"the run was finished: {target.name}'s swap completed (it had been verified)"
     if h.command == "rollback" and last.changed["mode"] == "in-place":
         log("an in-place rollback is finished by doing it again")
-        rollback(config, Path(h.argument), env=h.target, yes=True, in_place=True, typed=_protected(resolve(config, h.target)),
-                 log=log)
+        path = Path(h.argument)
+        bundle_dir, manifest, use_dump = _rollback_source(path)
+        _rollback_run(config, resolve(config, h.target), path, bundle_dir, manifest, use_dump, "in-place", record, log,
+                      save_files=False)
         return "finished", f"the rollback of {h.target} from {h.argument} was done again and finished"
     states = [_undo_phase(config, run, phase.env, log) for phase in reversed(phases)]
     if h.command == "rollback":
@@ -1419,7 +1424,7 @@ def _undo_phase(config: Config, run: journal.Run, env: str, log: Log) -> str:
         safety = Path(info["safety_bundle"]) if info.get("safety_bundle") else None
         return _roll_back(config, target, safety, bundle.read_manifest(safety) if safety else None, log)
     if files_deleted:
-        put_back_migrations(source_bundle, target.manage.cwd, bundle.read_manifest(source_bundle), log)
+        put_back_migrations(source_bundle, target.manage.cwd, bundle.read_manifest(source_bundle), log, target.project)
         return f"{env}'s migration files are back; its database was not touched."
     return f"{env} was not touched."
 

@@ -601,8 +601,6 @@ def test_a_truncated_lone_fixture_is_refused_before_anything_is_dropped(envs, ma
         refused(run(envs, "rollback", str(lone), "--env", "prod", "--yes"), 2, "lone.json is not a JSON fixture", "nothing was changed")
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.rollback of BUNDLE/db.json neither checks the bundle's hashes nor parses "
-                   "the fixture before dropping the database: it drops, migrates, then loaddata fails (exit 1, data gone)")
 def test_a_truncated_db_json_in_a_bundle_is_refused_before_anything_is_dropped(envs, made_bundle, tmp_path):
     copy = tmp_path / "truncated-json"
     shutil.copytree(made_bundle, copy)
@@ -638,19 +636,14 @@ BUNDLE_MISMATCHES = {
 
 @pytest.mark.parametrize("case", [
     "another-project",
-    # Until preflight calls bundle.require_matches_code, this restore goes through and fakes the
-    # code's migrations over a schema they do not describe.
-    pytest.param("schema-newer-than-the-code", marks=pytest.mark.xfail(
-        strict=True, reason="needs pipeline: preflight must call bundle.require_matches_code (restore accepts a newer schema)")),
+    "schema-newer-than-the-code",
     "extension-the-server-lacks",
 ])
 def test_a_bundle_the_code_or_server_cannot_take_is_refused(envs, made_bundle, tmp_path, case):
     change, phrase = BUNDLE_MISMATCHES[case]
     copy = edited_copy(made_bundle, tmp_path / case, change)
     with nothing_changes(envs):
-        line = refused(run(envs, "restore", str(copy), "--env", "prod", "--yes"), 2)
-    if phrase not in line:
-        pytest.xfail(f"needs pipeline: preflight must call bundle.require_matches_code; today: {line}")
+        refused(run(envs, "restore", str(copy), "--env", "prod", "--yes"), 2, phrase)
 
 
 def test_an_extension_the_server_lacks_refuses_promote(envs):
@@ -736,13 +729,10 @@ def test_an_unreadable_migrations_folder_is_refused(envs, command):
     assert not (envs.root / "backups").exists() or not any((envs.root / "backups").iterdir())
 
 
-_UNCHECKED_JOBS = pytest.mark.xfail(strict=True, reason="needs pipeline/cli: restore does not check --jobs (0 and -3 silently mean 1)")
-
-
 @pytest.mark.parametrize("args, phrase", [
     (["backup", "--env", "dev", "--format", "directory", "--jobs", "-1"], "--jobs must be at least 1"),
-    pytest.param(["restore", "{bundle}", "--env", "prod", "--jobs", "0", "--yes"], "--jobs must be at least 1", marks=_UNCHECKED_JOBS),
-    pytest.param(["restore", "{bundle}", "--env", "prod", "--jobs", "-3", "--yes"], "--jobs must be at least 1", marks=_UNCHECKED_JOBS),
+    (["restore", "{bundle}", "--env", "prod", "--jobs", "0", "--yes"], "--jobs must be at least 1"),
+    (["restore", "{bundle}", "--env", "prod", "--jobs", "-3", "--yes"], "--jobs must be at least 1"),
 ], ids=["backup-negative", "restore-zero", "restore-negative"])
 def test_jobs_below_one_are_refused(envs, made_bundle, args, phrase):
     with nothing_changes(envs):

@@ -733,9 +733,7 @@ def _replace_database(
     manifest = bundle.read_manifest(source_bundle)
     safety = bundle.read_manifest(safety_bundle) if safety_bundle else None
     entries = [e for e in manifest.databases if e.alias in target.project.postgres_aliases()]
-    live = {e.alias: target.params(e.alias).dbname for e in entries}
-    work = {alias: side_name(name, SIDE) for alias, name in live.items()} if mode == "side" else dict(live)
-    side = work if mode == "side" else {}
+    live, work, side = _phase_databases(target, [e.alias for e in entries], mode)
     env = target.name
     journal.started(
         "phase", env, mode=mode, squash=squash, source_bundle=str(source_bundle),
@@ -793,11 +791,8 @@ def _replace_database(
         journal.started(step, env)
         verify(target, manifest, log, databases=side)
         journal.finished(step, env)
-        for alias in side:
-            step = f"swap {alias}"
-            journal.started(step, env, database=live[alias], kept=side_name(live[alias], KEPT))
-            swap_in(target, alias, work[alias], journal.run, log)
-            journal.finished(step, env)
+        step = "swap"
+        _swap_all(target, live, side, journal, log)
         journal.finished("phase", env)
     except (SquashkitError, psycopg.Error) as exc:
         reason = _first_line(exc)
@@ -813,6 +808,21 @@ def _replace_database(
             log(f"step '{step}' failed: {reason}; putting {target.name} back as it was")
             state = _roll_back(config, target, safety_bundle, safety, log)
         raise OperationFailed(f"step '{step}' failed: {reason}. {state}") from None
+
+
+def _phase_databases(target: Target, aliases: list[str], mode: Mode) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(live names, the names the phase builds, the side names alone: empty in place), per alias."""
+    live = {alias: target.params(alias).dbname for alias in aliases}
+    work = {alias: side_name(name, SIDE) for alias, name in live.items()} if mode == "side" else dict(live)
+    return live, work, (work if mode == "side" else {})
+
+
+def _swap_all(target: Target, live: dict[str, str], side: dict[str, str], record: Journal, log: Log) -> None:
+    """Step 8 for every alias, each journalled before it acts."""
+    for alias in side:
+        record.started(f"swap {alias}", target.name, database=live[alias], kept=side_name(live[alias], KEPT))
+        swap_in(target, alias, side[alias], record.run, log)
+        record.finished(f"swap {alias}", target.name)
 
 
 def _undo_side(
@@ -1243,9 +1253,7 @@ def _rebuild_from_json(
 
     entries = {e.alias: e for e in manifest.databases} if manifest else {}
     aliases = [a for a in (entries or ["default"]) if a in target.project.postgres_aliases()]
-    live = {alias: target.params(alias).dbname for alias in aliases}
-    work = {alias: side_name(name, SIDE) for alias, name in live.items()} if mode == "side" else dict(live)
-    side = work if mode == "side" else {}
+    live, work, side = _phase_databases(target, aliases, mode)
     manage = target.manage.on(side)
     env = target.name
     record.started("phase", env, mode=mode, squash=False, source_bundle=str(bundle_dir or lone), safety_bundle=None,
@@ -1275,11 +1283,8 @@ def _rebuild_from_json(
             else:
                 _load_lone_fixture(target, manage, params, lone, log)
             record.finished(step, env)
-        for alias in side:
-            step = f"swap {alias}"
-            record.started(step, env, database=live[alias], kept=side_name(live[alias], KEPT))
-            swap_in(target, alias, work[alias], record.run, log)
-            record.finished(step, env)
+        step = "swap"
+        _swap_all(target, live, side, record, log)
         record.finished("phase", env)
     except (SquashkitError, psycopg.Error) as exc:
         reason = _first_line(exc)

@@ -23,7 +23,7 @@ from squashkit import backup as backup_module
 from squashkit import check as check_module
 from squashkit import config as config_module
 from squashkit import pipeline
-from squashkit.errors import BAD_INPUT, FAILED, SquashkitError
+from squashkit.errors import BAD_INPUT, FAILED, BadInput, SquashkitError
 
 app = typer.Typer(
     add_completion=False,
@@ -184,14 +184,20 @@ def promote(
 
 @app.command()
 def rollback(
-    path: Path = typer.Argument(..., metavar="PATH", help="A bundle directory, or a db.json inside one, or a lone db.json."),
+    path: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="A bundle directory, or a db.json inside one, or a lone db.json."),
     env: Optional[str] = EnvOption,
+    kept: bool = typer.Option(False, "--kept", help="Swap back the database the last side-mode run kept (seconds, no restore)."),
     yes: bool = YesOption,
     in_place: bool = InPlaceOption,
     confirm: Optional[str] = ConfirmOption,
 ) -> None:
-    """Put the environment back from a bundle: its dump when intact, else its db.json."""
-    pipeline.rollback(_config(), path, env=env, yes=yes, in_place=in_place, typed=confirm, log=_log)
+    """Put the environment back: from a bundle (its dump when intact, else its db.json), or with --kept by renaming."""
+    if kept == (path is not None):
+        raise BadInput("rollback takes a PATH or --kept (one of them)")
+    if kept:
+        pipeline.rollback_kept(_config(), env=env, yes=yes, typed=confirm, log=_log)
+    else:
+        pipeline.rollback(_config(), path, env=env, yes=yes, in_place=in_place, typed=confirm, log=_log)
 
 
 @app.command()

@@ -33,6 +33,7 @@ import sys
 import tarfile
 import tempfile
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -1159,6 +1160,81 @@ def rollback(
             _rollback_run(config, target, path, bundle_dir, manifest, use_dump, mode, record, log)
 
 
+def rollback_kept(
+    config: Config, *, env: str | None = None, yes: bool = False, typed: str | None = None, log: Log = _stderr_log
+) -> None:
+    """Swap the database a side-mode run kept (``<name>__squashkit_prev``) back in, in seconds,
+    with the migration files it goes with; the database it replaces becomes the kept one, so a
+    second ``rollback --kept`` undoes the first and nothing is ever dropped."""
+    target = resolve(config, env)
+    aliases = target.project.postgres_aliases()
+    live = {alias: target.params(alias).dbname for alias in aliases}
+    runs = set()
+    for alias in aliases:
+        with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
+            comment = postgres.database_comment(conn, live[alias] + KEPT) if postgres.database_exists(conn, live[alias] + KEPT) else None
+        if comment is None:
+            raise BadInput(f"there is no kept database {live[alias] + KEPT} for {target.name}: use squashkit rollback BUNDLE")
+        runs.add((re.match(r"squashkit run (\S+):", comment) or [None, comment])[1])
+    if len(runs) != 1:
+        raise BadInput(f"the kept databases of {target.name} come from different runs ({', '.join(sorted(runs))}): use squashkit rollback BUNDLE")
+    made_by = runs.pop()
+    files = _kept_files(config, made_by, target.name)
+    run = journal.new_run_id("rollback", target.name)
+    with _exclusive(config, run, [target]):
+        confirm(f"Swap {target.name}'s {', '.join(live.values())} with the database(s) kept by run {made_by}?",
+                yes=yes, protected=_protected(target), typed=typed)
+        with _journalled(config, run, command="rollback", target=target.name, argument="--kept", mode="side") as record:
+            saved = config.backup_dir / f"{run}.migrations.tar.gz"
+            if files is not None:
+                record.started("save migrations", target.name, archive=str(saved))
+                archive_migrations(target.project, target.manage.cwd, saved)
+                saved.chmod(0o600)
+                record.finished("save migrations", target.name)
+            record.started("phase", target.name, mode="side", squash=False, source_bundle=None, safety_bundle=None,
+                           files={"kind": files[0], "archive": str(files[1])} if files else None,
+                           databases={a: {"live": n, "work": n + KEPT} for a, n in live.items()})
+            for alias, name in live.items():
+                record.started(f"exchange {alias}", target.name, database=name, kept=name + KEPT)
+                with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
+                    when = bundle.utc_now().strftime("%Y-%m-%d %H:%M:%S")
+                    postgres.exchange_databases(conn, live=name, kept=name + KEPT, spare=name + SIDE,
+                                                comment=f"squashkit run {run}: {name} as it was until {when} UTC")
+                record.finished(f"exchange {alias}", target.name)
+                log(f"{name}{KEPT} is {name} again; the database it replaced is kept as {name}{KEPT}")
+            _put_back_kept_files(target, files, record, log)
+            record.finished("phase", target.name)
+            verify(resolve(config, target.name), None, log)
+
+
+def _kept_files(config: Config, made_by: str, env: str) -> tuple[str, Path] | None:
+    """Which migration files go with the database run ``made_by`` kept: ("saved", tarball) when that
+    run was a rollback, ("bundle", bundle) when it squashed ``env``, None when it left them alone."""
+    path = config.backup_dir / f"{made_by}{journal.SUFFIX}"
+    if not path.is_file():
+        raise BadInput(f"the journal of run {made_by} is not in {config.backup_dir}: use squashkit rollback BUNDLE")
+    run = journal.read(path)
+    saved = run.started("save migrations", env)
+    if saved is not None:
+        return "saved", Path(saved.changed["archive"])
+    for phase in _phases(run):
+        if phase.env == env and any(e.step == "delete migrations" and e.env == env for e in run.since(phase)):
+            return "bundle", Path(phase.changed["source_bundle"])
+    return None
+
+
+def _put_back_kept_files(target: Target, files: tuple[str, Path] | None, record: Journal, log: Log) -> None:
+    if files is None:
+        return
+    kind, path = files
+    record.started("put back migrations", target.name, kind=kind, archive=str(path))
+    if kind == "saved":
+        _put_back_saved(target, path, log)
+    else:
+        put_back_migrations(path, target.manage.cwd, bundle.read_manifest(path), log, target.project)
+    record.finished("put back migrations", target.name)
+
+
 def _rollback_source(path: Path) -> tuple[Path | None, bundle.Manifest | None, bool]:
     """(bundle directory, its manifest, whether its dump is usable) for a rollback PATH; refuses
     what cannot be used before anything changes."""
@@ -1397,6 +1473,8 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
             if pending:
                 swap_in(target, alias, names["work"], h.run, log)
         return "finished", f"the run was finished: {target.name}'s swap completed (it had been verified)"
+    if h.argument == "--kept":
+        return _resume_kept(config, run, record, log)
     if h.command == "rollback" and last.changed["mode"] == "in-place":
         log("an in-place rollback is finished by doing it again")
         path = Path(h.argument)
@@ -1410,6 +1488,28 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
         if saved and run.started("put back migrations"):
             _put_back_saved(resolve(config, h.target), Path(saved.changed["archive"]), log)
     return "rolled back", " ".join(states)
+
+
+def _resume_kept(config: Config, run: journal.Run, record: Journal, log: Log) -> tuple[journal.Outcome, str]:
+    """A killed ``rollback --kept``: each exchange is atomic; once one happened, the rest and the
+    files are finished; before that, nothing had changed."""
+    target = resolve(config, run.header.target)
+    phase = _phases(run)[-1]
+    done = []
+    for alias, names in phase.changed["databases"].items():
+        with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
+            done.append(_made_by(conn, names["work"], run.header.run))
+    if not any(done):
+        return "rolled back", f"{target.name} was not touched: its databases were never exchanged"
+    for (alias, names), exchanged in zip(phase.changed["databases"].items(), done):
+        if not exchanged:
+            with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
+                postgres.exchange_databases(conn, live=names["live"], kept=names["work"], spare=names["live"] + SIDE,
+                                            comment=f"squashkit run {run.header.run}: {names['live']} (resumed)")
+    files = phase.changed.get("files")
+    if files:
+        _put_back_kept_files(target, (files["kind"], Path(files["archive"])), record, log)
+    return "finished", f"{target.name}'s kept database(s) were swapped back in, with their migration files"
 
 
 def _undo_phase(config: Config, run: journal.Run, env: str, log: Log) -> str:

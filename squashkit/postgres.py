@@ -561,6 +561,21 @@ def swap_databases(conn: psycopg.Connection, *, live: str, new: str, previous: s
     return had_live
 
 
+def exchange_databases(conn: psycopg.Connection, *, live: str, kept: str, spare: str, comment: str, attempts: int = 10) -> None:
+    """In one transaction, ``kept`` takes the live name and the live database the kept one's
+    (through the unused name ``spare``): a rollback to the kept database that loses nothing."""
+
+    def exchange() -> None:
+        with conn.transaction():
+            conn.execute(rename_database_statement(live, spare))
+            conn.execute(rename_database_statement(kept, live))
+            conn.execute(rename_database_statement(spare, kept))
+            comment_on_database(conn, kept, comment)
+            comment_on_database(conn, live, None)
+
+    _retry_while_in_use(conn, [live, kept], exchange, attempts, "nothing was renamed")
+
+
 def rename_database_statement(old: str, new: str) -> sql.Composed:
     return sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
 

@@ -130,3 +130,39 @@ def test_a_second_run_on_the_same_database_fails_fast_naming_the_first(project):
         assert "is busy" in result.stderr and "squash-dev-held-by-test" in result.stderr, result.stderr
     assert project.fingerprint(project.dev) == before and project.migration_files() == files
     assert OWNER_PASSWORD not in result.stderr
+
+
+def test_rollback_kept_swaps_the_previous_database_back_with_its_files_and_again(project):
+    """After a side-mode squash, ``rollback --kept`` is a rename, not a restore; the squashed
+    database becomes the kept one, so a second ``rollback --kept`` returns to the squash."""
+    before, files = project.fingerprint(project.dev), project.migration_files()
+    assert project.run("squash", "--yes", "--accept-loss").code == 0
+    squashed = project.migration_files()
+    back = project.run("rollback", "--kept", "--yes")
+    assert back.code == 0, back.stderr
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files
+    assert databases(project) == {project.dev, project.dev + KEPT}
+    assert_consistent(project, project.dev)
+    again = project.run("rollback", "--kept", "--yes")
+    assert again.code == 0, again.stderr
+    assert project.migration_files() == squashed and project.fingerprint(project.dev) == before
+    assert_consistent(project, project.dev)
+
+
+@pytest.mark.parametrize("step", ["exchange default", "put back migrations"])
+def test_killed_rollback_kept_resumes(project, step):
+    assert project.run("squash", "--yes", "--accept-loss").code == 0
+    squashed, data = project.migration_files(), project.fingerprint(project.dev)
+    killed(project, "rollback", "--kept", "--yes", at=f"dev:{step}")
+    assert project.fingerprint(project.dev) == data
+    if step.startswith("exchange"):
+        assert project.migration_files() == squashed
+    else:
+        assert project.migration_files() != squashed and not is_squashed(project.migration_files())
+    assert databases(project) == {project.dev, project.dev + KEPT}
+    assert_consistent(project, project.dev)
+
+
+def test_rollback_without_a_kept_database_says_what_to_use(project):
+    result = project.run("rollback", "--kept", "--yes")
+    assert result.code == 2 and "no kept database" in result.stderr and "squashkit rollback BUNDLE" in result.stderr

@@ -759,3 +759,10 @@ def test_require_matches_code_tells_another_project_a_newer_and_an_older_bundle_
     other_project = {label: names for label, names in code.items() if label not in ("community", "analytics")}
     with pytest.raises(BadInput, match="comes from another project: its apps analytics, community are not installed here"):
         require_matches_code(manifest, other_project)
+
+
+def test_more_jobs_than_the_server_has_free_connections_are_refused(envs, made_bundle):
+    """pg_restore --jobs opens a connection per job: running out halfway would fail after the drop."""
+    with nothing_changes(envs):
+        refused(run(envs, "restore", str(made_bundle), "--env", "prod", "--jobs", "500", "--yes"), 2,
+                "free connections", "--jobs 500")

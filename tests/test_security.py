@@ -176,9 +176,12 @@ def test_no_password_reaches_a_command_line_a_log_an_output_or_a_bundle(pg, proj
     leaked = [(argv, form) for argv in seen for form in leaks("\0".join(argv), forms)]
     assert leaked == []
 
-    bundles = sorted(path for path in (project.root / "backups").iterdir())
+    bundles = sorted(path for path in (project.root / "backups").iterdir() if (path / "manifest.json").is_file())
     assert len(bundles) == 4  # dev, prod (directory format), and promote's: dev's and prod's safety bundle
-    for path in [p for bundle in bundles for p in bundle.rglob("*") if p.is_file()]:
+    journals = list((project.root / "backups").glob("*.journal"))
+    assert journals and (project.root / "backups" / "lineage").is_dir()
+    # Bundles, run journals, lineage records: everything squashkit wrote.
+    for path in [p for p in (project.root / "backups").rglob("*") if p.is_file()]:
         assert leaks(path.read_bytes(), forms) == [], path
 
 

@@ -420,3 +420,24 @@ def test_squash_refuses_while_a_session_it_may_not_end_holds_the_database(projec
     assert result.code == 2, result.stderr
     assert "may not end" in result.stderr.strip().splitlines()[-1] and "nothing was changed" in result.stderr
     assert project.fingerprint(project.dev) == dev and project.migration_files() == files
+
+
+def test_promote_refuses_to_overwrite_writes_prod_took_since_dev_was_refreshed_from_it(project):
+    make_prod(project)
+    refreshed = project.run("promote", "prod-to-dev", "--yes")
+    assert refreshed.code == 0, refreshed.stderr
+    with psycopg.connect(**project.pg.conninfo(project.prod), autocommit=True) as conn:
+        conn.execute("INSERT INTO catalog_tag (name) VALUES ('written on prod after the refresh')")
+    dev, prod, files = project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()
+    result = project.run("promote", "dev-to-prod", "--yes")
+    assert result.code == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "catalog_tag" in error and "--force" in error, error
+    assert project.fingerprint(project.dev) == dev and project.fingerprint(project.prod) == prod
+    assert project.migration_files() == files
+    forced = project.run("promote", "dev-to-prod", "--yes", "--force")
+    assert forced.code == 0, forced.stderr
+    assert project.fingerprint(project.prod) == project.fingerprint(project.dev)
+    # The records follow the promote: the next one sees no drift of its own making.
+    again = project.run("promote", "dev-to-prod", "--yes")
+    assert again.code == 0, again.stderr

@@ -76,7 +76,8 @@ def test_random_kills_resume_to_before_or_after(project, command):
         assert now[2] in (before[2], state[2]) or set(now[2]) == set(after[2]), "migration files neither before nor after"
         assert not any(name.endswith(SIDE) for name in databases(project))
         assert_consistent(project, project.dev)
-        assert_consistent(project, project.prod)
+        if command[0] == "promote":  # a squash of dev alone leaves prod on the old files, by design
+            assert_consistent(project, project.prod)
         with psycopg.connect(**project.pg.conninfo()) as conn:
             assert not conn.execute("SELECT 1 FROM pg_database WHERE datname LIKE '%%squashkit_scratch%%'").fetchone()
     print(f"\n{' '.join(command)}: {seen} (full run {length:.1f} s)")

@@ -226,6 +226,7 @@ def cleanup(
     keep: int = typer.Option(3, "--keep", min=0, help="Bundles to keep per environment, newest first."),
     yes: bool = YesOption,
     list_only: bool = typer.Option(False, "--list", help="Only list what would be removed."),
+    confirm: Optional[str] = ConfirmOption,
 ) -> None:
     """List, and remove when asked, kept databases (__squashkit_prev, leftovers) and old bundles."""
     config = _config()
@@ -233,7 +234,7 @@ def cleanup(
     for item in items:
         print(f"{item.kind:<8} {item.name}  ({item.detail})")
     if not list_only:
-        pipeline.cleanup(config, items, yes=yes, log=_log)
+        pipeline.cleanup(config, items, yes=yes, typed=confirm, log=_log)
 
 
 @cluster_app.command("start")

@@ -1459,6 +1459,7 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
     phases = _phases(run)
     h = run.header
     _remove_partial_bundles(config, run, log)
+    _drop_scratch_databases(config, phases, log)
     if not phases:
         return "nothing to do", "the run had changed nothing yet; its half-written bundles were removed"
     last = phases[-1]
@@ -1534,6 +1535,19 @@ def _undo_phase(config: Config, run: journal.Run, env: str, log: Log) -> str:
     return f"{env} was not touched."
 
 
+def _drop_scratch_databases(config: Config, phases: list[journal.Entry], log: Log) -> None:
+    """A killed run's schema comparison cannot drop its scratch database: the run's phases name
+    the databases it built, and their scratch copies go."""
+    for phase in phases:
+        target = resolve(config, phase.env)
+        for alias, names in phase.changed["databases"].items():
+            name = schema.scratch_name(names["work"])
+            with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
+                if postgres.database_exists(conn, name):
+                    postgres.drop_database(conn, name)
+                    log(f"dropped the scratch database {name} the run left")
+
+
 def _remove_partial_bundles(config: Config, run: journal.Run, log: Log) -> None:
     """Half-written bundles (``.NAME.partial``) a killed run left behind in the backup directory."""
     started = run.header.started_at.timestamp()
@@ -1554,6 +1568,8 @@ class Kept(BaseModel):
     kind: Literal["database", "bundle", "journal"]
     name: str
     detail: str
+    env: str = Field(description="The environment it belongs to.")
+    alias: str | None = Field(None, description="For a database: the alias whose server holds it.")
 
 
 def kept(config: Config, *, env: str | None = None, keep_bundles: int = 3) -> list[Kept]:
@@ -1561,35 +1577,35 @@ def kept(config: Config, *, env: str | None = None, keep_bundles: int = 3) -> li
     bundles and journals beyond the newest ``keep_bundles`` per environment."""
     found: list[Kept] = []
     names = [env] if env else list(config.environments)
-    for name in names:
-        target = resolve(config, name)
+    for env_name in names:
+        target = resolve(config, env_name)
         for alias in target.project.postgres_aliases():
             live = target.params(alias).dbname
             with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
-                for suffix in (KEPT, SIDE):
-                    if postgres.database_exists(conn, live + suffix):
-                        found.append(Kept(kind="database", name=live + suffix,
-                                          detail=postgres.database_comment(conn, live + suffix) or "no comment"))
-        bundles = sorted(p for p in config.backup_dir.glob(f"{name}-*") if (p / bundle.MANIFEST).is_file())
+                for name in (live + KEPT, live + SIDE, schema.scratch_name(live), schema.scratch_name(live + SIDE)):
+                    if postgres.database_exists(conn, name):
+                        found.append(Kept(kind="database", name=name, env=env_name, alias=alias,
+                                          detail=postgres.database_comment(conn, name) or "no comment"))
+        bundles = sorted(p for p in config.backup_dir.glob(f"{env_name}-*") if (p / bundle.MANIFEST).is_file())
         for old in bundles[:-keep_bundles] if keep_bundles else bundles:
-            found.append(Kept(kind="bundle", name=str(old), detail=f"bundle of {name}"))
+            found.append(Kept(kind="bundle", name=str(old), env=env_name, detail=f"bundle of {env_name}"))
     return found
 
 
-def cleanup(config: Config, items: list[Kept], *, yes: bool = False, log: Log = _stderr_log) -> None:
-    """Remove what ``kept`` listed, after asking (protected environments' databases need their name typed)."""
+def cleanup(
+    config: Config, items: list[Kept], *, yes: bool = False, typed: str | None = None, log: Log = _stderr_log
+) -> None:
+    """Remove what ``kept`` listed, after asking, per environment (a protected one wants its database's name)."""
     if not items:
         log("nothing to clean up")
         return
-    confirm("Remove " + ", ".join(item.name for item in items) + "?", yes=yes)
+    for env_name in dict.fromkeys(item.env for item in items):
+        names = ", ".join(item.name for item in items if item.env == env_name)
+        confirm(f"Remove {names}?", yes=yes, protected=_protected(resolve(config, env_name)), typed=typed)
     for item in items:
         if item.kind == "database":
-            for name in config.environments:
-                target = resolve(config, name)
-                for alias in target.project.postgres_aliases():
-                    if item.name.startswith(target.params(alias).dbname + "__squashkit_"):
-                        with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
-                            postgres.drop_database(conn, item.name)
+            with postgres.connect(_server_params(resolve(config, item.env), item.alias).with_dbname("postgres")) as conn:
+                postgres.drop_database(conn, item.name)
         else:
             shutil.rmtree(item.name)
         log(f"removed {item.name}")

@@ -658,7 +658,7 @@ def test_an_extension_the_server_lacks_refuses_promote(envs):
 
 def _unapplied(envs: Project) -> str:
     with psycopg.connect(**envs.pg.conninfo(envs.dev), autocommit=True) as conn:
-        conn.execute("DELETE FROM django_migrations WHERE id = (SELECT max(id) FROM django_migrations WHERE app = 'orders')")
+        conn.execute("DELETE FROM django_migrations WHERE id = (SELECT max(id) FROM django_migrations WHERE app = 'catalog')")
     return "it has unapplied migrations: run migrate first on dev"
 
 

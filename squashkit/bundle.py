@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from squashkit.errors import BadInput, DiskFull, OperationFailed
+from squashkit.errors import BadInput, DiskFull
 from squashkit.postgres import DatabaseFacts
 
 MANIFEST = "manifest.json"

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import traceback
-from importlib import import_module, util
+from importlib import util
 from pathlib import Path
 
 

@@ -441,3 +441,54 @@ def test_promote_refuses_to_overwrite_writes_prod_took_since_dev_was_refreshed_f
     # The records follow the promote: the next one sees no drift of its own making.
     again = project.run("promote", "dev-to-prod", "--yes")
     assert again.code == 0, again.stderr
+
+
+def protect_prod(project: Project) -> None:
+    config = project.root / "squashkit.toml"
+    config.write_text(config.read_text().replace("[environments.prod]\n", "[environments.prod]\nprotected = true\n"))
+
+
+def test_a_protected_environment_needs_its_database_name_not_just_yes(project):
+    make_prod(project)
+    protect_prod(project)
+    prod, files = project.fingerprint(project.prod), project.migration_files()
+    for args, phrase in [
+        ((), f"--yes --confirm {project.prod}"),
+        (("--confirm", "prod"), f"does not name the protected database '{project.prod}'"),
+    ]:
+        result = project.run("promote", "dev-to-prod", "--yes", *args)
+        assert result.code == 2 and phrase in result.stderr.strip().splitlines()[-1], result.stderr
+    assert project.fingerprint(project.prod) == prod and project.migration_files() == files
+    done = project.run("promote", "dev-to-prod", "--yes", "--confirm", project.prod)
+    assert done.code == 0, done.stderr
+    assert project.fingerprint(project.prod) == project.fingerprint(project.dev)
+
+
+def test_at_a_terminal_a_protected_environment_asks_for_the_name_and_a_wrong_one_changes_nothing(project):
+    import os
+    import pty
+
+    make_prod(project)
+    protect_prod(project)
+    prod = project.fingerprint(project.prod)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: squashkit at a terminal
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        os.execve(sys.executable, [sys.executable, "-m", "squashkit.cli", "--config", str(project.root / "squashkit.toml"),
+                                   "promote", "dev-to-prod"], env)
+    output = b""
+    while b"type the database name" not in output:
+        output += os.read(fd, 4096)
+    os.write(fd, b"prod\n")  # the environment's name, not its database's
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2, output
+    assert b"the name typed does not match" in output
+    assert project.fingerprint(project.prod) == prod

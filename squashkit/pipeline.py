@@ -640,6 +640,13 @@ def _plan(
         ),
     ]
     if squash:
+        steps.insert(1, PlannedStep(
+            name="loss report",
+            does="load the migrations and list what regenerated ones would forget; refuse what cannot be carried over "
+                 "(--accept-loss drops it knowingly)",
+            commands=["manage.py shell -c <squashkit/losses_runner.py>"],
+            undo="nothing to undo",
+        ))
         steps.append(PlannedStep(
             name="delete migrations",
             does="delete the migration files of " + ", ".join(a.label for a in target.project.own_apps()),
@@ -686,8 +693,16 @@ def _plan(
     if squash:
         labels = " ".join(a.label for a in target.project.own_apps())
         steps.append(PlannedStep(
-            name="makemigrations", does="fresh initial migrations for every project app",
+            name="makemigrations", does="fresh initial migrations for every project app, plus what the loss report carries over",
             commands=[f"manage.py makemigrations {labels}"], undo="the old files are put back from the tarball",
+        ))
+        steps.append(PlannedStep(
+            name="schema equivalence",
+            does="build a scratch database from the new migrations alone and compare its catalogs with the restored one; "
+                 "stop on any real difference (--allow-drift goes on)",
+            commands=["CREATE DATABASE <name>__squashkit_scratch ...", "manage.py migrate (into the scratch database)",
+                      "DROP DATABASE <name>__squashkit_scratch"],
+            undo="the scratch database is always dropped",
         ))
     steps.append(PlannedStep(
         name="migrate --fake", does="mark every migration applied in a fresh django_migrations",

@@ -87,7 +87,7 @@ def project(pg, seeded_template, prod_role, tmp_path):
     )
     yield Project(pg, root, dev, prod)
     for name in (dev, prod):
-        for suffix in ("", "__squashkit_new", "__squashkit_prev"):
+        for suffix in ("", "__squashkit_new", "__squashkit_prev", "__squashkit_scratch", "__squashkit_new__squashkit_scratch"):
             drop_database(pg, name + suffix)
 
 

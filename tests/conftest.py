@@ -35,6 +35,9 @@ _counter = itertools.count()
 def pg() -> cluster_module.Cluster:
     """The throwaway cluster, started once per test session (reused if already running)."""
     directory = Path(os.environ.get("SQUASHKIT_TEST_CLUSTER_DIR", f"/tmp/squashkit-test-cluster-{os.getuid()}"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # pytest -n: a cluster per worker, so their databases, roles and locks never meet
+        directory = directory.with_name(f"{directory.name}-{worker}")
     was_running = cluster_module.running(directory) is not None
     started = cluster_module.start(directory)
     with psycopg.connect(**started.conninfo(), autocommit=True) as conn:

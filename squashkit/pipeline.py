@@ -186,6 +186,8 @@ def preflight(
     lost, on a live source (``source``) or in a bundle older than the code (``manifest``);
     an extension the target server lacks would fail the restore after the drop.
     """
+    for app in (source or target).project.own_apps():
+        migration_files(app)  # an unreadable folder looks empty to Django: refused before it is taken for the repair case
     checks = [
         (("migrate", "--check"), "it has unapplied migrations: run migrate first"),
         (("makemigrations", "--check", "--dry-run"), "its models have changes without a migration: run makemigrations first"),

@@ -267,7 +267,8 @@ def test_nothing_changes_without_yes_or_with_dry_run(project, command):
     result = project.run(*command)
     if "--dry-run" in command:
         assert result.code == 0, result.stderr
-        assert "ALTER DATABASE" in result.stdout and "__squashkit_new" in result.stdout and "DROP DATABASE" not in result.stdout
+        assert "ALTER DATABASE" in result.stdout and "__squashkit_new" in result.stdout
+        assert "DROP DATABASE IF EXISTS" not in result.stdout  # side mode drops nothing live
         assert OWNER_PASSWORD not in result.stdout and PROD_PASSWORD not in result.stdout
         owner = PROD_OWNER if command[0] == "promote" else OWNER
         assert f'OWNER "{owner}" TEMPLATE template0 ENCODING \'UTF8\'' in result.stdout

@@ -181,6 +181,8 @@ _VIEWS = _USER_RELATIONS + "SELECT qualified, relkind, pg_get_viewdef(oid, true)
 # Internal triggers implement foreign keys: the constraints already say everything about them.
 _TRIGGERS = _USER_RELATIONS + """
 SELECT rel.qualified, g.tgname, quote_ident(g.tgname), pg_get_triggerdef(g.oid)
+       || CASE g.tgenabled WHEN 'D' THEN ' (disabled)' WHEN 'R' THEN ' (enabled on replicas only)'
+                           WHEN 'A' THEN ' (enabled always)' ELSE '' END
 FROM rel JOIN pg_trigger g ON g.tgrelid = rel.oid WHERE NOT g.tgisinternal
 """
 

@@ -270,3 +270,23 @@ def test_an_index_check_and_view_read_back_from_a_restore_are_the_same_objects(p
         conn.execute("CREATE UNIQUE INDEX unique_in_progress ON flow (object_id) WHERE status IN ('in_progress')")
         changed = schema.snapshot(conn)
     assert [d.name for d in schema.compare(expected, changed).real] == ["unique_in_progress"]
+
+
+def test_a_disabled_trigger_is_a_real_difference(pg, empty_databases):
+    # Found on a wagtail project: ALTER TABLE ... DISABLE TRIGGER by hand was not seen, and a squash
+    # faked migrations that create the trigger enabled over a database where it never fires.
+    first, second = empty_databases
+    ddl = """
+        CREATE TABLE t (id int PRIMARY KEY, n int);
+        CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.n := 1; RETURN NEW; END $$;
+        CREATE TRIGGER t_touch BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION touch()"""
+    expected = build(pg, first, ddl)
+    actual = build(pg, second, ddl + ";\nALTER TABLE t DISABLE TRIGGER t_touch")
+
+    diff = schema.compare(expected, actual)
+
+    assert [(d.kind, d.name) for d in diff.real] == [("trigger", "t_touch")]
+    assert diff.real[0].actual.endswith("(disabled)") and not diff.real[0].expected.endswith("(disabled)")
+    with admin(pg, second) as conn:
+        conn.execute("ALTER TABLE t ENABLE TRIGGER t_touch")
+        assert schema.compare(expected, schema.snapshot(conn)).matches

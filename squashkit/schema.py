@@ -137,9 +137,9 @@ WITH rel AS (
 )
 """
 
-_TABLES = _USER_RELATIONS + "SELECT qualified, relkind, relpersistence FROM rel WHERE relkind IN ('r', 'p')"
+_TABLES = sql.SQL(_USER_RELATIONS) + sql.SQL("SELECT qualified, relkind, relpersistence FROM rel WHERE relkind IN ('r', 'p')")
 
-_COLUMNS = _USER_RELATIONS + """
+_COLUMNS = sql.SQL(_USER_RELATIONS) + sql.SQL("""
 SELECT rel.qualified, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated,
        CASE WHEN a.attcollation <> t.typcollation THEN co.collname END,
@@ -151,22 +151,22 @@ JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
 WHERE rel.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-"""
+""")
 
-_CONSTRAINTS = _USER_RELATIONS + """
+_CONSTRAINTS = sql.SQL(_USER_RELATIONS) + sql.SQL("""
 SELECT rel.qualified, k.conname, k.contype, pg_get_constraintdef(k.oid)
 FROM rel JOIN pg_constraint k ON k.conrelid = rel.oid
-"""
+""")
 
 # The indexes behind primary keys, unique and exclusion constraints are compared as those constraints.
-_INDEXES = _USER_RELATIONS + """
+_INDEXES = sql.SQL(_USER_RELATIONS) + sql.SQL("""
 SELECT rel.qualified, ic.relname, quote_ident(ic.relname), pg_get_indexdef(i.indexrelid)
 FROM rel JOIN pg_index i ON i.indrelid = rel.oid JOIN pg_class ic ON ic.oid = i.indexrelid
 WHERE NOT EXISTS (SELECT 1 FROM pg_constraint k
                   WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u', 'x'))
-"""
+""")
 
-_SEQUENCES = _USER_RELATIONS + """
+_SEQUENCES = sql.SQL(_USER_RELATIONS) + sql.SQL("""
 SELECT rel.qualified, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle,
        (SELECT CASE WHEN tn.nspname = 'public' THEN t.relname ELSE tn.nspname || '.' || t.relname END || '.' || a.attname
         FROM pg_depend o JOIN pg_class t ON t.oid = o.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
@@ -174,17 +174,17 @@ SELECT rel.qualified, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
         WHERE o.classid = 'pg_class'::regclass AND o.objid = rel.oid AND o.refclassid = 'pg_class'::regclass
           AND o.deptype IN ('a', 'i') LIMIT 1)
 FROM rel JOIN pg_sequence s ON s.seqrelid = rel.oid
-"""
+""")
 
-_VIEWS = _USER_RELATIONS + "SELECT qualified, relkind, pg_get_viewdef(oid, true) FROM rel WHERE relkind IN ('v', 'm')"
+_VIEWS = sql.SQL(_USER_RELATIONS) + sql.SQL("SELECT qualified, relkind, pg_get_viewdef(oid, true) FROM rel WHERE relkind IN ('v', 'm')")
 
 # Internal triggers implement foreign keys: the constraints already say everything about them.
-_TRIGGERS = _USER_RELATIONS + """
+_TRIGGERS = sql.SQL(_USER_RELATIONS) + sql.SQL("""
 SELECT rel.qualified, g.tgname, quote_ident(g.tgname), pg_get_triggerdef(g.oid)
        || CASE g.tgenabled WHEN 'D' THEN ' (disabled)' WHEN 'R' THEN ' (enabled on replicas only)'
                            WHEN 'A' THEN ' (enabled always)' ELSE '' END
 FROM rel JOIN pg_trigger g ON g.tgrelid = rel.oid WHERE NOT g.tgisinternal
-"""
+""")
 
 _FUNCTIONS = """
 SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid)

@@ -35,6 +35,11 @@ class OperationFailed(SquashkitError):
     exit_code = FAILED
 
 
+class UndoIncomplete(OperationFailed):
+    """The operation failed and undoing it failed too (the server went away): its journal stays
+    open, so ``squashkit resume`` finishes the undo and other runs refuse until then."""
+
+
 class DiskFull(OperationFailed):
     """A write ran out of space: ours or a child program's. Whoever owns the output adds where."""
 

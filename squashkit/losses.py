@@ -253,7 +253,8 @@ def _judge_run_sql(entry: dict, conn: psycopg.Connection, tables: dict[str, str]
     verdict, reason = _run_sql_verdict(entry, statements, conn, earlier)
     judged = {"summary": summary, "verdict": verdict, "reason": reason, "creates": [obj.describe() for obj in created]}
     if verdict == "carried":
-        where = "first_migration" if {obj.kind for obj in created} <= {"extension", "schema"} else "carried_migration"
+        first = created and {obj.kind for obj in created} <= {"extension", "schema"}
+        where = "first_migration" if first else "carried_migration"
         place = "first regenerated migration, before the models" if where == "first_migration" else f"{CARRIED_NAME} migration"
         judged["reason"] = f"{reason}; carried with its reverse SQL into {entry['app']}'s {place}"
         judged["carry"] = _carry_run_sql(entry, where, _apps_named(entry["run_sql"]["sql"], tables, entry["app"]))
@@ -276,7 +277,15 @@ def _run_sql_verdict(
     if unknown:
         return "lost", f"squashkit cannot tell what {unknown[0].head()!r} leaves in the database: carry it by hand"
     if not created:
-        return "not_needed", "it only drops objects, which a database built from the regenerated migrations never has"
+        # A drop of what an earlier carried operation creates must be carried too, else the
+        # regenerated migrations create it twice (drop, change a column under it, create it again).
+        carried = {name for op in earlier if op.verdict == "carried" for name in op.creates}
+        undone = [s.object.describe() for s in statements if s.action == "drop" and s.object.describe() in carried]
+        if not undone:
+            return "not_needed", "it only drops objects, which a database built from the regenerated migrations never has"
+        if missing := _drop_of_unknown(statements, earlier):
+            return "lost", f"it drops {missing}, which a database built from the regenerated migrations may not have"
+        return "carried", f"it drops {', '.join(undone)}, which an earlier carried operation creates and a later one creates again"
     gone = [obj.describe() for obj in created if not sql_objects.exists(conn, obj)]
     if len(gone) == len(created):
         return "not_needed", f"everything it creates was dropped since ({', '.join(gone)})"

@@ -45,7 +45,7 @@ from pydantic import BaseModel, Field
 from squashkit import bundle, journal, locks, losses, postgres, schema
 from squashkit.backup import backup
 from squashkit.config import Config, Environment
-from squashkit.errors import BadInput, Interrupted, OperationFailed, SquashkitError
+from squashkit.errors import BadInput, Interrupted, OperationFailed, SquashkitError, UndoIncomplete
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
 from squashkit.project import (
@@ -158,6 +158,8 @@ def _journalled(config: Config, run: str, **header) -> Iterator[Journal]:
             record.end("failed", "interrupted before anything changed")
             raise
         raise Interrupted(f"interrupted during run {run}: run squashkit resume to finish or undo it") from None
+    except UndoIncomplete:
+        raise  # the journal stays open: resume finishes the undo
     except BaseException as exc:
         record.end("failed", _first_line(exc))
         raise
@@ -821,7 +823,13 @@ def _replace_database(
             raise OperationFailed(f"step '{step}' failed: {reason}") from None
         if side:
             log(f"step '{step}' failed: {reason}; removing what this run built ({target.name}'s database was not touched)")
-            state = _undo_side(config, target, journal.run, live, work, source_bundle if squash else None, log)
+            try:
+                state = _undo_side(config, target, journal.run, live, work, source_bundle if squash else None, log)
+            except (SquashkitError, psycopg.Error) as undo:
+                raise UndoIncomplete(
+                    f"step '{step}' failed: {reason}; undoing it failed too: {_first_line(undo)}. "
+                    "Run squashkit resume once that is mended: it finishes the undo"
+                ) from None
         else:
             log(f"step '{step}' failed: {reason}; putting {target.name} back as it was")
             state = _roll_back(config, target, safety_bundle, safety, log)

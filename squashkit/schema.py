@@ -114,6 +114,12 @@ class Schema(BaseModel):
         default_factory=dict, description="schema.name(identity arguments) -> pg_get_functiondef()."
     )
     extensions: dict[str, str] = Field(default_factory=dict, description="name -> version (the version is not compared).")
+    round_trips: dict[str, str] = Field(
+        default_factory=dict,
+        description="Index, check and view definition -> the same definition read back after PostgreSQL parsed it again, "
+                    "where they differ: what a pg_dump and pg_restore of it shows (an IN list of varchar becomes another "
+                    "but equal ARRAY cast).",
+    )
 
 
 # --- reading a schema from the catalogs -----------------------------------------------------------
@@ -175,6 +181,8 @@ _VIEWS = sql.SQL(_USER_RELATIONS) + sql.SQL("SELECT qualified, relkind, pg_get_v
 # Internal triggers implement foreign keys: the constraints already say everything about them.
 _TRIGGERS = sql.SQL(_USER_RELATIONS) + sql.SQL("""
 SELECT rel.qualified, g.tgname, quote_ident(g.tgname), pg_get_triggerdef(g.oid)
+       || CASE g.tgenabled WHEN 'D' THEN ' (disabled)' WHEN 'R' THEN ' (enabled on replicas only)'
+                           WHEN 'A' THEN ' (enabled always)' ELSE '' END
 FROM rel JOIN pg_trigger g ON g.tgrelid = rel.oid WHERE NOT g.tgisinternal
 """)
 
@@ -354,6 +362,21 @@ def _items(schema: Schema) -> list[_Item]:
     return items
 
 
+def _as_restored(left: list[_Item], right: list[_Item], round_trips: dict[str, str]) -> list[_Item]:
+    """Expected items whose definition the database holds only in its re-parsed form (the database
+    was restored from a dump, the migrations ran directly) take that form: the same object."""
+    if not round_trips:
+        return left
+    held = {(i.kind, i.scope, i.definition) for i in right}
+    out = []
+    for item in left:
+        again = round_trips.get(item.definition)
+        if again is not None and (item.kind, item.scope, item.definition) not in held and (item.kind, item.scope, again) in held:
+            item = item.model_copy(update={"definition": again})
+        out.append(item)
+    return out
+
+
 def compare(expected: Schema, actual: Schema) -> SchemaDiff:
     """How ``actual`` (the database) differs from ``expected`` (what the migrations build).
 
@@ -362,8 +385,8 @@ def compare(expected: Schema, actual: Schema) -> SchemaDiff:
     difference in definition); what is left is missing or extra. Objects of a missing or
     extra table are not listed again.
     """
-    left = _items(expected)
     right = _items(actual)
+    left = _as_restored(_items(expected), right, expected.round_trips)
     diff = SchemaDiff()
     # 1. the same object
     left, right = _pair(left, right, lambda i: (i.kind, i.scope, i.name, i.definition), lambda a, b: None)
@@ -502,7 +525,57 @@ def migrations_schema(
             "migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate into the scratch database {name}"
         )
         with postgres.connect(params.with_dbname(name)) as conn:
-            return snapshot(conn, exclude=exclude)
+            built = snapshot(conn, exclude=exclude)
+            built.round_trips = round_trips(conn, built)
+            return built
+
+
+_ROUND_TRIP = "squashkit_round_trip"
+
+
+def round_trips(conn: psycopg.Connection, built: Schema) -> dict[str, str]:
+    """Each index, check constraint and view of ``built`` created again from its own definition, as
+    pg_restore creates it, and read back: PostgreSQL does not always print what it parsed the way it
+    prints it after parsing that text again. Each in a transaction rolled back (in the scratch database)."""
+    wanted = [("index", i.definition, i.table) for i in built.indexes]
+    wanted += [("check", c.definition, c.table) for c in built.constraints if c.type == "check"]
+    wanted += [("view", v.definition, name) for name, v in built.views.items() if v.kind == "view"]
+    found: dict[str, str] = {}
+    for kind, definition, table in wanted:
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute(_round_trip_create(kind, definition, table))
+                row = conn.execute(_round_trip_read(kind)).fetchone()
+        except psycopg.Error:
+            continue
+        if row and row[0] is not None:
+            again = _without_name(row[0], "INDEX", _ROUND_TRIP) if kind == "index" else row[0]
+            if again != definition:
+                found[definition] = again
+    return found
+
+
+def _round_trip_create(kind: str, definition: str, table: str) -> sql.Composed:
+    if kind == "index":
+        return sql.Composed([sql.SQL(_braces(definition).replace(" INDEX ON ", " INDEX {} ON ", 1)).format(sql.Identifier(_ROUND_TRIP))])
+    if kind == "check":
+        return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} " + _braces(definition)).format(
+            sql.Identifier(*table.split(".", 1)), sql.Identifier(_ROUND_TRIP))
+    return sql.SQL("CREATE VIEW {} AS " + _braces(definition.rstrip().rstrip(";"))).format(sql.Identifier(_ROUND_TRIP))
+
+
+def _round_trip_read(kind: str) -> sql.Composed:
+    query = {
+        "index": "SELECT pg_get_indexdef(oid) FROM pg_class WHERE relname = {} AND relkind = 'i'",
+        "check": "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = {}",
+        "view": "SELECT pg_get_viewdef({}::regclass, true)",
+    }[kind]
+    return sql.SQL(query).format(_ROUND_TRIP)
+
+
+def _braces(text: str) -> str:
+    """SQL text made safe for ``sql.SQL(...).format``: an array literal's braces are not placeholders."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def drift(

@@ -180,3 +180,48 @@ def test_require_nothing_lost_refuses_the_lost_data_migration(copy):
     losses.require_nothing_lost(report, accept_loss=True)
     kept = report.model_copy(update={"operations": [op for op in report.operations if op.verdict != "lost"]})
     losses.require_nothing_lost(kept, accept_loss=False)
+
+
+REBUILD_TRIGGER_MIGRATION = """from django.db import migrations, models
+
+TRIGGER = '''
+CREATE TRIGGER catalog_tag_trim_name
+BEFORE INSERT OR UPDATE OF name ON catalog_tag
+FOR EACH ROW EXECUTE FUNCTION catalog_tag_trim_name()
+'''
+DROP = "DROP TRIGGER catalog_tag_trim_name ON catalog_tag"
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [('catalog', '0010_product_shipping_method')]
+
+    # PostgreSQL refuses to change the type of a column a trigger names: drop it, alter, create it again.
+    operations = [
+        migrations.RunSQL(DROP, reverse_sql=TRIGGER),
+        migrations.RunSQL("SELECT 1", reverse_sql=migrations.RunSQL.noop, elidable=True),
+        migrations.RunSQL(TRIGGER, reverse_sql=DROP),
+    ]
+"""
+
+
+def test_a_trigger_dropped_and_created_again_is_carried_with_its_drop_and_builds_once(pg, copy):
+    # Found on a wagtail project: an AlterField between a DROP TRIGGER and the same CREATE TRIGGER.
+    (copy.root / "catalog" / "migrations" / "0011_rebuild_trigger.py").write_text(REBUILD_TRIGGER_MIGRATION)
+    report = losses.scan(copy.manage, copy.project)
+    rebuild = {index: verdict for (file, index), verdict in verdicts(report).items() if "0011_rebuild_trigger" in file}
+    assert rebuild == {0: ("run_sql", "carried"), 1: ("run_sql", "not_needed"), 2: ("run_sql", "carried")}
+    drop = next(op for op in report.operations if op.migration == "0011_rebuild_trigger" and op.index == 0)
+    assert drop.carry.where == "carried_migration" and "trigger catalog_tag_trim_name on catalog_tag" in drop.reason
+
+    delete_migrations(copy.project, lambda message: None)
+    copy.manage.run("makemigrations", *OWN_APPS, what="makemigrations")
+    losses.carry_over(report, copy.project)
+    scratch = create_database(pg, unique_name("losses_rebuild"))
+    try:
+        copy.manage.on({"default": scratch}).run("migrate", "-v", "0", what="migrate of the carried migrations")
+        with psycopg.connect(**pg.conninfo(scratch), autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'catalog_tag_trim_name'").fetchone() == (1,)
+            assert conn.execute("INSERT INTO catalog_tag (name) VALUES ('  sale  ') RETURNING name").fetchone() == ("sale",)
+    finally:
+        drop_database(pg, scratch)

@@ -166,3 +166,27 @@ def test_killed_rollback_kept_resumes(project, step):
 def test_rollback_without_a_kept_database_says_what_to_use(project):
     result = project.run("rollback", "--kept", "--yes")
     assert result.code == 2 and "no kept database" in result.stderr and "squashkit rollback BUNDLE" in result.stderr
+
+
+def test_a_failed_run_whose_undo_fails_too_stays_open_for_resume(tmp_path):
+    # Found on a wagtail project: the server went away mid-squash, so the undo could not drop the
+    # side database either; the journal said "failed", resume had nothing to do, and the squashed
+    # files stayed on disk beside a database that still had the old history.
+    from types import SimpleNamespace
+
+    from squashkit import journal
+    from squashkit.errors import OperationFailed, UndoIncomplete
+    from squashkit.pipeline import _journalled
+
+    config = SimpleNamespace(backup_dir=tmp_path, source=tmp_path / "squashkit.toml")
+    with pytest.raises(UndoIncomplete):
+        with _journalled(config, "squash-dev-1", command="squash", target="dev", squash=True, mode="side") as record:
+            record.started("pg_restore default", "dev")
+            raise UndoIncomplete("step 'pg_restore default' failed: x; undoing it failed too: y")
+    assert [run.header.run for run in journal.interrupted(tmp_path)] == ["squash-dev-1"]
+
+    with pytest.raises(OperationFailed):  # an undo that worked closes the journal as before
+        with _journalled(config, "squash-dev-2", command="squash", target="dev", squash=True, mode="side") as record:
+            record.started("pg_restore default", "dev")
+            raise OperationFailed("step 'pg_restore default' failed: x. Nothing was lost")
+    assert [run.header.run for run in journal.interrupted(tmp_path)] == ["squash-dev-1"]

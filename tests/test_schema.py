@@ -241,3 +241,52 @@ def test_squashed_migrations_lose_what_makemigrations_cannot_write(pg, sample_db
     with pytest.raises(OperationFailed, match="gin_trgm_ops"):
         schema.migrations_schema(manage_for(pg, sample_db.name, project), "default", params, copy_extensions=False)
     assert not database_exists(pg, schema.scratch_name(sample_db.name))
+
+
+def test_an_index_check_and_view_read_back_from_a_restore_are_the_same_objects(pg, empty_databases):
+    # Found on wagtail: its UniqueConstraint(condition=Q(status__in=[...])) on a varchar is printed by
+    # pg_dump in a form PostgreSQL, once it parses it again, prints with the casts elsewhere.
+    migrated, restored = empty_databases
+    tables = "CREATE TABLE flow (id serial PRIMARY KEY, status varchar(50) NOT NULL, object_id varchar(255) NOT NULL)"
+    expected = build(pg, migrated, tables + """;
+        CREATE UNIQUE INDEX unique_in_progress ON flow (object_id) WHERE status IN ('in_progress', 'needs_changes');
+        ALTER TABLE flow ADD CONSTRAINT flow_status_known CHECK (status IN ('in_progress', 'done'));
+        CREATE VIEW flow_open AS SELECT id FROM flow WHERE status IN ('in_progress', 'needs_changes')""")
+    with admin(pg, migrated) as conn:
+        expected.round_trips = schema.round_trips(conn, expected)
+        dumped = [conn.execute("SELECT pg_get_indexdef('unique_in_progress'::regclass)").fetchone()[0],
+                  "ALTER TABLE flow ADD CONSTRAINT flow_status_known "
+                  + conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'flow_status_known'").fetchone()[0],
+                  "CREATE VIEW flow_open AS " + conn.execute("SELECT pg_get_viewdef('flow_open'::regclass)").fetchone()[0]]
+    actual = build(pg, restored, tables + ";\n" + ";\n".join(dumped))  # what pg_restore runs
+
+    assert expected.round_trips, "this server prints the partial index the same way again: nothing to prove"
+    assert schema.compare(expected, actual).matches, schema.compare(expected, actual).render()
+    assert not schema.compare(expected.model_copy(update={"round_trips": {}}), actual).matches
+
+    # A real difference is still one.
+    with admin(pg, restored) as conn:
+        conn.execute("DROP INDEX unique_in_progress")
+        conn.execute("CREATE UNIQUE INDEX unique_in_progress ON flow (object_id) WHERE status IN ('in_progress')")
+        changed = schema.snapshot(conn)
+    assert [d.name for d in schema.compare(expected, changed).real] == ["unique_in_progress"]
+
+
+def test_a_disabled_trigger_is_a_real_difference(pg, empty_databases):
+    # Found on a wagtail project: ALTER TABLE ... DISABLE TRIGGER by hand was not seen, and a squash
+    # faked migrations that create the trigger enabled over a database where it never fires.
+    first, second = empty_databases
+    ddl = """
+        CREATE TABLE t (id int PRIMARY KEY, n int);
+        CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.n := 1; RETURN NEW; END $$;
+        CREATE TRIGGER t_touch BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION touch()"""
+    expected = build(pg, first, ddl)
+    actual = build(pg, second, ddl + ";\nALTER TABLE t DISABLE TRIGGER t_touch")
+
+    diff = schema.compare(expected, actual)
+
+    assert [(d.kind, d.name) for d in diff.real] == [("trigger", "t_touch")]
+    assert diff.real[0].actual.endswith("(disabled)") and not diff.real[0].expected.endswith("(disabled)")
+    with admin(pg, second) as conn:
+        conn.execute("ALTER TABLE t ENABLE TRIGGER t_touch")
+        assert schema.compare(expected, schema.snapshot(conn)).matches

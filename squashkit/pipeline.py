@@ -148,6 +148,10 @@ def _exclusive(config: Config, run: str, targets: list[Target]) -> Iterator[None
 def _journalled(config: Config, run: str, **header) -> Iterator[Journal]:
     """The run's journal, ended with its outcome; a run interrupted after it changed something stays
     open, for ``squashkit resume``."""
+    try:
+        config.backup_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot write the run's journal in backup_dir {config.backup_dir}: {exc.strerror} (nothing was changed)") from None
     record = Journal.create(config.backup_dir, journal.Header(
         run=run, config=config.source, pid=os.getpid(), host=socket.gethostname(), started_at=bundle.utc_now(), **header
     ))
@@ -710,7 +714,8 @@ def _plan(
         ))
     steps.append(PlannedStep(
         name="migrate --fake", does="mark every migration applied in a fresh django_migrations",
-        commands=[f"manage.py migrate --fake --database {alias}" for alias in aliases], undo="restore from the safety bundle",
+        commands=[f"manage.py migrate --fake --database {alias}" for alias in aliases],
+        undo="drop the side database (the live one is untouched)" if mode == "side" else "restore from the safety bundle",
     ))
     steps.append(PlannedStep(
         name="verify", does="row counts equal the bundle's; migrate --check and makemigrations --check clean",
@@ -1195,11 +1200,13 @@ def rollback_kept(
     aliases = target.project.postgres_aliases()
     live = {alias: target.params(alias).dbname for alias in aliases}
     runs = set()
+    comments: dict[str, str] = {}
     for alias in aliases:
         with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
             comment = postgres.database_comment(conn, live[alias] + KEPT) if postgres.database_exists(conn, live[alias] + KEPT) else None
         if comment is None:
             raise BadInput(f"there is no kept database {live[alias] + KEPT} for {target.name}: use squashkit rollback BUNDLE")
+        comments[alias] = comment
         runs.add((re.match(r"squashkit run (\S+):", comment) or [None, comment])[1])
     if len(runs) != 1:
         raise BadInput(f"the kept databases of {target.name} come from different runs ({', '.join(sorted(runs))}): use squashkit rollback BUNDLE")
@@ -1219,17 +1226,31 @@ def rollback_kept(
             record.started("phase", target.name, mode="side", squash=False, source_bundle=None, safety_bundle=None,
                            files={"kind": files[0], "archive": str(files[1])} if files else None,
                            databases={a: {"live": n, "work": n + KEPT} for a, n in live.items()})
-            for alias, name in live.items():
-                record.started(f"exchange {alias}", target.name, database=name, kept=name + KEPT)
-                with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
-                    when = bundle.utc_now().strftime("%Y-%m-%d %H:%M:%S")
-                    postgres.exchange_databases(conn, live=name, kept=name + KEPT, spare=name + SIDE,
-                                                comment=f"squashkit run {run}: {name} as it was until {when} UTC")
-                record.finished(f"exchange {alias}", target.name)
-                log(f"{name}{KEPT} is {name} again; the database it replaced is kept as {name}{KEPT}")
-            _put_back_kept_files(target, files, record, log)
+            exchanged: list[str] = []
+            try:
+                for alias, name in live.items():
+                    record.started(f"exchange {alias}", target.name, database=name, kept=name + KEPT)
+                    with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
+                        when = bundle.utc_now().strftime("%Y-%m-%d %H:%M:%S")
+                        postgres.exchange_databases(conn, live=name, kept=name + KEPT, spare=name + SIDE,
+                                                    comment=f"squashkit run {run}: {name} as it was until {when} UTC")
+                    exchanged.append(alias)
+                    record.finished(f"exchange {alias}", target.name)
+                    log(f"{name}{KEPT} is {name} again; the database it replaced is kept as {name}{KEPT}")
+                _put_back_kept_files(target, files, record, log)
+                verify(resolve(config, target.name), None, log)
+            except (SquashkitError, psycopg.Error) as exc:
+                # Exchanging again is the undo; the kept database gets its own comment back.
+                for alias in exchanged:
+                    with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
+                        postgres.exchange_databases(conn, live=live[alias], kept=live[alias] + KEPT,
+                                                    spare=live[alias] + SIDE, comment=comments[alias])
+                if files is not None:
+                    _put_back_saved(target, saved, log)
+                raise OperationFailed(
+                    f"rollback --kept failed ({_first_line(exc)}); {target.name}'s databases and migration files are as before"
+                ) from None
             record.finished("phase", target.name)
-            verify(resolve(config, target.name), None, log)
 
 
 def _kept_files(config: Config, made_by: str, env: str) -> tuple[str, Path] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 import zlib
@@ -154,7 +155,7 @@ def manage_py(config: Config, env_name: str, environment: Environment) -> Manage
     """The environment's manage.py, checked to exist."""
     if not config.manage_py.is_file():
         raise BadInput(f"no manage.py at {config.manage_py} (set manage_py in {config.source})")
-    if not (Path(config.python).is_file() or sh.which(config.python)):
+    if not (Path(config.python).is_file() or shutil.which(config.python)):
         raise BadInput(f"python interpreter {config.python!r} not found (set python in {config.source})")
     env = {**os.environ, **environment.expanded_env()}
     env["DJANGO_SETTINGS_MODULE"] = environment.settings

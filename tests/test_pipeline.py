@@ -493,3 +493,24 @@ def test_at_a_terminal_a_protected_environment_asks_for_the_name_and_a_wrong_one
     assert os.waitstatus_to_exitcode(status) == 2, output
     assert b"the name typed does not match" in output
     assert project.fingerprint(project.prod) == prod
+
+
+def test_promote_onto_a_prod_that_lacks_a_new_apps_tables_keeps_every_row(project):
+    """dev's code has an app prod never migrated: prod's safety backup leaves its models out of
+    the json (no table, no rows) instead of failing, and prod ends equal to dev."""
+    make_prod(project)
+    with psycopg.connect(**project.pg.conninfo(project.prod), autocommit=True) as conn:
+        conn.execute("DROP TABLE analytics_pageview")
+        conn.execute("DELETE FROM django_migrations WHERE app = 'analytics'")
+    result = project.run("promote", "dev-to-prod", "--yes")
+    assert result.code == 0, result.stderr
+    assert "no table yet for analytics.pageview" in result.stderr
+    assert project.fingerprint(project.prod) == project.fingerprint(project.dev)
+
+
+def test_a_missing_interpreter_is_named_in_one_line(project):
+    config = project.root / "squashkit.toml"
+    config.write_text(config.read_text().replace(f'python = "{sys.executable}"', 'python = "/nonexistent/python9"'))
+    result = project.run("backup")
+    assert result.code == 2 and "python interpreter '/nonexistent/python9' not found" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr

@@ -350,15 +350,20 @@ def put_back_migrations(
                 shutil.rmtree(path)
             elif path.is_file():
                 path.unlink()
-    with tarfile.open(bundle_dir / manifest.migrations_archive) as archive:
+    _extract_migrations(bundle_dir / manifest.migrations_archive, root)
+    log(f"migration files put back from {bundle_dir.name}/{manifest.migrations_archive}")
+
+
+def _extract_migrations(tarball: Path, root: Path) -> None:
+    """Write every file of a migrations tarball under ``root``, refusing entries that would leave it."""
+    with tarfile.open(tarball) as archive:
         for member in archive.getmembers():
             name = Path(member.name)
             if name.is_absolute() or ".." in name.parts or not member.isfile():
-                raise OperationFailed(f"{manifest.migrations_archive} holds an unsafe entry {member.name!r}")
+                raise OperationFailed(f"{tarball.name} holds an unsafe entry {member.name!r}")
             destination = root / name  # through the app's own symlink, as when it was archived
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_bytes(archive.extractfile(member).read())
-    log(f"migration files put back from {bundle_dir.name}/{manifest.migrations_archive}")
 
 
 def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts | None, extensions: list[str], log: Log) -> None:
@@ -513,12 +518,12 @@ def require_no_leftovers(target: Target) -> None:
     for alias in target.project.postgres_aliases():
         live = target.params(alias).dbname
         with postgres.connect(_server_params(target, alias).with_dbname("postgres")) as conn:
-            for name in (live + SIDE,):
-                if postgres.database_exists(conn, name):
-                    raise BadInput(
-                        f"{name} is left over from an earlier run ({postgres.database_comment(conn, name) or 'no comment'}): "
-                        "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)"
-                    )
+            name = live + SIDE
+            if postgres.database_exists(conn, name):
+                raise BadInput(
+                    f"{name} is left over from an earlier run ({postgres.database_comment(conn, name) or 'no comment'}): "
+                    "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)"
+                )
 
 
 def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int, log: Log, *, dbname: str | None = None) -> None:
@@ -1354,14 +1359,7 @@ def _put_back_saved(target: Target, saved: Path, log: Log) -> None:
     for app in target.project.own_apps():
         for path in migration_files(app):
             path.unlink()
-    with tarfile.open(saved) as archive:
-        for member in archive.getmembers():
-            name = Path(member.name)
-            if name.is_absolute() or ".." in name.parts or not member.isfile():
-                raise OperationFailed(f"{saved.name} holds an unsafe entry {member.name!r}")
-            destination = target.manage.cwd / name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(archive.extractfile(member).read())
+    _extract_migrations(saved, target.manage.cwd)
     log(f"migration files put back from {saved.name}")
 
 

@@ -18,7 +18,7 @@ permissions themselves head the file in natural-key form (no pk), so loading int
 database matches those ``migrate`` created and adds any the code no longer defines. The
 result is an ordinary fixture: ``manage.py loaddata db.json`` needs no squashkit.
 
-dumpdata runs through ``dumpdata_runner.py``: Django's jsonl serializer with an encoder that
+dumpdata runs through ``inproject/dumpdata.py``: Django's jsonl serializer with an encoder that
 keeps the microseconds ``DjangoJSONEncoder`` cuts off. Unmanaged models (views, tables
 ``migrate`` does not create) are excluded: loading them fails.
 

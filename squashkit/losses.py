@@ -36,11 +36,11 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import postgres, sql_objects
+from squashkit import inproject, postgres, sql_objects
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.project import ManagePy, ProjectInfo
 
-LOSSES_RUNNER = Path(__file__).with_name("losses_runner.py")
+LOSSES_RUNNER = inproject.runner("losses")
 CARRIED_NAME = "squashkit_carried"
 
 Verdict = Literal["carried", "not_needed", "lost"]
@@ -111,7 +111,7 @@ def scan(manage: ManagePy, project: ProjectInfo) -> LossReport:
     The database of each app (the settings' alias, or the one ``manage.on`` names) is asked
     whether what a RunSQL created still exists and what an extension needs.
     """
-    found = _run_losses_runner(manage, [app.label for app in project.own_apps()])
+    found = _run_in_project(manage, [app.label for app in project.own_apps()])
     tables = _tables_by_app(project)
     operations: list[LostOperation] = []
     with _connections(manage, project) as connection_for:
@@ -122,8 +122,8 @@ def scan(manage: ManagePy, project: ProjectInfo) -> LossReport:
     return LossReport(operations=operations)
 
 
-def _run_losses_runner(manage: ManagePy, apps: list[str]) -> list[dict]:
-    """Run losses_runner.py in the project's ``manage.py shell``; its JSON goes to a private file."""
+def _run_in_project(manage: ManagePy, apps: list[str]) -> list[dict]:
+    """Run inproject/losses.py in the project's ``manage.py shell``; its JSON goes to a private file."""
     with tempfile.TemporaryDirectory(prefix="squashkit-losses-") as private:
         out = Path(private) / "losses.json"
         arguments = {"apps": apps, "output": str(out)}

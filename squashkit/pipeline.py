@@ -657,7 +657,7 @@ def _plan(
             name="loss report",
             does="load the migrations and list what regenerated ones would forget; refuse what cannot be carried over "
                  "(--accept-loss drops it knowingly)",
-            commands=["manage.py shell -c <squashkit/losses_runner.py>"],
+            commands=["manage.py shell -c <squashkit/inproject/losses.py>"],
             undo="nothing to undo",
         ))
         steps.append(PlannedStep(

@@ -19,13 +19,14 @@ from pathlib import Path
 import sh
 from pydantic import BaseModel, Field
 
+from squashkit import inproject
 from squashkit.config import Config, Environment
 from squashkit.errors import NO_SPACE, BadInput, DiskFull, OperationFailed
 from squashkit.postgres import ConnectionParams
 
-PROBE = Path(__file__).with_name("project_probe.py")
-DUMPDATA_RUNNER = Path(__file__).with_name("dumpdata_runner.py")
-COMMAND_RUNNER = Path(__file__).with_name("command_runner.py")
+PROBE = inproject.runner("probe")
+DUMPDATA_RUNNER = inproject.runner("dumpdata")
+COMMAND_RUNNER = inproject.runner("command")
 POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
 
 # The procedure's excludes: rows that `migrate` recreates (permissions, content types) or
@@ -199,7 +200,7 @@ def introspect(manage: ManagePy) -> ProjectInfo:
 def dumpdata(manage: ManagePy, alias: str, output: Path, exclude: list[str]) -> None:
     """``dumpdata --all --format jsonl`` of ``alias`` into ``output``, datetimes and times to the microsecond.
 
-    Runs ``dumpdata_runner.py`` in the project's ``manage.py shell`` (see its docstring for why).
+    Runs ``inproject/dumpdata.py`` in the project's ``manage.py shell`` (see its docstring for why).
     """
     arguments = {"alias": alias, "output": str(output), "exclude": list(exclude)}
     code = (

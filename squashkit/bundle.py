@@ -284,6 +284,17 @@ def damaged_files(directory: Path, manifest: Manifest) -> list[str]:
     ]
 
 
+def belongs_to(name: str, dump: str) -> bool:
+    """Whether the bundle file ``name`` is the dump ``dump`` or a file of it (directory format)."""
+    return name == dump or name.startswith(dump + "/")
+
+
+def json_intact(directory: Path, manifest: Manifest) -> bool:
+    """Whether the bundle's json files, content types and migrations archive are intact (its dump may not be)."""
+    damaged = damaged_files(directory, manifest)
+    return not [n for n in damaged if n != "log.txt" and not any(belongs_to(n, e.dump) for e in manifest.databases)]
+
+
 def verify_hashes(directory: Path, manifest: Manifest) -> None:
     """Every file the manifest lists is there with the same sha256; else the bundle is bad input."""
     damaged = damaged_files(directory, manifest)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from squashkit import __version__, bundle, postgres
+from squashkit import __version__, bundle, clients, postgres
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.fixture import NaturalKeys, read_counts, read_ids, write_fixture
@@ -78,14 +78,14 @@ def backup(
         raise BadInput("DATABASES['default'] is not a PostgreSQL database: squashkit backs up PostgreSQL only")
 
     # 2. The client tools, before anything is written.
-    pg_dump = postgres.client_program("pg_dump", config.pg_bin)
-    pg_restore = postgres.client_program("pg_restore", config.pg_bin)
+    pg_dump = clients.client_program("pg_dump", config.pg_bin)
+    pg_restore = clients.client_program("pg_restore", config.pg_bin)
     for alias in aliases:
         params = project.connection(alias)
         with postgres.connect(params) as conn:
             version_num = conn.info.server_version
-        postgres.require_client_for_server(pg_dump, version_num)
-        postgres.require_client_for_server(pg_restore, version_num)
+        clients.require_client_for_server(pg_dump, version_num)
+        clients.require_client_for_server(pg_restore, version_num)
 
     output_dir = bundle.prepare_output_dir(Path(output) if output else config.backup_dir)
     excludes = project.installed_excludes(config.exclude)
@@ -180,7 +180,7 @@ def _backup_alias(
                 args.append(f"--jobs={jobs}")
             note(f"[{alias}] pg_dump of {params.describe()} ({dump_format} format)")
             clock = time.monotonic()
-            postgres.run_client(pg_dump, args, params, what=f"pg_dump of {alias!r}")
+            clients.run_client(pg_dump, args, params, what=f"pg_dump of {alias!r}")
             note(f"[{alias}] pg_dump done in {time.monotonic() - clock:.1f}s")
 
     # 5. dumpdata, rewritten into the fixture.
@@ -196,7 +196,7 @@ def _backup_alias(
     note(f"[{alias}] {json_name}: {sum(written.values())} objects in {time.monotonic() - clock:.1f}s")
 
     # 6. Verify what was written against the snapshot.
-    in_dump = postgres.dump_table_data(pg_restore, partial / dump_name, [t.qualified for t in facts.tables])
+    in_dump = clients.dump_table_data(pg_restore, partial / dump_name, [t.qualified for t in facts.tables])
     missing = [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table and t.qualified not in in_dump]
     if missing:
         raise OperationFailed(f"{dump_name} lacks the data of {len(missing)} tables (e.g. {missing[0]})")

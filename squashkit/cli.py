@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from typer.exceptions import TyperException
 
-from squashkit import __version__, bundle, cluster
+from squashkit import __version__, bundle, cluster, project
 from squashkit import config as config_module
 from squashkit.commands import backup as backup_command
 from squashkit.commands import check as check_command
@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(args=argv, prog_name="squashkit", standalone_mode=False)
+        started = project.account()
+        if started:
+            _log(started)
         return code if isinstance(code, int) else 0
     except TyperException as exc:  # a usage error: one line too, like every other error
         message = exc.format_message()

@@ -41,7 +41,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from squashkit.bundle import AliasBackup
+from squashkit.bundle import AliasBackup, holds_what_was_recorded
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.postgres import ConnectionParams, connect, resolve_table
 from squashkit.project import ManagePy
@@ -236,10 +236,6 @@ def _regclass(conn: psycopg.Connection, qualified: str) -> str | None:
     return conn.execute("SELECT to_regclass(%s)::text", [quoted]).fetchone()[0]
 
 
-def _count(conn: psycopg.Connection, qualified: str) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_identifier(qualified))).fetchone()[0]
-
-
 def _has_rows(conn: psycopg.Connection, qualified: str) -> bool:
     return conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_identifier(qualified))).fetchone()[0]
 
@@ -281,7 +277,7 @@ def load_fixture(
        hands out the ids of deleted rows again). A sequence of a table the fixture does not
        fill is only set while that table is empty: if ``migrate`` put rows there
        (django_migrations), their ids belong to the target's own numbering.
-    5. Verify: every table filled has the source's row count.
+    5. Verify: every table filled holds the source's content (row counts for bundles older than content hashes).
     """
     if not entry.json_tables and entry.json_objects:
         raise OperationFailed(
@@ -295,7 +291,6 @@ def load_fixture(
     tables = list(entry.json_tables)
     if ids:
         tables += [t for t in (ids["content_type_table"], ids["permission_table"]) if t and t not in tables]
-    source_rows = {t.qualified: t.rows for t in entry.facts.tables}
     where = f"[{entry.alias}]"
 
     with connect(params, autocommit=True) as conn:
@@ -345,16 +340,13 @@ def load_fixture(
         if skipped:
             log(f"{where} note: {len(skipped)} sequences of the source do not exist here (e.g. {skipped[0]})")
 
-        # 5. Verify.
-        for table in sorted(tables):
-            if table not in source_rows:
-                continue  # not a plain table the backup counted (a partitioned parent)
-            rows = _count(conn, table)
-            if rows != source_rows[table]:
-                raise OperationFailed(
-                    f"after loading {entry.json_file}, {table} has {rows} rows but the source had {source_rows[table]}"
-                )
-        log(f"{where} verified: {len(tables)} tables hold the source's row counts")
+        # 5. Verify: by content where the bundle recorded it, else by row count.
+        problems = holds_what_was_recorded(conn, entry, sorted(tables))
+        if problems:
+            more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
+            raise OperationFailed(f"after loading {entry.json_file}: {problems[0]}{more}")
+        held = "content" if entry.contents else "row counts"
+        log(f"{where} verified: {len(tables)} tables hold the source's {held}")
 
 
 def empty_tables(conn: psycopg.Connection, tables: list[str]) -> None:

@@ -116,6 +116,7 @@ def replace_database(
         # 7. Verify against the bundle (changes nothing).
         step = "verify"
         record.started(step, env)
+        _change_a_row_if_asked(target, side)
         steps.verify(target, manifest, log, databases=side)
         record.finished(step, env)
         # 8. Swap the verified side databases in (side mode); undone by renaming back.
@@ -301,6 +302,15 @@ def undo_phase(config: Config, run: journal.Run, env: str, log: Log) -> str:
 def _fault(point: str) -> bool:
     """Test-only fault injection: $SQUASHKIT_TEST_FAULT names a point where a real run breaks."""
     return os.environ.get("SQUASHKIT_TEST_FAULT") == point
+
+
+def _change_a_row_if_asked(target: Target, databases: dict[str, str]) -> None:
+    """Test-only: a load that changed a table without changing its row count, as a field that does
+    not survive a round trip does: one user's first name, in the rebuilt default database."""
+    if _fault(f"change-a-row:{target.name}"):
+        params = target.params()
+        with postgres.connect(params.with_dbname(databases.get("default", params.dbname))) as conn:
+            conn.execute("UPDATE auth_user SET first_name = first_name || '!' WHERE id = (SELECT min(id) FROM auth_user)")
 
 
 def _truncated_copy(dump: Path) -> Path:

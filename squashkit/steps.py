@@ -61,7 +61,7 @@ from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, first_line
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
-from squashkit.project import ProjectInfo, migration_files, uncommitted_migration_changes
+from squashkit.project import ProjectInfo, migration_files, migration_names, uncommitted_migration_changes
 from squashkit.target import Target
 
 Log = Callable[[str], None]
@@ -97,9 +97,10 @@ def preflight(
         (("migrate", "--check"), "it has unapplied migrations: run migrate first"),
         (("makemigrations", "--check", "--dry-run"), "its models have changes without a migration: run makemigrations first"),
     ]
-    for args, meaning in checks if source else checks[1:]:
-        checked = source or target
-        passed, crash = checked.manage.passes(*args)
+    checked = source or target
+    wanted = checks if source else checks[1:]
+    outcomes = checked.manage.checks(*(args for args, _meaning in wanted), what="preflight checks")
+    for (args, meaning), (passed, crash) in zip(wanted, outcomes):
         if crash:
             raise BadInput(f"preflight on {checked.name}: {' '.join(args)} failed: {crash}")
         repairing = _lost_migration_files(checked) if not passed and squashing and args[0] == "makemigrations" else []
@@ -256,7 +257,7 @@ def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:
 
 def backup_step(config: Config, target: Target, log: Log, record: Journal, step: str) -> Path:
     record.started(step, target.name)
-    made = backup(config, env=target.name, log=log)
+    made = backup(config, target=target, log=log)
     record.finished(step, target.name, bundle=str(made))
     return made
 
@@ -462,27 +463,54 @@ def fake_migrations(target: Target, log: Log, *, databases: dict[str, str] | Non
 
 
 def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databases: dict[str, str] | None = None) -> None:
-    """Step 7: every table holds the manifest's row count; migrations and models agree with the database."""
+    """Step 7: every table holds what the bundle recorded, by content (row counts for bundles made
+    before squashkit recorded content hashes); migrations and models agree with the database.
+
+    Row counts alone would pass a restore that changed every value of a column."""
     databases = databases or {}
     manage = target.manage.on(databases) if databases else target.manage
+    by_content = False
     for entry in manifest.databases if manifest else []:
         if entry.alias not in target.project.postgres_aliases():
             continue
         params = target.params(entry.alias)
         with postgres.connect(params.with_dbname(databases.get(entry.alias, params.dbname))) as conn:
-            actual = postgres.table_counts(conn)
-        for table in entry.facts.tables:
-            if table.qualified == entry.facts.django_migrations_table:
+            problems = bundle.holds_what_was_recorded(conn, entry)
+        if problems:
+            more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
+            raise OperationFailed(f"verify on {entry.alias}: {problems[0]}{more}")
+        by_content = by_content or bool(entry.contents)
+    (migrated, migrate_error), (complete, models_error) = manage.checks(
+        ("migrate", "--check"), ("makemigrations", "--check", "--dry-run"), what="verify checks"
+    )
+    if not migrated:
+        raise OperationFailed(f"verify: migrate --check failed: {migrate_error or 'not every migration is applied'}")
+    if not complete:
+        raise OperationFailed(f"verify: makemigrations --check failed: {models_error or 'the models have changes no migration holds'}")
+    held = ("every table holds the bundle's content; " if by_content else "every table has the bundle's row count; ") if manifest else ""
+    log(f"verified: {held}migrate --check and makemigrations --check are clean")
+
+
+def require_files_match_history(target: Target, log: Log) -> None:
+    """``rollback --kept``'s verification, without starting Django: every migration file of the
+    project's own apps now on disk is recorded as applied in the database now live.
+
+    A kept database was verified with its files before it was swapped out; this proves the files
+    that came back are those (``migrate --check``'s question, asked of the disk and one table)."""
+    for alias in target.project.postgres_aliases():
+        with postgres.connect(target.params(alias)) as conn:
+            table = conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]
+            applied = set(conn.execute("SELECT app, name FROM django_migrations").fetchall()) if table else set()
+        for app in target.project.own_apps():
+            if alias not in app.aliases:
                 continue
-            if actual.get(table.qualified) != table.rows:
+            missing = [name for name in migration_names(app) if (app.label, name) not in applied]
+            if missing:
                 raise OperationFailed(
-                    f"verify: {table.qualified} has {actual.get(table.qualified, 'no table, so 0')} rows on "
-                    f"{entry.alias}, the bundle says {table.rows}"
+                    f"verify: {app.label}'s migration files {', '.join(missing[:3])} are not applied on {alias}: "
+                    "the files and the database do not go together"
                 )
-    manage.run("migrate", "--check", what="verify: migrate --check")
-    manage.run("makemigrations", "--check", "--dry-run", what="verify: makemigrations --check")
-    counted = "every table has the bundle's row count; " if manifest else ""
-    log(f"verified: {counted}migrate --check and makemigrations --check are clean")
+    log("verified: every migration file on disk is applied in the database now live")
 
 
 def swap_in(target: Target, alias: str, new: str, run: str, log: Log) -> None:

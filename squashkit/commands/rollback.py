@@ -103,7 +103,7 @@ def rollback_kept(
                     record.finished(f"exchange {alias}", target.name)
                     log(f"{name}{steps.KEPT} is {name} again; the database it replaced is kept as {name}{steps.KEPT}")
                 put_back_kept_files(target, files, record, log)
-                steps.verify(resolve(config, target.name), None, log)
+                steps.require_files_match_history(target, log)
             except (SquashkitError, psycopg.Error) as exc:
                 # Exchanging again is the undo; the kept database gets its own comment back.
                 for alias in exchanged:

@@ -542,7 +542,9 @@ def machine_info(dbs: Databases) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True).stdout.strip())
+    # Results written by earlier runs do not make the measured code dirty.
+    status = ["git", "-C", str(REPO), "status", "--porcelain", "--", ".", ":(exclude)benchmarks/results"]
+    dirty = bool(subprocess.run(status, capture_output=True, text=True).stdout.strip())
     return {
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": cpu,

@@ -55,33 +55,13 @@ from psycopg import sql
 import squashkit
 from squashkit import cluster as cluster_module
 
+from report import LABELS, markdown  # benchmarks/report.py, beside this file
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 SAMPLE = REPO / "sample_project"
 PYTHON = sys.executable
 PROCESS_LOG = "SQUASHKIT_BENCH_PROCESS_LOG"
-
-# The order they run in, within one repeat; the later rollbacks start from what the earlier
-# ones leave (a kept database), as a user's would.
-TARGETS = {
-    "pg_dump": "`pg_dump -Fc`",
-    "pg_restore": "`createdb` + extensions + `pg_restore`",
-    "shell_procedure": "shell procedure, steps 1-7",
-    "backup": "squashkit backup",
-    "promote": "squashkit promote dev-to-prod",
-    "promote_squash": "squashkit promote dev-to-prod --squash",
-    "rollback_json": "squashkit rollback BUNDLE/db.json",
-    "rollback_dump": "squashkit rollback BUNDLE",
-    "rollback_kept": "squashkit rollback --kept",
-}
-SQUASHKIT_TARGETS = [name for name in TARGETS if name.startswith(("backup", "promote", "rollback"))]
-# The ratios the issue asks for: (label, numerator, denominator).
-RATIOS = [
-    ("backup / `pg_dump -Fc`", "backup", "pg_dump"),
-    ("rollback from db.json / rollback from the bundle (dump)", "rollback_json", "rollback_dump"),
-    ("promote --squash / shell procedure steps 1-7", "promote_squash", "shell_procedure"),
-]
-
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -455,7 +435,7 @@ def target_promote_squash(rep: Repeat) -> dict:
     return sample
 
 
-def _rollback(rep: Repeat, what: str, *args: str) -> dict:
+def _rollback(rep: Repeat, what: str) -> dict:
     bundle = bundle_for(rep)
     if bundle is None:
         return failed("squashkit backup failed, so there was no bundle to roll back to")
@@ -483,6 +463,22 @@ def target_rollback_kept(rep: Repeat) -> dict:
                                            logfile=rep.work / "rollback-kept.log"))
 
 
+# The order they run in, within one repeat: the later rollbacks start from what the earlier
+# ones leave (the bundle, a kept database), as a user's would.
+MEASUREMENTS = {
+    "pg_dump": target_pg_dump,
+    "pg_restore": target_pg_restore,
+    "shell_procedure": target_shell_procedure,
+    "backup": target_backup,
+    "promote": target_promote,
+    "promote_squash": target_promote_squash,
+    "rollback_json": target_rollback_json,
+    "rollback_dump": target_rollback_dump,
+    "rollback_kept": target_rollback_kept,
+}
+assert list(MEASUREMENTS) == list(LABELS), "every measurement has its label in report.py, in this order"
+
+
 def one_repeat(dbs: Databases, rows: int, template: str, work: Path, python: Path, selected: list[str]) -> dict:
     """Every selected measurement once, on fresh copies; everything made is dropped after."""
     rep = Repeat(dbs, rows, template, work, python, dbs.extensions(template))
@@ -492,7 +488,7 @@ def one_repeat(dbs: Databases, rows: int, template: str, work: Path, python: Pat
         for name in selected:
             log(f"[{rows}] {name}")
             dbs.execute("CHECKPOINT")  # what earlier steps wrote is flushed before, not during, this one
-            samples[name] = globals()[f"target_{name}"](rep)
+            samples[name] = MEASUREMENTS[name](rep)
             state = "ok" if samples[name]["ok"] else f"FAILED: {samples[name]['error']}"
             log(f"[{rows}] {name}: {samples[name]['wall_s'] or 0:.2f} s, {state}")
     finally:
@@ -560,102 +556,15 @@ def machine_info(dbs: Databases) -> dict:
     }
 
 
-def _s(value: float) -> str:
-    return f"{value:.1f} s" if value >= 10 else f"{value:.2f} s"
-
-
-def _mb(kb: float | None) -> str:
-    if kb is None:
-        return "?"
-    value = kb / 1024
-    return f"{value:.0f} MiB" if value >= 10 else f"{value:.1f} MiB"
-
-
-def _bytes(count: float) -> str:
-    return _mb(count / 1024)
-
-
-def _table(scales: list[dict], rows: list[tuple[str, callable]]) -> list[str]:
-    """One column per scale; ``rows`` are (label, cell(scale) -> str)."""
-    lines = ["| | " + " | ".join(f"--rows {s['rows']} ({s['total_rows']:,} rows)" for s in scales) + " |",
-             "|---" * (len(scales) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join(cell(s) for s in scales) + " |" for label, cell in rows]
-    return lines
-
-
-def _cell(scale: dict, name: str, show) -> str:
-    """A measurement's cell: ``show(median)``, or why it has none."""
-    median = scale["median"].get(name)
-    if median is None:
-        return "not run"
-    if median["failed"]:
-        return f"**failed** ({median['failed']}/{len(scale['samples'])}): {median['error'][:120]}"
-    return show(median)
-
-
-def _ratio(scale: dict, top: str, bottom: str) -> str:
-    a, b = scale["median"].get(top), scale["median"].get(bottom)
-    if not a or not b:
-        return "not run"
-    if a["failed"] or b["failed"]:
-        return "n/a (failed)"
-    return f"×{a['wall_s'] / b['wall_s']:.2f}"
-
-
-def markdown(scales: list[dict], selected: list[str], repeat: int) -> str:
-    """The tables: times and peaks, the shell procedure's steps, squashkit's processes, the ratios."""
-    out = [f"Wall time · peak RSS of the largest process of the command's tree (median of {repeat}):", ""]
-    rows = [("`seed_data` (setup, once)", lambda s: _s(s["seed_s"]) if s["seed_s"] is not None else "template reused"),
-            ("load average (1 min), before → after", lambda s: f"{s['load_before'][0]:.1f} → {s['load_after'][0]:.1f}")]
-    for name in selected:
-        rows.append((TARGETS[name], lambda s, n=name: _cell(s, n, lambda m: f"{_s(m['wall_s'])} · {_mb(m['max_rss_kb'])}")))
-    if "pg_dump" in selected:
-        rows.append(("`pg_dump -Fc` file", lambda s: _cell(s, "pg_dump", lambda m: _bytes(m["dump_bytes"]))))
-    if "backup" in selected:
-        rows.append(("bundle's db.json / db.dump", lambda s: _cell(s, "backup", lambda m: f"{_bytes(m['db_json_bytes'])} / {_bytes(m['db_dump_bytes'])}")))
-    out += _table(scales, rows)
-
-    if "shell_procedure" in selected:
-        steps = next((s["median"]["shell_procedure"].get("steps") for s in scales if s["median"]["shell_procedure"].get("steps")), {})
-        out += ["", "The shell procedure, step by step (median):", ""]
-        out += _table(scales, [(f"{i + 1}. {step}", lambda s, st=step: _cell(s, "shell_procedure", lambda m: _s(m["steps"][st]) if st in m.get("steps", {}) else "?"))
-                               for i, step in enumerate(steps)])
-
-    ours = [name for name in selected if name in SQUASHKIT_TARGETS]
-    if ours:
-        out += ["", "squashkit's processes: `manage.py` runs, their summed wall time (of it, start-up until "
-                "`django.setup()` returned) · peak RSS of squashkit's own process / of its largest `manage.py`:", ""]
-        out += _table(scales, [(TARGETS[name], lambda s, n=name: _cell(s, n, lambda m: (
-            f"{m['django_processes']:.0f}: {_s(m['django_wall_s'])} ({_s(m['django_startup_s'])}) · "
-            f"{_mb(m.get('squashkit_rss_kb'))} / {_mb(m.get('django_max_rss_kb'))}"))) for name in ours])
-
-    ratios = [(label, lambda s, t=top, b=bottom: _ratio(s, t, b)) for label, top, bottom in RATIOS if top in selected and bottom in selected]
-    if ratios:
-        out += ["", "Ratios of the median wall times:", ""] + _table(scales, ratios)
-
-    if ours and len(scales) > 1:
-        small, large = scales[0], scales[-1]
-        out += ["", f"Peak RSS at --rows {large['rows']} / at --rows {small['rows']} (×1.00: flat):", "",
-                "| | whole tree | squashkit's process | largest `manage.py` |", "|---|---|---|---|"]
-        for name in ours:
-            a, b = large["median"].get(name, {}), small["median"].get(name, {})
-            if a.get("failed", 1) or b.get("failed", 1):
-                out.append(f"| {TARGETS[name]} | n/a (failed) | | |")
-                continue
-            cells = [f"×{a[k] / b[k]:.2f}" if a.get(k) and b.get(k) else "?" for k in ("max_rss_kb", "squashkit_rss_kb", "django_max_rss_kb")]
-            out.append(f"| {TARGETS[name]} | " + " | ".join(cells) + " |")
-    return "\n".join(out)
-
-
 # --- main ---------------------------------------------------------------------------------
 
 
 def parse_only(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in TARGETS]
+    unknown = [name for name in names if name not in MEASUREMENTS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown measurement(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
-    return [name for name in TARGETS if name in names]  # always in the order they run
+        raise argparse.ArgumentTypeError(f"unknown measurement(s) {', '.join(unknown)}; known: {', '.join(MEASUREMENTS)}")
+    return [name for name in MEASUREMENTS if name in names]  # always in the order they run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -663,8 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[230, 2300, 17500],
                         help="seed_data --rows scales (default: 230 2300 17500, about 2k, 20k and 150k rows in all)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported (default: 3)")
-    parser.add_argument("--only", type=parse_only, default=list(TARGETS), metavar="NAME,...",
-                        help=f"measure only these (default: all): {', '.join(TARGETS)}")
+    parser.add_argument("--only", type=parse_only, default=list(MEASUREMENTS), metavar="NAME,...",
+                        help=f"measure only these (default: all): {', '.join(MEASUREMENTS)}")
     parser.add_argument("--cluster-dir", type=Path, default=Path("/tmp/squashkit-bench-cluster"))
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "latest.json")
     parser.add_argument("--drop-templates", action="store_true", help="also drop the seeded template databases")
@@ -700,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         if not was_running:
             cluster_module.stop(args.cluster_dir)
     results["total_s"] = round(time.perf_counter() - started, 1)
-    table = markdown(results["scales"], args.only, args.repeat)
+    table = markdown(results["scales"], args.only)
     results["table_markdown"] = table
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

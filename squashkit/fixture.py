@@ -43,7 +43,7 @@ from psycopg import sql
 
 from squashkit.bundle import AliasBackup
 from squashkit.errors import BadInput, OperationFailed
-from squashkit.postgres import ConnectionParams, connect, resolve_table
+from squashkit.postgres import ConnectionParams, SequenceState, connect, resolve_table
 from squashkit.project import ManagePy
 
 CONTENT_TYPE = "contenttypes.contenttype"
@@ -359,12 +359,14 @@ def restore_sequences(conn: psycopg.Connection, entry: AliasBackup, filled: set[
         owner = state.owned_by.rsplit(".", 1)[0] if state.owned_by else None
         if owner and owner not in filled and _regclass(conn, owner) and _has_rows(conn, owner):
             continue  # rows ``migrate`` made: leave the target's numbering alone
-        conn.execute(
-            "SELECT setval(%s::regclass, %s, %s)",
-            [_identifier(name).as_string(conn), state.last_value, state.is_called],
-        )
+        set_sequence(conn, name, state)
         exact += 1
     return exact, skipped
+
+
+def set_sequence(conn: psycopg.Connection, name: str, state: SequenceState) -> None:
+    """``setval``: not undone by a rollback, like every change to a sequence."""
+    conn.execute("SELECT setval(%s::regclass, %s, %s)", [_identifier(name).as_string(conn), state.last_value, state.is_called])
 
 
 def verify_row_counts(conn: psycopg.Connection, tables: list[str], entry: AliasBackup) -> None:

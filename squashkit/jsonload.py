@@ -44,11 +44,12 @@ from squashkit.fixture import (
     read_ids,
     require_tables,
     restore_sequences,
+    set_sequence,
     tables_filled,
     verify_row_counts,
 )
 from squashkit.jsonfixture import JSON_NULL_KEY
-from squashkit.postgres import ConnectionParams, connect, resolve_table
+from squashkit.postgres import ConnectionParams, connect, read_sequences, resolve_table
 from squashkit.project import FieldPlan, ManagePy, ModelInfo, ProjectInfo, run_runner
 
 _COPY_IN = "(FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
@@ -99,6 +100,9 @@ def load_fixture_fast(
         with connect(params, autocommit=True) as conn:
             require_tables(conn, tables, params.dbname)
             log(f"{where} loading {entry.json_file} with SQL, in one transaction")
+            # A rollback leaves the rows as they were but not the sequences the inserts drew from
+            # (join-table ids): those are put back by hand when the load fails.
+            before = read_sequences(conn)
             try:
                 with conn.transaction():
                     put_back_ids(conn, tables, ids)
@@ -107,7 +111,11 @@ def load_fixture_fast(
                         naive_time_zone=project.naive_time_zones.get(entry.alias),
                     )
                     exact, skipped = restore_sequences(conn, entry, set(tables))
-            except psycopg.Error as exc:
+            except (psycopg.Error, OperationFailed) as exc:
+                for name, state in before.items():
+                    set_sequence(conn, name, state)
+                if isinstance(exc, OperationFailed):
+                    raise
                 raise OperationFailed(f"loading {entry.json_file} into {params.dbname} failed: {_pg_error(exc)}") from None
             log(f"{where} {sum(counts.values())} objects loaded; {exact} sequences set to the source's values")
             if skipped:
@@ -272,12 +280,20 @@ def _stage(conn: psycopg.Connection, fixture: Path) -> dict[str, int]:
         with fixture.open("rb") as source:
             while chunk := source.read(CHUNK):
                 copy.write(chunk)
-    conn.execute(
-        "CREATE TEMP TABLE squashkit_fx ON COMMIT DROP AS "
-        "SELECT d ->> 'model' AS model, d -> 'pk' AS pk, d -> 'fields' AS fields, d -> %s AS json_null "
-        "FROM (SELECT btrim(doc, ', ')::jsonb AS d FROM squashkit_fx_lines WHERE btrim(doc) NOT IN ('[', ']', '')) s",
-        [JSON_NULL_KEY],
-    )
+    try:
+        with conn.transaction():
+            conn.execute(
+                "CREATE TEMP TABLE squashkit_fx ON COMMIT DROP AS "
+                "SELECT d ->> 'model' AS model, d -> 'pk' AS pk, d -> 'fields' AS fields, d -> %s AS json_null "
+                "FROM (SELECT btrim(doc, ', ')::jsonb AS d FROM squashkit_fx_lines WHERE btrim(doc) NOT IN ('[', ']', '')) s",
+                [JSON_NULL_KEY],
+            )
+    except psycopg.errors.InvalidTextRepresentation as exc:
+        # dumpdata writes NaN and Infinity floats as bare words, which are not JSON: PostgreSQL
+        # refuses them (Python's json reads them, so loaddata can load such a file).
+        raise OperationFailed(
+            f"{fixture.name} is not one strict JSON object a line ({_pg_error(exc)}); load it with loaddata"
+        ) from None
     conn.execute("DROP TABLE squashkit_fx_lines")
     conn.execute("CREATE INDEX ON squashkit_fx (model)")
     conn.execute("ANALYZE squashkit_fx")

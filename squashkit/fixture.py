@@ -317,7 +317,7 @@ def load_fixture(
     with connect(params, autocommit=True) as conn:
         # 4. Sequences.
         try:
-            exact, skipped = restore_sequences(conn, entry, set(tables))
+            exact, skipped = restore_sequences(conn, entry.facts.sequences, set(tables))
         except psycopg.Error as exc:
             raise OperationFailed(f"setting the sequences of {params.dbname} failed: {_pg_error(exc)}") from None
         log(f"{where} {exact} sequences set to the source's values")
@@ -348,11 +348,13 @@ def require_tables(conn: psycopg.Connection, tables: list[str], dbname: str) -> 
         )
 
 
-def restore_sequences(conn: psycopg.Connection, entry: AliasBackup, filled: set[str]) -> tuple[int, list[str]]:
-    """Put every sequence where the source had it (``load_fixture`` step 4); return how many, and
-    the source's sequences this database does not have."""
+def restore_sequences(
+    conn: psycopg.Connection, sources: dict[str, SequenceState], filled: set[str]
+) -> tuple[int, list[str]]:
+    """Put every sequence where the source had it (``sources``: the manifest's, ``load_fixture``
+    step 4); return how many, and the source's sequences this database does not have."""
     exact, skipped = 0, []
-    for name, state in sorted(entry.facts.sequences.items()):
+    for name, state in sorted(sources.items()):
         if _regclass(conn, name) is None:
             skipped.append(name)
             continue

@@ -50,7 +50,7 @@ from squashkit.fixture import (
 )
 from squashkit.jsonfixture import JSON_NULL_KEY
 from squashkit.postgres import ConnectionParams, connect, read_sequences, resolve_table
-from squashkit.project import FieldPlan, ManagePy, ModelInfo, ProjectInfo, run_runner
+from squashkit.project import FieldPlan, M2MPlan, ManagePy, ModelInfo, ProjectInfo, run_runner
 
 _COPY_IN = "(FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
 CHUNK = 1 << 20
@@ -110,13 +110,16 @@ def load_fixture_fast(
                         conn, fixture, models, slow_rows=slow_rows, ids_restored=ids is not None,
                         naive_time_zone=project.naive_time_zones.get(entry.alias),
                     )
-                    exact, skipped = restore_sequences(conn, entry, set(tables))
+                    exact, skipped = restore_sequences(conn, entry.facts.sequences, set(tables))
             except (psycopg.Error, OperationFailed) as exc:
                 for name, state in before.items():
                     set_sequence(conn, name, state)
                 if isinstance(exc, OperationFailed):
                     raise
-                raise OperationFailed(f"loading {entry.json_file} into {params.dbname} failed: {_pg_error(exc)}") from None
+                why = _pg_error(exc)
+                if isinstance(exc, psycopg.errors.InvalidTextRepresentation) and "type json" in why:
+                    why += "; dumpdata writes NaN and Infinity floats as bare words, which only loaddata reads"
+                raise OperationFailed(f"loading {entry.json_file} into {params.dbname} failed: {why}") from None
             log(f"{where} {sum(counts.values())} objects loaded; {exact} sequences set to the source's values")
             if skipped:
                 log(f"{where} note: {len(skipped)} sequences of the source do not exist here (e.g. {skipped[0]})")
@@ -160,26 +163,27 @@ def load_fixture_sql(
     plans = {model.label: model for model in models}
     _session(conn, naive_time_zone)
     _create_functions(conn, plans)
-    present = _stage(conn, fixture)
+    present = _stage(conn, fixture, list(plans))
     header = {CONTENT_TYPE, PERMISSION} & set(present)
     if header and not ids_restored:
         raise OperationFailed(f"{fixture.name} holds content types and permissions: their ids file is needed to load it with SQL")
     unknown = sorted(set(present) - set(plans) - header)
     if unknown:
         raise OperationFailed(f"{fixture.name} holds objects of {', '.join(unknown)}, which the project does not define here")
+    loaded = [plans[label] for label in present if label not in header]
+    disabled = _disable_triggers(conn, [t for model in loaded for t in (model.db_table, *model.m2m_tables)])
     counts: Counter = Counter()
     for model in models:
-        if model.label in present and model.label not in header and not model.slow_reason:
+        if model in loaded and not model.slow_reason:
             counts[model.label] = _insert_model(conn, model)
-            for m2m in model.m2m:
-                _insert_m2m(conn, model, m2m)
     if slow_rows is not None:
         counts.update(_insert_slow_rows(conn, slow_rows))
-    missing = [label for label in present if label in plans and plans[label].slow_reason and not counts[label]]
+    missing = [model.label for model in loaded if model.slow_reason and not counts[model.label]]
     if missing:
         raise OperationFailed(f"{', '.join(missing)} must be read by Django, but no rows were made for them")
+    _enable_triggers(conn, disabled)
     conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    conn.execute("DROP TABLE squashkit_fx")
+    conn.execute("DROP TABLE squashkit_fx_lines")
     return counts
 
 
@@ -273,31 +277,76 @@ def _create_functions(conn: psycopg.Connection, plans: dict[str, ModelInfo]) -> 
         )
 
 
-def _stage(conn: psycopg.Connection, fixture: Path) -> dict[str, int]:
-    """COPY the file's lines as they are, then parse each object once into (model, pk, fields)."""
+# The model label of a line, read from its head without parsing it: both writers put "model"
+# first, so it is the fourth field between double quotes (``,{"model" : "app.model", ...``).
+_LABEL = sql.SQL("split_part(left(doc, 400), '\"', 4)")
+
+
+def _stage(conn: psycopg.Connection, fixture: Path, labels: list[str]) -> dict[str, int]:
+    """COPY the file's lines as they are, indexed by model label; return the objects per label
+    (``labels``: those the project defines).
+
+    Lines are stored uncompressed (STORAGE EXTERNAL), so the large ones cost no compression
+    and their head is read without the rest. Each line is parsed into jsonb once, by the
+    INSERT of its model (``_objects``): keeping parsed jsonb in a table would compress it again.
+    """
     conn.execute("CREATE TEMP TABLE squashkit_fx_lines (doc text) ON COMMIT DROP")
+    conn.execute("ALTER TABLE squashkit_fx_lines ALTER doc SET STORAGE EXTERNAL")
     with conn.cursor() as cursor, cursor.copy("COPY squashkit_fx_lines (doc) FROM STDIN " + _COPY_IN) as copy:
         with fixture.open("rb") as source:
             while chunk := source.read(CHUNK):
                 copy.write(chunk)
-    try:
-        with conn.transaction():
-            conn.execute(
-                "CREATE TEMP TABLE squashkit_fx ON COMMIT DROP AS "
-                "SELECT d ->> 'model' AS model, d -> 'pk' AS pk, d -> 'fields' AS fields, d -> %s AS json_null "
-                "FROM (SELECT btrim(doc, ', ')::jsonb AS d FROM squashkit_fx_lines WHERE btrim(doc) NOT IN ('[', ']', '')) s",
-                [JSON_NULL_KEY],
-            )
-    except psycopg.errors.InvalidTextRepresentation as exc:
-        # dumpdata writes NaN and Infinity floats as bare words, which are not JSON: PostgreSQL
-        # refuses them (Python's json reads them, so loaddata can load such a file).
-        raise OperationFailed(
-            f"{fixture.name} is not one strict JSON object a line ({_pg_error(exc)}); load it with loaddata"
-        ) from None
-    conn.execute("DROP TABLE squashkit_fx_lines")
-    conn.execute("CREATE INDEX ON squashkit_fx (model)")
-    conn.execute("ANALYZE squashkit_fx")
-    return dict(conn.execute("SELECT model, count(*) FROM squashkit_fx GROUP BY model").fetchall())
+    conn.execute(sql.SQL("CREATE INDEX ON squashkit_fx_lines (({}))").format(_LABEL))
+    conn.execute("ANALYZE squashkit_fx_lines")
+    stray = conn.execute(
+        sql.SQL("SELECT left(doc, 60) FROM squashkit_fx_lines WHERE {} = '' AND btrim(doc) NOT IN ('[', ']', '') LIMIT 1").format(_LABEL)
+    ).fetchone()
+    if stray:
+        raise OperationFailed(f"{fixture.name} is not one object a line beginning with its model: {stray[0]!r}")
+    # Per model through the index; a label no model has is found by the slower full count only
+    # when the total says some line was not counted.
+    known = sql.SQL(
+        "SELECT label, (SELECT count(*) FROM squashkit_fx_lines WHERE {} = label) FROM unnest(%s::text[]) label"
+    ).format(_LABEL)
+    counts = {label: n for label, n in conn.execute(known, [labels]).fetchall() if n}
+    total = conn.execute("SELECT count(*) FROM squashkit_fx_lines WHERE octet_length(doc) > 1").fetchone()[0]  # not [ ]
+    if total != sum(counts.values()):
+        every = sql.SQL("SELECT {0}, count(*) FROM squashkit_fx_lines WHERE {0} <> '' GROUP BY 1").format(_LABEL)
+        counts = dict(conn.execute(every).fetchall())
+    return counts
+
+
+def _objects(label: str) -> sql.Composed:
+    """One model's objects as rows ``(pk, fields, json_null)``, each line parsed once (OFFSET 0
+    keeps PostgreSQL from parsing it again for every column that reads it)."""
+    return sql.SQL(
+        "SELECT d -> 'pk' AS pk, d -> 'fields' AS fields, d -> {} AS json_null FROM "
+        "(SELECT btrim(doc, ', ')::jsonb AS d FROM squashkit_fx_lines WHERE {} = {} OFFSET 0) p"
+    ).format(sql.Literal(JSON_NULL_KEY), _LABEL, sql.Literal(label))
+
+
+def _disable_triggers(conn: psycopg.Connection, db_tables: list[str]) -> list[tuple[str, str, str]]:
+    """Switch off the user triggers of the tables to fill, as pg_restore loads data before it
+    creates them: the rows must come back as the source holds them, and a trigger that writes
+    elsewhere (an audit table the fixture also fills) would write twice. Only the tables this
+    role owns; returns (table, trigger, state) to switch back on, in this transaction."""
+    tables = sorted({table for db_table in db_tables if (table := resolve_table(conn, db_table))})
+    rows = conn.execute(
+        """SELECT c.oid::regclass::text, n.nspname || '.' || c.relname, t.tgname, t.tgenabled FROM pg_trigger t
+           JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND n.nspname || '.' || c.relname = ANY(%s)
+             AND pg_has_role(c.relowner, 'USAGE')""",
+        [tables],
+    ).fetchall()
+    for _regclass, table, trigger, _state in rows:
+        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(_identifier(table), sql.Identifier(trigger)))
+    return [(table, trigger, state) for _regclass, table, trigger, state in rows]
+
+
+def _enable_triggers(conn: psycopg.Connection, disabled: list[tuple[str, str, str]]) -> None:
+    how = {"O": sql.SQL("ENABLE"), "A": sql.SQL("ENABLE ALWAYS"), "R": sql.SQL("ENABLE REPLICA")}
+    for table, trigger, state in disabled:
+        conn.execute(sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(_identifier(table), how[state], sql.Identifier(trigger)))
 
 
 def _columns(conn: psycopg.Connection, table: str) -> dict[str, Column]:
@@ -329,6 +378,8 @@ def _cast(text: sql.Composable, column: Column) -> sql.Composable:
 
 
 def _insert_model(conn: psycopg.Connection, model: ModelInfo) -> int:
+    """One statement per model: its rows, and the join rows of its implicit many-to-many lists
+    (in the same statement, so each line is parsed once); returns the rows of the model."""
     table, columns = _target(conn, model.db_table, model.label)
     names, values = [sql.Identifier(model.pk.column)], [_cast(sql.SQL("f.pk #>> '{}'"), _column(columns, model.pk.column, model.label))]
     for field in model.fields:
@@ -337,8 +388,12 @@ def _insert_model(conn: psycopg.Connection, model: ModelInfo) -> int:
             continue  # PostgreSQL computes it, as loaddata leaves it
         names.append(sql.Identifier(field.column))
         values.append(_convert(model.label, field, column))
-    query = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM squashkit_fx f WHERE f.model = {}").format(
-        table, sql.SQL(", ").join(names), sql.SQL(", ").join(values), sql.Literal(model.label)
+    links = [
+        sql.SQL(", {} AS ({})").format(sql.Identifier(f"m2m_{number}"), _m2m_insert(conn, model, m2m))
+        for number, m2m in enumerate(model.m2m)
+    ]
+    query = sql.SQL("WITH f AS ({}){} INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM f").format(
+        _objects(model.label), sql.SQL("").join(links), table, sql.SQL(", ").join(names), sql.SQL(", ").join(values)
     )
     return conn.execute(query).rowcount
 
@@ -376,8 +431,8 @@ def _natural(value, text, kind: str, label: str, pk: sql.Composable, name: str, 
     )
 
 
-def _insert_m2m(conn: psycopg.Connection, model: ModelInfo, m2m) -> int:
-    """The join rows of one implicit many-to-many, from each owner's list (their own ids are new)."""
+def _m2m_insert(conn: psycopg.Connection, model: ModelInfo, m2m: M2MPlan) -> sql.Composed:
+    """The join rows of one implicit many-to-many, from each owner's list in ``f`` (their own ids are new)."""
     table, columns = _target(conn, m2m.through_table, f"{model.label}.{m2m.name}")
     source = _column(columns, m2m.source_column, m2m.through_table)
     target = _column(columns, m2m.target_column, m2m.through_table)
@@ -386,14 +441,10 @@ def _insert_m2m(conn: psycopg.Connection, model: ModelInfo, m2m) -> int:
         value = _natural(element, sql.SQL("e.v #>> '{}'"), m2m.natural, model.label, sql.SQL("f.pk"), m2m.name, target)
     else:
         value = _cast(sql.SQL("e.v #>> '{}'"), target)
-    query = sql.SQL(
-        "INSERT INTO {} ({}, {}) SELECT {}, {} FROM squashkit_fx f CROSS JOIN LATERAL jsonb_array_elements(f.fields -> {}) e(v) "
-        "WHERE f.model = {}"
-    ).format(
+    return sql.SQL("INSERT INTO {} ({}, {}) SELECT {}, {} FROM f CROSS JOIN LATERAL jsonb_array_elements(f.fields -> {}) e(v)").format(
         table, sql.Identifier(m2m.source_column), sql.Identifier(m2m.target_column),
-        _cast(sql.SQL("f.pk #>> '{}'"), source), value, sql.Literal(m2m.name), sql.Literal(model.label),
+        _cast(sql.SQL("f.pk #>> '{}'"), source), value, sql.Literal(m2m.name),
     )
-    return conn.execute(query).rowcount
 
 
 def _insert_slow_rows(conn: psycopg.Connection, path: Path) -> Counter:

@@ -255,10 +255,9 @@ def test_the_sql_loader_reads_the_fixture_django_wrote(pg, fieldtypes, tmp_path)
         ids = read_ids(fieldtypes.bundle / "contenttypes.json")
         slow = [m for m in models if m.slow_reason]
         rows = deserialize_slow_models(manage_target, "default", fixture, slow, tmp_path / "slow.jsonl")
+        with pytest.raises(OperationFailed, match='failed: invalid input syntax for type json .*"NaN".* only loaddata reads'):
+            load_fixture_fast(manage_target, project.connection("default"), fieldtypes.bundle, fieldtypes.entry, project, print)
         with psycopg.connect(**pg.conninfo(by_sql), autocommit=True) as conn:
-            with pytest.raises(OperationFailed, match="db.json is not one strict JSON object a line .*NaN"):
-                with conn.transaction():
-                    load_fixture_sql(conn, django, models, slow_rows=rows)
             with conn.transaction():
                 put_back_ids(conn, tables_filled(fieldtypes.entry, ids), ids)
                 load_fixture_sql(conn, fixture, models, slow_rows=rows)
@@ -301,9 +300,18 @@ def test_a_natural_key_naming_nothing_fails_and_leaves_the_target_unchanged(pg, 
 # --- sample_project ---------------------------------------------------------------------------------
 
 
+TRIGGERS = "SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2"
+
+
 @pytest.fixture(scope="module")
 def sample(pg, seeded_template, tmp_path_factory):
     name = create_database(pg, unique_name("fastjson_sample"), template=seeded_template)
+    with psycopg.connect(**pg.conninfo(name), autocommit=True) as conn:
+        # A row its table's trigger would have changed (it trims tag names): a load that fires
+        # triggers gives it back otherwise; pg_restore, which creates triggers after the data, does not.
+        conn.execute("ALTER TABLE catalog_tag DISABLE TRIGGER catalog_tag_trim_name")
+        conn.execute("INSERT INTO catalog_tag (name) VALUES ('  untrimmed, as the source holds it  ')")
+        conn.execute("ALTER TABLE catalog_tag ENABLE TRIGGER catalog_tag_trim_name")
     yield Source(pg, name, tmp_path_factory.mktemp("fastjson-sample"), {})
     drop_database(pg, name)
 
@@ -322,6 +330,9 @@ def test_on_sample_project_the_sql_fixture_parses_as_dumpdata_and_loads_every_ro
         bundle = sample.bundle_with(sample.fast, tmp_path / "sql")
         load_fixture_fast(manage_target, project.connection("default"), bundle, sample.entry, project, lambda line: None)
         assert_same_rows(sample.name, target, pg)
+        with psycopg.connect(**pg.conninfo(sample.name)) as before, psycopg.connect(**pg.conninfo(target)) as after:
+            triggers = before.execute(TRIGGERS).fetchall()
+            assert after.execute(TRIGGERS).fetchall() == triggers and ("catalog_tag", "catalog_tag_trim_name", "O") in triggers
     finally:
         drop_database(pg, target)
 

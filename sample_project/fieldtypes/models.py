@@ -288,4 +288,10 @@ class CommaListModel(models.Model):
 
 
 class JsonListModel(models.Model):
+    """Written and read by Django (its field has its own value_to_string), with the references
+    the slow path must get right too: by natural key, and to rows a default manager hides."""
+
     tags = JsonListField(default=list, blank=True)
+    content_type = models.ForeignKey(ContentType, null=True, on_delete=models.SET_NULL)
+    permissions = models.ManyToManyField(Permission, blank=True, related_name="+")
+    watches = models.ManyToManyField(Hideable, blank=True, related_name="+")

@@ -208,3 +208,9 @@ class Command(BaseCommand):
         grant = m.Grant.objects.create(content_type=grant_type, object_id=1)
         grant.permissions.set(Permission.objects.filter(content_type__app_label="fieldtypes").order_by("id")[:3])
         m.Grant.objects.create(content_type=ContentType.objects.get_for_model(m.Place), object_id=2)
+
+        listed = m.JsonListModel.objects.order_by("id").first()
+        listed.content_type = grant_type
+        listed.save()
+        listed.permissions.set(Permission.objects.filter(content_type=grant_type))
+        listed.watches.through.objects.bulk_create([listed.watches.through(jsonlistmodel=listed, hideable=h) for h in hideables])

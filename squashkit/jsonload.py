@@ -4,8 +4,8 @@
 ``pg_restore``) and reads every JSON number as a Python float. Here the file is staged with
 ``COPY`` as it is (no per-row Python) and parsed by PostgreSQL into jsonb, which keeps numbers
 exactly; each model is then one ``INSERT INTO table (columns) SELECT ...`` that converts every
-value to its column's real type, read from the target's catalog, and each implicit
-many-to-many table one more. Values are the columns' own (``jsonfixture`` writes them so), so
+value to its column's real type, read from the target's catalog (its implicit
+many-to-many rows in the same statement). Values are the columns' own (``jsonfixture`` writes them so), so
 the rows come back equal to the source's, also where a Python round trip would change them: a
 custom field that does not survive dumpdata + loaddata, a JSON null in a NOT NULL column,
 -0.0, a numeric's scale, a JSON number no float holds. Files Django wrote (an older db.json, or
@@ -75,14 +75,16 @@ def load_fixture_fast(
     """``fixture.load_fixture`` with PostgreSQL doing the loading: same arguments (plus the target
     project's description), same result, one transaction for steps 1 to 4.
 
-    1. Empty the tables the fixture fills, and put the source's content types and permissions
-       back with their ids (``load_fixture`` steps 1-2, why: its docstring).
-    2. Load the fixture (``load_fixture_sql``); the slow models' rows were made by Django
-       beforehand, outside the transaction (``deserialize_slow_models``).
-    3. Check every deferred constraint now, so a broken reference fails here, named.
+    0. The slow models' rows are made by Django first, outside the transaction
+       (``deserialize_slow_models``). Then, in one transaction:
+    1. Switch off the user triggers of the tables the fixture fills (``triggers_off``: why).
+    2. Empty those tables and put the source's content types and permissions back with their
+       ids (``load_fixture`` steps 1-2; why: its docstring).
+    3. Load the fixture (``load_fixture_sql``), checking every deferred constraint at its end,
+       so a broken reference fails here, named; then the triggers back on.
     4. Put the sequences where the source had them (``load_fixture`` step 4).
     5. Verify every table's row count against the manifest.
-    A failure before the commit leaves the target as it was.
+    A failure before the commit leaves the target as it was, its sequences included.
     """
     fixture = bundle_dir / entry.json_file
     if not fixture.is_file():
@@ -105,15 +107,16 @@ def load_fixture_fast(
             before = read_sequences(conn)
             try:
                 with conn.transaction():
+                    disabled = triggers_off(conn, tables)
                     put_back_ids(conn, tables, ids)
                     counts = load_fixture_sql(
                         conn, fixture, models, slow_rows=slow_rows, ids_restored=ids is not None,
                         naive_time_zone=project.naive_time_zones.get(entry.alias),
                     )
+                    triggers_on(conn, disabled)
                     exact, skipped = restore_sequences(conn, entry.facts.sequences, set(tables))
             except (psycopg.Error, OperationFailed) as exc:
-                for name, state in before.items():
-                    set_sequence(conn, name, state)
+                _put_back(conn, before)
                 if isinstance(exc, OperationFailed):
                     raise
                 why = _pg_error(exc)
@@ -126,6 +129,15 @@ def load_fixture_fast(
             verify_row_counts(conn, tables, entry)
             log(f"{where} verified: {len(tables)} tables hold the source's row counts")
     return counts
+
+
+def _put_back(conn: psycopg.Connection, sequences: dict) -> None:
+    """After a failed load: the sequences as they were (a rollback does not undo nextval)."""
+    try:
+        for name, state in sequences.items():
+            set_sequence(conn, name, state)
+    except psycopg.Error:
+        pass  # the connection is gone: the load's own error is the one to report
 
 
 def deserialize_slow_models(manage: ManagePy, alias: str, fixture: Path, models: list[ModelInfo], output: Path) -> Path:
@@ -171,7 +183,6 @@ def load_fixture_sql(
     if unknown:
         raise OperationFailed(f"{fixture.name} holds objects of {', '.join(unknown)}, which the project does not define here")
     loaded = [plans[label] for label in present if label not in header]
-    disabled = _disable_triggers(conn, [t for model in loaded for t in (model.db_table, *model.m2m_tables)])
     counts: Counter = Counter()
     for model in models:
         if model in loaded and not model.slow_reason:
@@ -181,7 +192,6 @@ def load_fixture_sql(
     missing = [model.label for model in loaded if model.slow_reason and not counts[model.label]]
     if missing:
         raise OperationFailed(f"{', '.join(missing)} must be read by Django, but no rows were made for them")
-    _enable_triggers(conn, disabled)
     conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
     conn.execute("DROP TABLE squashkit_fx_lines")
     return counts
@@ -325,25 +335,31 @@ def _objects(label: str) -> sql.Composed:
     ).format(sql.Literal(JSON_NULL_KEY), _LABEL, sql.Literal(label))
 
 
-def _disable_triggers(conn: psycopg.Connection, db_tables: list[str]) -> list[tuple[str, str, str]]:
-    """Switch off the user triggers of the tables to fill, as pg_restore loads data before it
-    creates them: the rows must come back as the source holds them, and a trigger that writes
-    elsewhere (an audit table the fixture also fills) would write twice. Only the tables this
-    role owns; returns (table, trigger, state) to switch back on, in this transaction."""
-    tables = sorted({table for db_table in db_tables if (table := resolve_table(conn, db_table))})
+def triggers_off(conn: psycopg.Connection, tables: list[str]) -> list[tuple[str, str, str]]:
+    """Switch off the user triggers of ``tables`` (schema.name) until ``triggers_on``, inside the
+    caller's transaction, before they are emptied and filled.
+
+    pg_restore loads the data before it creates the triggers; so must this: the rows must come
+    back as the source holds them (a BEFORE trigger would change them), and a trigger that
+    writes elsewhere (an audit table the fixture fills too) would write twice. Before anything
+    else, because PostgreSQL refuses to alter a table with deferred checks pending. Tables this
+    role does not own keep theirs. Returns (table, trigger, state) for ``triggers_on``.
+    """
     rows = conn.execute(
-        """SELECT c.oid::regclass::text, n.nspname || '.' || c.relname, t.tgname, t.tgenabled FROM pg_trigger t
+        """SELECT n.nspname || '.' || c.relname, t.tgname, t.tgenabled FROM pg_trigger t
            JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND n.nspname || '.' || c.relname = ANY(%s)
-             AND pg_has_role(c.relowner, 'USAGE')""",
+             AND pg_has_role(c.relowner, 'USAGE')
+           ORDER BY 1, 2""",
         [tables],
     ).fetchall()
-    for _regclass, table, trigger, _state in rows:
+    for table, trigger, _state in rows:
         conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(_identifier(table), sql.Identifier(trigger)))
-    return [(table, trigger, state) for _regclass, table, trigger, state in rows]
+    return rows
 
 
-def _enable_triggers(conn: psycopg.Connection, disabled: list[tuple[str, str, str]]) -> None:
+def triggers_on(conn: psycopg.Connection, disabled: list[tuple[str, str, str]]) -> None:
+    """Each trigger back as it was (after ``SET CONSTRAINTS ALL IMMEDIATE``: nothing may be pending)."""
     how = {"O": sql.SQL("ENABLE"), "A": sql.SQL("ENABLE ALWAYS"), "R": sql.SQL("ENABLE REPLICA")}
     for table, trigger, state in disabled:
         conn.execute(sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(_identifier(table), how[state], sql.Identifier(trigger)))

@@ -146,7 +146,10 @@ def _field_plan(field, known, natural):
             raise _Slow(f"field {field.name} is generated as a {output['kind']}, which Django writes with str()")
         plan.update(kind=output["kind"], generated=True)
     elif kind == "fk":
-        target = _field_plan(field.target_field, known, {})
+        try:
+            target = _field_plan(field.target_field, known, {})
+        except _Slow as why:
+            raise _Slow(f"field {field.name} references {field.related_model._meta.label}, whose {why}") from None
         plan["target_kind"] = target.get("target_kind") or target["kind"]
         plan["natural"] = natural.get(field.name)
     elif kind == "array":

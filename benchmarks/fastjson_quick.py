@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 
 from squashkit import cluster as cluster_module
-from squashkit import postgres
+from squashkit import clients, postgres
 from squashkit.fixture import NaturalKeys, put_back_ids, read_ids, restore_sequences, write_fixture
 from squashkit.jsonfixture import write_fixture_sql
 from squashkit.jsonload import load_fixture_sql
@@ -93,13 +93,13 @@ def main() -> None:
     models = project.dumped_models("default", excludes)
     all_models = [m for app in project.apps for m in app.models if "default" in m.dumped_on]
     params = ConnectionParams.model_validate({**pg.conninfo(source), "password": pg.password})
-    pg_dump, pg_restore = postgres.client_program("pg_dump"), postgres.client_program("pg_restore")
+    pg_dump, pg_restore = clients.client_program("pg_dump"), clients.client_program("pg_restore")
 
     work = Path(tempfile.mkdtemp(prefix="fastjson-bench-"))
     results: dict[str, list[float]] = {"pg_dump": [], "render": [], "pg_restore": [], "load": []}
     for repeat in range(args.repeat):
         dump = work / "db.dump"
-        results["pg_dump"].append(clock(lambda: postgres.run_client(pg_dump, ["-w", "-F", "c", "-f", str(dump)], params, what="pg_dump")))
+        results["pg_dump"].append(clock(lambda: clients.run_client(pg_dump, ["-w", "-F", "c", "-f", str(dump)], params, what="pg_dump")))
 
         fixture = work / "db.json"
         with postgres.connect(params) as conn, postgres.snapshot(conn):
@@ -112,7 +112,7 @@ def main() -> None:
 
         create("fastjson_bench_restored")
         restore_params = params.with_dbname("fastjson_bench_restored")
-        results["pg_restore"].append(clock(lambda: postgres.run_client(
+        results["pg_restore"].append(clock(lambda: clients.run_client(
             pg_restore, ["-w", "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
                          "-d", "fastjson_bench_restored", str(dump)], restore_params, what="pg_restore")))
 

@@ -29,12 +29,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from squashkit import content
+from squashkit.content import TableContent
 from squashkit.errors import BadInput, DiskFull
-from squashkit.postgres import DatabaseFacts
+from squashkit.postgres import DatabaseFacts, table_counts
 
 MANIFEST = "manifest.json"
 # 2: contenttypes.json, json_tables, sequences in the facts, datetimes to the microsecond.
-FORMAT_VERSION = 2
+# 3: content hashes per table (contents), db.json rendered by PostgreSQL in the dump's snapshot.
+FORMAT_VERSION = 3
 
 
 class AliasBackup(BaseModel):
@@ -61,6 +64,11 @@ class AliasBackup(BaseModel):
     pg_dump_version: str
     snapshot_consistent: bool = Field(description="pg_dump read the same snapshot the row counts came from.")
     facts: DatabaseFacts
+    contents: dict[str, TableContent] = Field(
+        default_factory=dict,
+        description="Per table (schema.name, django_migrations aside): its row count, row hash and column hashes, "
+        "read in the dump's snapshot; what every restore and load is checked against. Empty before format 3.",
+    )
 
     @field_validator("dump", "json_file", "contenttypes_file")
     @classmethod
@@ -282,6 +290,36 @@ def damaged_files(directory: Path, manifest: Manifest) -> list[str]:
         for relative, expected in manifest.files.items()
         if not (directory / relative).is_file() or sha256(directory / relative) != expected
     ]
+
+
+def holds_what_was_recorded(conn, entry: AliasBackup, tables: list[str] | None = None) -> list[str]:
+    """What ``conn``'s database does not hold of what ``entry`` recorded, one line per table (empty
+    when it holds it all): by content when the bundle has content hashes, else by row count.
+    ``tables`` narrows the check (a json load fills only the json's tables)."""
+    if tables is None:
+        tables = [t.qualified for t in entry.facts.tables]
+    tables = [t for t in tables if t != entry.facts.django_migrations_table]
+    if entry.contents:
+        expected = {t: entry.contents[t] for t in tables if t in entry.contents}
+        leave_out = {t: recorded.left_out for t, recorded in expected.items()}
+        return content.differences(expected, content.read(conn, list(expected), leave_out=leave_out))
+    recorded = {t.qualified: t.rows for t in entry.facts.tables}
+    actual = table_counts(conn)
+    return [
+        f"{t} has {actual.get(t, 'no table, so 0')} rows, the source {recorded[t]}"
+        for t in tables if t in recorded and actual.get(t) != recorded[t]
+    ]
+
+
+def belongs_to(name: str, dump: str) -> bool:
+    """Whether the bundle file ``name`` is the dump ``dump`` or a file of it (directory format)."""
+    return name == dump or name.startswith(dump + "/")
+
+
+def json_intact(directory: Path, manifest: Manifest) -> bool:
+    """Whether the bundle's json files, content types and migrations archive are intact (its dump may not be)."""
+    damaged = damaged_files(directory, manifest)
+    return not [n for n in damaged if n != "log.txt" and not any(belongs_to(n, e.dump) for e in manifest.databases)]
 
 
 def verify_hashes(directory: Path, manifest: Manifest) -> None:

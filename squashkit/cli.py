@@ -18,11 +18,16 @@ import typer
 from rich.console import Console
 from typer.exceptions import TyperException
 
-from squashkit import __version__, bundle, cluster
-from squashkit import backup as backup_module
-from squashkit import check as check_module
+from squashkit import __version__, bundle, cluster, project
 from squashkit import config as config_module
-from squashkit import pipeline
+from squashkit.commands import backup as backup_command
+from squashkit.commands import check as check_command
+from squashkit.commands import kept as kept_command
+from squashkit.commands import promote as promote_command
+from squashkit.commands import restore as restore_command
+from squashkit.commands import resume as resume_command
+from squashkit.commands import rollback as rollback_command
+from squashkit.commands import squash as squash_command
 from squashkit.errors import BAD_INPUT, FAILED, BadInput, SquashkitError
 
 app = typer.Typer(
@@ -68,7 +73,7 @@ def backup(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_dump jobs (directory format only)."),
 ) -> None:
     """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json."""
-    path = backup_module.backup(
+    path = backup_command.backup(
         _config(), env=env, output=output, dump_format=dump_format, jobs=jobs,
         log=_log,
     )
@@ -90,7 +95,7 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Check connection, server and client versions, privileges, connections and migrations."""
-    results = check_module.check(_config(), env=env)
+    results = check_command.check(_config(), env=env)
     if as_json:
         print(json.dumps([r.model_dump() for r in results], indent=2))
     else:
@@ -138,7 +143,7 @@ def restore(
     allow_drift: bool = AllowDriftOption,
 ) -> None:
     """Replace the environment's database with a bundle, after a safety backup of it."""
-    safety = pipeline.restore(_config(), bundle_path, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs,
+    safety = restore_command.restore(_config(), bundle_path=bundle_path, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs,
                               in_place=in_place, typed=confirm, force=force, accept_loss=accept_loss,
                               allow_drift=allow_drift, log=_log)
     if safety:
@@ -157,7 +162,7 @@ def squash(
     allow_drift: bool = AllowDriftOption,
 ) -> None:
     """Migration zero: back up, delete migrations, rebuild, makemigrations, migrate --fake."""
-    made = pipeline.squash(_config(), env=env, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm, force=force,
+    made = squash_command.squash(_config(), env=env, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm, force=force,
                            accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
     if made:
         print(made)
@@ -176,7 +181,7 @@ def promote(
     allow_drift: bool = AllowDriftOption,
 ) -> None:
     """Replace the target environment's database with the source's, keeping every row."""
-    made = pipeline.promote(_config(), spec, squash=squash, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm,
+    made = promote_command.promote(_config(), spec=spec, squash=squash, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm,
                             force=force, accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
     if made:
         print(made)
@@ -195,9 +200,9 @@ def rollback(
     if kept == (path is not None):
         raise BadInput("rollback takes a PATH or --kept (one of them)")
     if kept:
-        pipeline.rollback_kept(_config(), env=env, yes=yes, typed=confirm, log=_log)
+        rollback_command.rollback_kept(_config(), env=env, yes=yes, typed=confirm, log=_log)
     else:
-        pipeline.rollback(_config(), path, env=env, yes=yes, in_place=in_place, typed=confirm, log=_log)
+        rollback_command.rollback(_config(), path=path, env=env, yes=yes, in_place=in_place, typed=confirm, log=_log)
 
 
 @app.command()
@@ -206,14 +211,14 @@ def resume(
     yes: bool = YesOption,
 ) -> None:
     """Finish or undo a run that was killed, from wherever it stopped."""
-    print(pipeline.resume(_config(), run_id=run, yes=yes, log=_log))
+    print(resume_command.resume(_config(), run_id=run, yes=yes, log=_log))
 
 
 @app.command()
 def status(limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many runs to show.")) -> None:
     """The last runs (from their journals) and what squashkit keeps."""
     config = _config()
-    runs = pipeline.status(config, limit=limit)
+    runs = kept_command.status(config, limit=limit)
     if not runs:
         print(f"no runs recorded in {config.backup_dir}")
     for run in runs:
@@ -230,11 +235,11 @@ def cleanup(
 ) -> None:
     """List, and remove when asked, kept databases (__squashkit_prev, leftovers) and old bundles."""
     config = _config()
-    items = pipeline.kept(config, env=env, keep_bundles=keep)
+    items = kept_command.kept(config, env=env, keep_bundles=keep)
     for item in items:
         print(f"{item.kind:<8} {item.name}  ({item.detail})")
     if not list_only:
-        pipeline.cleanup(config, items, yes=yes, typed=confirm, log=_log)
+        kept_command.cleanup(config, items, yes=yes, typed=confirm, log=_log)
 
 
 @cluster_app.command("start")
@@ -266,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(args=argv, prog_name="squashkit", standalone_mode=False)
+        started = project.account()
+        if started:
+            _log(started)
         return code if isinstance(code, int) else 0
     except TyperException as exc:  # a usage error: one line too, like every other error
         message = exc.format_message()

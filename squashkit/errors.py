@@ -51,3 +51,9 @@ class Interrupted(SquashkitError):
     """Ctrl-C or SIGTERM after a run changed something: its journal stays open for ``squashkit resume``."""
 
     exit_code = 130
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (or its type's name): what a one-line report quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -41,7 +41,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from squashkit.bundle import AliasBackup
+from squashkit.bundle import AliasBackup, holds_what_was_recorded
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.postgres import ConnectionParams, SequenceState, connect, resolve_table
 from squashkit.project import ManagePy
@@ -238,10 +238,6 @@ def _regclass(conn: psycopg.Connection, qualified: str) -> str | None:
     return conn.execute("SELECT to_regclass(%s)::text", [quoted]).fetchone()[0]
 
 
-def _count(conn: psycopg.Connection, qualified: str) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_identifier(qualified))).fetchone()[0]
-
-
 def _has_rows(conn: psycopg.Connection, qualified: str) -> bool:
     return conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_identifier(qualified))).fetchone()[0]
 
@@ -283,7 +279,7 @@ def load_fixture(
        hands out the ids of deleted rows again). A sequence of a table the fixture does not
        fill is only set while that table is empty: if ``migrate`` put rows there
        (django_migrations), their ids belong to the target's own numbering.
-    5. Verify: every table filled has the source's row count.
+    5. Verify: every table filled holds the source's content (row counts for bundles older than content hashes).
     """
     if not entry.json_tables and entry.json_objects:
         raise OperationFailed(
@@ -324,9 +320,9 @@ def load_fixture(
         if skipped:
             log(f"{where} note: {len(skipped)} sequences of the source do not exist here (e.g. {skipped[0]})")
 
-        # 5. Verify.
-        verify_row_counts(conn, tables, entry)
-        log(f"{where} verified: {len(tables)} tables hold the source's row counts")
+        # 5. Verify: by content where the bundle recorded it, else by row count.
+        held = verify_loaded(conn, tables, entry)
+        log(f"{where} verified: {len(tables)} tables hold the source's {held}")
 
 
 def tables_filled(entry: AliasBackup, ids: dict | None) -> list[str]:
@@ -371,17 +367,14 @@ def set_sequence(conn: psycopg.Connection, name: str, state: SequenceState) -> N
     conn.execute("SELECT setval(%s::regclass, %s, %s)", [_identifier(name).as_string(conn), state.last_value, state.is_called])
 
 
-def verify_row_counts(conn: psycopg.Connection, tables: list[str], entry: AliasBackup) -> None:
-    """Every table the fixture filled has the source's row count (``load_fixture`` step 5)."""
-    source_rows = {t.qualified: t.rows for t in entry.facts.tables}
-    for table in sorted(tables):
-        if table not in source_rows:
-            continue  # not a plain table the backup counted (a partitioned parent)
-        rows = _count(conn, table)
-        if rows != source_rows[table]:
-            raise OperationFailed(
-                f"after loading {entry.json_file}, {table} has {rows} rows but the source had {source_rows[table]}"
-            )
+def verify_loaded(conn: psycopg.Connection, tables: list[str], entry: AliasBackup) -> str:
+    """Every table the fixture filled holds the source's content (``load_fixture`` step 5), or its
+    row count for a bundle older than content hashes; returns which of the two was checked."""
+    problems = holds_what_was_recorded(conn, entry, sorted(tables))
+    if problems:
+        more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
+        raise OperationFailed(f"after loading {entry.json_file}: {problems[0]}{more}")
+    return "content" if entry.contents else "row counts"
 
 
 def put_back_ids(conn: psycopg.Connection, tables: list[str], ids: dict | None) -> None:

@@ -77,6 +77,10 @@ class Run(BaseModel):
         """The ``started`` entry of ``step`` (on ``env``), if it ever started."""
         return next((e for e in self.entries if e.step == step and e.event == "started" and (env is None or e.env == env)), None)
 
+    def phases(self) -> list[Entry]:
+        """The ``started`` entries of the run's phases (one per environment it rebuilt), in order."""
+        return [e for e in self.entries if e.step == "phase" and e.event == "started"]
+
     def since(self, entry: Entry) -> list[Entry]:
         """``entry`` and every entry written after it (by position: clocks can tie or step back)."""
         return self.entries[self.entries.index(entry):]
@@ -148,6 +152,10 @@ class Journal:
 
     def end(self, outcome: Outcome, detail: str = "") -> None:
         self._write(End(at=utc_now(), outcome=outcome, detail=detail).model_dump_json())
+        self._file.close()
+
+    def close(self) -> None:
+        """Stop writing without an outcome: the run stays interrupted (``resume`` failed itself)."""
         self._file.close()
 
 

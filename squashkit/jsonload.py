@@ -46,7 +46,7 @@ from squashkit.fixture import (
     restore_sequences,
     set_sequence,
     tables_filled,
-    verify_row_counts,
+    verify_loaded,
 )
 from squashkit.jsonfixture import JSON_NULL_KEY
 from squashkit.postgres import ConnectionParams, connect, read_sequences, resolve_table
@@ -83,7 +83,7 @@ def load_fixture_fast(
     3. Load the fixture (``load_fixture_sql``), checking every deferred constraint at its end,
        so a broken reference fails here, named; then the triggers back on.
     4. Put the sequences where the source had them (``load_fixture`` step 4).
-    5. Verify every table's row count against the manifest.
+    5. Verify every table's content (or row count) against the manifest.
     A failure before the commit leaves the target as it was, its sequences included.
     """
     fixture = bundle_dir / entry.json_file
@@ -126,8 +126,8 @@ def load_fixture_fast(
             log(f"{where} {sum(counts.values())} objects loaded; {exact} sequences set to the source's values")
             if skipped:
                 log(f"{where} note: {len(skipped)} sequences of the source do not exist here (e.g. {skipped[0]})")
-            verify_row_counts(conn, tables, entry)
-            log(f"{where} verified: {len(tables)} tables hold the source's row counts")
+            held = verify_loaded(conn, tables, entry)
+            log(f"{where} verified: {len(tables)} tables hold the source's {held}")
     return counts
 
 

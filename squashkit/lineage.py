@@ -29,16 +29,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
 from pydantic import BaseModel, Field, ValidationError
 
-from squashkit import postgres
+from squashkit import content, postgres
 from squashkit.errors import BadInput
 
 FORMAT_VERSION = 1
@@ -46,16 +44,6 @@ DIRECTORY = "lineage"
 
 # Tables whose writes never block a promotion (see the module docstring).
 IGNORED_TABLES = ("django_session",)
-
-# Row text depends on these settings (a timestamptz prints in the session's TimeZone, a float
-# with extra_float_digits...): fix them so two sessions hash the same rows the same way.
-_STABLE_OUTPUT = {
-    "TimeZone": "UTC",
-    "DateStyle": "ISO, YMD",
-    "IntervalStyle": "postgres",
-    "extra_float_digits": "1",
-    "bytea_output": "hex",
-}
 
 # Count and content of one table in one scan. Each row's md5 is split in two 64-bit halves,
 # each summed as numeric (no overflow): a sum does not depend on the order rows are read in.
@@ -116,9 +104,9 @@ def fingerprint(conn: psycopg.Connection, *, ignore: tuple[str, ...] = IGNORED_T
     ``ignore`` holds table names (any schema) or ``schema.name`` to leave out.
     """
     tables = []
-    with _one_snapshot(conn):
+    with content.one_snapshot(conn):
         database = conn.execute("SELECT current_database()").fetchone()[0]
-        with _stable_output(conn):
+        with content.stable_output(conn):
             for schema, name in postgres.user_tables(conn):
                 if name in ignore or f"{schema}.{name}" in ignore:
                     continue
@@ -131,41 +119,6 @@ def fingerprint(conn: psycopg.Connection, *, ignore: tuple[str, ...] = IGNORED_T
         ignored=sorted(ignore),
         tables=tables,
     )
-
-
-@contextlib.contextmanager
-def _one_snapshot(conn: psycopg.Connection) -> Iterator[None]:
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        yield  # the caller's transaction, and its snapshot
-        return
-    autocommit, isolation = conn.autocommit, conn.isolation_level
-    conn.autocommit = True  # so transaction() below opens exactly one BEGIN ... COMMIT
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    try:
-        with conn.transaction():
-            conn.execute("SET TRANSACTION READ ONLY")
-            yield
-    finally:
-        conn.isolation_level = isolation
-        conn.autocommit = autocommit
-
-
-@contextlib.contextmanager
-def _stable_output(conn: psycopg.Connection) -> Iterator[None]:
-    """Fix the settings row text depends on, for this transaction only, and put them back after
-    (a caller's snapshot transaction goes on with its own settings)."""
-    names = list(_STABLE_OUTPUT)
-    before = conn.execute(
-        sql.SQL("SELECT {}").format(sql.SQL(", ").join(sql.SQL("current_setting({})").format(sql.Literal(n)) for n in names))
-    ).fetchone()
-    for name, value in _STABLE_OUTPUT.items():
-        conn.execute("SELECT set_config(%s, %s, true)", [name, value])
-    try:
-        yield
-    finally:
-        if conn.info.transaction_status == TransactionStatus.INTRANS:
-            for name, value in zip(names, before):
-                conn.execute("SELECT set_config(%s, %s, true)", [name, value])
 
 
 # --- comparing ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Talking to PostgreSQL: connections, catalog facts, and the client programs (pg_dump, pg_restore).
+"""Talking to PostgreSQL: connections, catalog facts, and creating, renaming and dropping databases.
 
 Rules this module keeps for everyone else:
-- a password never reaches a command line: client programs get it through a temporary
-  0600 passfile named in their environment (PGPASSFILE), and only there;
+- a password never leaves ``ConnectionParams`` except to libpq (client programs get it
+  through ``clients.client_env``'s private passfile, never on a command line);
 - identifiers are quoted by ``psycopg.sql.Identifier``, values travel as parameters;
 - a client program's exit code and stderr are always checked.
 """
@@ -12,21 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import psycopg
-import sh
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from squashkit.errors import NO_SPACE, BadInput, DiskFull, OperationFailed
+from squashkit.errors import BadInput, OperationFailed
 
 # Django OPTIONS keys that are libpq connection parameters, with their environment variable.
-_LIBPQ_OPTIONS = {
+LIBPQ_OPTIONS = {
     "sslmode": "PGSSLMODE",
     "sslrootcert": "PGSSLROOTCERT",
     "sslcert": "PGSSLCERT",
@@ -58,7 +54,7 @@ class ConnectionParams(BaseModel):
         options = {
             key: str(value)
             for key, value in (settings.get("OPTIONS") or {}).items()
-            if key in _LIBPQ_OPTIONS and value is not None
+            if key in LIBPQ_OPTIONS and value is not None
         }
         port = settings.get("PORT")
         return cls(
@@ -323,136 +319,6 @@ def snapshot(conn: psycopg.Connection) -> Iterator[str | None]:
         conn.autocommit = True
 
 
-# --- client programs --------------------------------------------------------------------------
-
-
-def client_program(name: str, bindir: Path | None = None) -> sh.Command:
-    """pg_dump, pg_restore, ... from ``bindir`` or PATH; a clear error when missing."""
-    path = str(bindir / name) if bindir else shutil.which(name)
-    if not path or not os.access(path, os.X_OK):
-        where = f"in {bindir}" if bindir else "on PATH"
-        raise BadInput(f"{name} not found {where}: install the PostgreSQL client tools (e.g. apt-get install postgresql-client)")
-    return sh.Command(path)
-
-
-def client_major_version(program: sh.Command) -> int:
-    """The major version a client program reports, e.g. 15 for 'pg_dump (PostgreSQL) 15.18'."""
-    try:
-        text = str(program("--version"))
-    except (sh.ErrorReturnCode, OSError) as exc:
-        raise BadInput(f"{program} --version failed: {exc}") from None
-    match = re.search(r"\(PostgreSQL\) (\d+)", text)
-    if not match:
-        raise BadInput(f"cannot read the version of {program}: {text.strip()!r}")
-    return int(match.group(1))
-
-
-def require_client_for_server(program: sh.Command, server_version_num: int) -> int:
-    """pg_dump refuses servers newer than itself: say so before anything is written."""
-    client = client_major_version(program)
-    server = server_version_num // 10000
-    if client < server:
-        raise BadInput(
-            f"{Path(str(program)).name} is version {client} but the server is PostgreSQL {server}: "
-            f"install postgresql-client-{server} or newer"
-        )
-    return client
-
-
-@contextlib.contextmanager
-def client_env(params: ConnectionParams) -> Iterator[dict[str, str]]:
-    """Environment for a client program: libpq variables, the password in a private passfile."""
-    # Start from our own environment, as the project's Django does: libpq fills what
-    # DATABASES leaves empty from the same PG* variables, so both reach the same server.
-    env = dict(os.environ)
-    env["PGDATABASE"] = params.dbname
-    env["PGCONNECT_TIMEOUT"] = "10"
-    if params.user:
-        env["PGUSER"] = params.user
-    if params.host:
-        env["PGHOST"] = params.host
-    if params.port:
-        env["PGPORT"] = str(params.port)
-    for key, value in params.options.items():
-        env[_LIBPQ_OPTIONS[key]] = value
-    with tempfile.TemporaryDirectory(prefix="squashkit-") as private:
-        if params.password is not None:
-            passfile = Path(private) / "pgpass"
-            passfile.touch(mode=0o600)
-            escaped = params.password.get_secret_value().replace("\\", "\\\\").replace(":", "\\:")
-            passfile.write_text(f"*:*:*:*:{escaped}\n")
-            env["PGPASSFILE"] = str(passfile)
-            env.pop("PGPASSWORD", None)  # it would win over the passfile, unlike in Django
-        yield env
-
-
-def run_client(program: sh.Command, args: list[str], params: ConnectionParams, *, what: str) -> str:
-    """Run a client program against ``params``; never prompts (-w), raises with its stderr."""
-    with client_env(params) as env:
-        try:
-            result = program(*args, _env=env, _in=None, _err_to_out=False)
-        except sh.ErrorReturnCode as exc:
-            error = DiskFull if NO_SPACE in exc.stderr.decode(errors="replace") else OperationFailed
-            raise error(f"{what} failed: {_stderr_summary(exc)}") from None
-    return str(result)
-
-
-def _stderr_summary(exc: sh.ErrorReturnCode) -> str:
-    text = exc.stderr.decode(errors="replace").strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    if any(NO_SPACE in line for line in lines):
-        return "no space left on device"
-    return " | ".join(lines[-3:]) if lines else f"exit code {exc.exit_code}"
-
-
-def _toc(pg_restore: sh.Command, dump: Path) -> list[tuple[str, str]]:
-    """(line, entry) of each item in a dump's table of contents (``pg_restore -l``).
-
-    The entry is what follows "dumpId; catalogOid oid ", e.g. "TABLE DATA public t owner".
-    Reading the TOC proves the archive is complete enough to list; a truncated custom-format
-    file fails here.
-    """
-    try:
-        toc = str(pg_restore("-l", str(dump), _in=None))
-    except sh.ErrorReturnCode as exc:
-        raise OperationFailed(f"pg_restore cannot read {dump.name}: {_stderr_summary(exc)}") from None
-    return [
-        (line, line.split("; ", 1)[1].split(" ", 2)[-1] if "; " in line and not line.startswith(";") else "")
-        for line in toc.splitlines()
-    ]
-
-
-def _table_data_of(entry: str, tables: Iterable[str] | None = None) -> str | None:
-    """``schema.table`` of a TABLE DATA entry, else None.
-
-    ``pg_restore -l`` prints "TABLE DATA schema name owner" without quoting, so a schema or
-    table name holding a space cannot be split off reliably: given the ``tables`` that may be
-    there (``schema.table``), the entry is matched against them, the longest match winning
-    ("a b" before "a"). Without them the first word is taken for the schema.
-    """
-    if not entry.startswith("TABLE DATA "):
-        return None
-    rest = entry.removeprefix("TABLE DATA ")
-    if tables is not None:
-        matches = [
-            qualified
-            for qualified in tables
-            for dot in (i for i, char in enumerate(qualified) if char == ".")
-            if rest.startswith(f"{qualified[:dot]} {qualified[dot + 1:]} ")
-        ]
-        if matches:
-            return max(matches, key=len)
-    schema, rest = rest.split(" ", 1)
-    return f"{schema}.{rest.rsplit(' ', 1)[0]}"
-
-
-def dump_table_data(pg_restore: sh.Command, dump: Path, tables: Iterable[str] | None = None) -> set[str]:
-    """``schema.table`` of every TABLE DATA entry in a dump; pass the ``tables`` expected there
-    so names with spaces are read right (see ``_table_data_of``)."""
-    tables = list(tables) if tables is not None else None
-    return {table for _line, entry in _toc(pg_restore, dump) if (table := _table_data_of(entry, tables))}
-
-
 # --- recreating a database ----------------------------------------------------------------------
 
 
@@ -628,20 +494,3 @@ def extension_tables(conn: psycopg.Connection) -> set[str]:
            WHERE c.relkind IN ('r', 'p')"""
     ).fetchall()
     return {row[0] for row in rows}
-
-
-def filtered_toc(pg_restore: sh.Command, dump: Path, skip_tables: set[str]) -> tuple[str, list[str]]:
-    """The dump's table of contents without what belongs to extensions; returns (list, dropped entries).
-
-    squashkit creates the extensions itself (with the admin connection where needed), so their
-    CREATE/COMMENT entries and the data of their own tables would only fail: "must be owner of
-    extension", a duplicate spatial_ref_sys. With them gone, any error left is a real one.
-    """
-    kept, dropped = [], []
-    for line, entry in _toc(pg_restore, dump):
-        is_extension = entry.startswith(("EXTENSION ", "COMMENT - EXTENSION "))
-        if is_extension or _table_data_of(entry, skip_tables) in skip_tables:
-            dropped.append(entry)
-        else:
-            kept.append(line)
-    return "\n".join(kept) + "\n", dropped

@@ -13,6 +13,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from squashkit.postgres import ConnectionParams
 
 PROBE = inproject.runner("probe")
 COMMAND_RUNNER = inproject.runner("command")
+CHECKS_RUNNER = inproject.runner("checks")
 POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
 
 # The procedure's excludes: rows that `migrate` recreates (permissions, content types) or
@@ -144,6 +146,36 @@ class ProjectInfo(BaseModel):
         ]
 
 
+class DjangoRun(BaseModel):
+    """One Django process squashkit started, for the account a run gives of them."""
+
+    what: str
+    seconds: float
+
+
+# Every Django process this squashkit process started, in order: each costs a Django start-up
+# (0.5 to 2 s on real projects), so a run reports them (``account``) and starts only those it needs.
+STARTED: list[DjangoRun] = []
+
+
+def _django(python: str, argv: list[str], *, cwd: Path, env: dict[str, str], what: str):
+    """Run the project's interpreter with ``argv``, counted in ``STARTED``; raises ``sh.ErrorReturnCode``."""
+    clock = time.monotonic()
+    try:
+        return sh.Command(python)(*argv, _cwd=str(cwd), _env=env, _in=None)
+    finally:
+        STARTED.append(DjangoRun(what=what, seconds=round(time.monotonic() - clock, 2)))
+
+
+def account() -> str | None:
+    """``N Django processes (X s): what 0.6 s, ...`` for what this process started, or None."""
+    if not STARTED:
+        return None
+    total = sum(run.seconds for run in STARTED)
+    each = ", ".join(f"{run.what} {run.seconds:.1f} s" for run in STARTED)
+    return f"{len(STARTED)} Django process{'es' if len(STARTED) > 1 else ''} ({total:.1f} s): {each}"
+
+
 class ManagePy(BaseModel):
     """How to run this environment's ``manage.py``: interpreter, script, directory, environment."""
 
@@ -173,22 +205,30 @@ class ManagePy(BaseModel):
     def run(self, *args: str, what: str) -> str:
         """Run ``manage.py ARGS``; a failure raises with the last line of its stderr."""
         try:
-            result = sh.Command(self.python)(*self.argv(*args), _cwd=str(self.cwd), _env=self.env, _in=None)
+            result = _django(self.python, self.argv(*args), cwd=self.cwd, env=self.env, what=what)
         except sh.ErrorReturnCode as exc:
             if NO_SPACE in exc.stderr.decode(errors="replace"):
                 raise DiskFull(f"{what} failed: no space left on device") from None
             raise OperationFailed(f"{what} failed: {last_error_line(exc.stderr)}") from None
         return str(result)
 
-
-    def passes(self, *args: str) -> tuple[bool, str | None]:
-        """Run a ``--check`` style command: (passed, the error line if it crashed rather than said no)."""
-        try:
-            sh.Command(self.python)(*self.argv(*args), _cwd=str(self.cwd), _env=self.env, _in=None)
-        except sh.ErrorReturnCode as exc:
-            crashed = exc.stderr.strip() and re.search(rb"Traceback|Error", exc.stderr)
-            return False, last_error_line(exc.stderr) if crashed else None
-        return True, None
+    def checks(self, *commands: tuple[str, ...], what: str) -> list[tuple[bool, str | None]]:
+        """Run ``--check`` style commands in ONE Django process (``inproject/checks.py``): for each,
+        (passed, the error line if it crashed rather than said no)."""
+        with tempfile.TemporaryDirectory(prefix="squashkit-checks-") as private:
+            out = Path(private) / "checks.json"
+            arguments = {"databases": self.databases, "checks": [list(c) for c in commands], "output": str(out)}
+            code = (
+                f"import runpy; runpy.run_path({str(CHECKS_RUNNER)!r}, "
+                f"init_globals={{'SQUASHKIT_CHECKS': {arguments!r}}}, run_name='__squashkit_checks__')"
+            )
+            try:
+                _django(self.python, [str(self.script), "shell", "-c", code], cwd=self.cwd, env=self.env, what=what)
+            except sh.ErrorReturnCode as exc:  # the project did not even start
+                line = last_error_line(exc.stderr)
+                return [(False, line) for _command in commands]
+            results = json.loads(out.read_text())
+        return [(result["passed"], result["error"]) for result in results]
 
 
 def manage_py(config: Config, env_name: str, environment: Environment) -> ManagePy:
@@ -220,7 +260,7 @@ def introspect(manage: ManagePy) -> ProjectInfo:
         env = {**manage.env, "SQUASHKIT_PROBE_OUTPUT": str(out), "SQUASHKIT_PROJECT_ROOT": str(manage.cwd)}
         code = f"import runpy; runpy.run_path({str(PROBE)!r}, run_name='__squashkit_probe__')"
         try:
-            sh.Command(manage.python)(str(manage.script), "shell", "-c", code, _cwd=str(manage.cwd), _env=env, _in=None)
+            _django(manage.python, [str(manage.script), "shell", "-c", code], cwd=manage.cwd, env=env, what="introspect")
         except sh.ErrorReturnCode as exc:
             raise BadInput(
                 f"the project does not start with settings {manage.env['DJANGO_SETTINGS_MODULE']}: "
@@ -286,6 +326,16 @@ def migration_files(app: AppInfo) -> list[Path]:
                     unreadable(PermissionError(13, "Permission denied", str(path)))
                 files.append(path)
     return sorted(files)
+
+
+def migration_names(app: AppInfo) -> list[str]:
+    """The migrations an app's folder holds now, named as Django's loader names them (modules whose
+    names do not start with ``_`` or ``~``), read from the disk without starting Django."""
+    names = []
+    for path in migration_files(app):
+        if path.parent == app.migrations_folder_resolved and path.suffix == ".py" and not path.stem.startswith(("_", "~")):
+            names.append(path.stem)
+    return sorted(names)
 
 
 def _archive_names(project: ProjectInfo, root: Path) -> list[tuple[str, Path]]:

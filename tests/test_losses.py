@@ -17,7 +17,7 @@ import pytest
 
 from squashkit import losses
 from squashkit.errors import BadInput
-from squashkit.pipeline import delete_migrations
+from squashkit.steps import delete_migrations
 from squashkit.project import ManagePy, ProjectInfo, introspect
 from tests.conftest import SAMPLE, create_database, drop_database, project_env, unique_name
 

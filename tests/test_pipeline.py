@@ -199,6 +199,24 @@ def test_truncated_dump_fails_at_pg_restore_and_puts_the_target_back(project, tm
     project.manage(project.prod, "migrate", "--check", owner=PROD_OWNER, password=PROD_PASSWORD)
 
 
+def test_a_restore_that_changes_a_value_but_no_count_fails_naming_the_table_and_column(project):
+    """Row counts alone would pass it: the bundle's content hashes catch a changed value, the run
+    names the table and a column, and the live database was never touched."""
+    make_prod(project)
+    made = project.run("backup", "--env", "dev")
+    assert made.code == 0, made.stderr
+    bundle = Path(made.stdout.strip().splitlines()[-1])
+    prod_before, files_before = project.fingerprint(project.prod), project.migration_files()
+
+    result = project.run("restore", str(bundle), "--env", "prod", "--yes", env={"SQUASHKIT_TEST_FAULT": "change-a-row:prod"})
+    assert result.code == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "step 'verify' failed" in error and "public.auth_user: column first_name differs" in error, error
+    assert "Nothing was lost" in error
+    assert project.fingerprint(project.prod) == prod_before
+    assert project.migration_files() == files_before
+
+
 # In place, the safety bundle puts the target back; beside it, the side database is dropped and
 # the live one was never touched.
 PUT_BACK = {"in-place": "was put back from", "side": "Nothing was lost"}

@@ -176,17 +176,17 @@ def test_a_failed_run_whose_undo_fails_too_stays_open_for_resume(tmp_path):
 
     from squashkit import journal
     from squashkit.errors import OperationFailed, UndoIncomplete
-    from squashkit.pipeline import _journalled
+    from squashkit.runs import journalled
 
     config = SimpleNamespace(backup_dir=tmp_path, source=tmp_path / "squashkit.toml")
     with pytest.raises(UndoIncomplete):
-        with _journalled(config, "squash-dev-1", command="squash", target="dev", squash=True, mode="side") as record:
+        with journalled(config, "squash-dev-1", command="squash", target="dev", squash=True, mode="side") as record:
             record.started("pg_restore default", "dev")
             raise UndoIncomplete("step 'pg_restore default' failed: x; undoing it failed too: y")
     assert [run.header.run for run in journal.interrupted(tmp_path)] == ["squash-dev-1"]
 
     with pytest.raises(OperationFailed):  # an undo that worked closes the journal as before
-        with _journalled(config, "squash-dev-2", command="squash", target="dev", squash=True, mode="side") as record:
+        with journalled(config, "squash-dev-2", command="squash", target="dev", squash=True, mode="side") as record:
             record.started("pg_restore default", "dev")
             raise OperationFailed("step 'pg_restore default' failed: x. Nothing was lost")
     assert [run.header.run for run in journal.interrupted(tmp_path)] == ["squash-dev-1"]

@@ -17,7 +17,7 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import journal, postgres, schema
+from squashkit import clients, journal, postgres, schema
 from squashkit.config import Config
 from squashkit.errors import BadInput, SquashkitError
 from squashkit.project import AppInfo, ManagePy, ProjectInfo, introspect, manage_py
@@ -89,7 +89,7 @@ def _check_alias(
 def _check_mode(conn: psycopg.Connection, has_admin: bool, dbname: str, alias: str, add) -> None:
     """Which way restore, squash, promote and rollback will replace the database, and why; what
     earlier runs kept beside it."""
-    from squashkit.pipeline import KEPT, SIDE
+    from squashkit.steps import KEPT, SIDE
 
     may_create = conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
     size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
@@ -114,8 +114,8 @@ def _check_mode(conn: psycopg.Connection, has_admin: bool, dbname: str, alias: s
 def _check_clients(config: Config, server_num: int, alias: str, add) -> None:
     for name in ("pg_dump", "pg_restore"):
         try:
-            program = postgres.client_program(name, config.pg_bin)
-            version = postgres.require_client_for_server(program, server_num)
+            program = clients.client_program(name, config.pg_bin)
+            version = clients.require_client_for_server(program, server_num)
             add(f"{name} ({alias})", "ok", f"version {version} at {program}")
         except SquashkitError as exc:
             add(f"{name} ({alias})", "fail", str(exc))

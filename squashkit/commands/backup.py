@@ -25,22 +25,19 @@ Nothing here changes the database: there is nothing to undo but the partial dire
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from squashkit import __version__, bundle, postgres
+from squashkit import __version__, bundle, clients, content, postgres
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.fixture import NaturalKeys, read_counts, read_ids, write_fixture
-from squashkit.project import AppInfo, ProjectInfo, archive_migrations, dumpdata, introspect, manage_py, migration_files
+from squashkit.project import AppInfo, ProjectInfo, archive_migrations, dumpdata, migration_files
+from squashkit.runs import stderr_log
+from squashkit.target import Target, resolve
 
 DUMP_FORMATS = ("custom", "directory")
-
-
-def _stderr_log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def backup(
@@ -50,16 +47,19 @@ def backup(
     output: Path | None = None,
     dump_format: str = "custom",
     jobs: int = 1,
-    log: Callable[[str], None] = _stderr_log,
+    log: Callable[[str], None] = stderr_log,
+    target: Target | None = None,
 ) -> Path:
-    """Write a verified bundle of the environment's databases and return its path."""
+    """Write a verified bundle of the environment's databases and return its path.
+
+    ``target``: the environment already resolved by the calling command (saves asking the
+    project again); else ``env`` is resolved here."""
     if dump_format not in DUMP_FORMATS:
         raise BadInput(f"--format must be one of {', '.join(DUMP_FORMATS)}, not {dump_format!r}")
     if jobs < 1:
         raise BadInput("--jobs must be at least 1")
     if jobs > 1 and dump_format != "directory":
         raise BadInput("--jobs needs --format directory (pg_dump writes a custom-format file alone)")
-    env_name, environment = config.environment(env)
     started = bundle.utc_now()
     lines: list[str] = []
 
@@ -68,9 +68,9 @@ def backup(
         log(message)
 
     # 1. What the project is.
-    manage = manage_py(config, env_name, environment)
+    target = target or resolve(config, env)
+    env_name, environment, manage, project = target.name, target.environment, target.manage, target.project
     note(f"backup of environment {env_name!r} ({environment.settings})")
-    project = introspect(manage)
     for app in project.own_apps():
         migration_files(app)  # an unreadable migrations folder is refused before anything runs
     aliases = project.postgres_aliases()
@@ -78,14 +78,14 @@ def backup(
         raise BadInput("DATABASES['default'] is not a PostgreSQL database: squashkit backs up PostgreSQL only")
 
     # 2. The client tools, before anything is written.
-    pg_dump = postgres.client_program("pg_dump", config.pg_bin)
-    pg_restore = postgres.client_program("pg_restore", config.pg_bin)
+    pg_dump = clients.client_program("pg_dump", config.pg_bin)
+    pg_restore = clients.client_program("pg_restore", config.pg_bin)
     for alias in aliases:
         params = project.connection(alias)
         with postgres.connect(params) as conn:
             version_num = conn.info.server_version
-        postgres.require_client_for_server(pg_dump, version_num)
-        postgres.require_client_for_server(pg_restore, version_num)
+        clients.require_client_for_server(pg_dump, version_num)
+        clients.require_client_for_server(pg_restore, version_num)
 
     output_dir = bundle.prepare_output_dir(Path(output) if output else config.backup_dir)
     excludes = project.installed_excludes(config.exclude)
@@ -170,6 +170,17 @@ def _backup_alias(
                     if (table := postgres.resolve_table(conn, m2m))
                 }
             )
+            # What every restore and load of this bundle is checked against, in the same snapshot.
+            clock = time.monotonic()
+            implicit = {
+                table for app in project.apps for m in app.models for m2m in m.m2m_tables
+                if (table := postgres.resolve_table(conn, m2m))
+            }
+            contents = content.read(
+                conn, [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table],
+                leave_out={table: ["id"] for table in implicit},  # a fixture does not carry these rows' ids
+            )
+            note(f"[{alias}] content hashes of {len(contents)} tables in {time.monotonic() - clock:.1f}s")
             args = ["-w", "-f", str(partial / dump_name), "-F", "d" if dump_format == "directory" else "c"]
             if facts.django_migrations_table:
                 schema, table = facts.django_migrations_table.split(".", 1)
@@ -180,7 +191,7 @@ def _backup_alias(
                 args.append(f"--jobs={jobs}")
             note(f"[{alias}] pg_dump of {params.describe()} ({dump_format} format)")
             clock = time.monotonic()
-            postgres.run_client(pg_dump, args, params, what=f"pg_dump of {alias!r}")
+            clients.run_client(pg_dump, args, params, what=f"pg_dump of {alias!r}")
             note(f"[{alias}] pg_dump done in {time.monotonic() - clock:.1f}s")
 
     # 5. dumpdata, rewritten into the fixture.
@@ -196,7 +207,7 @@ def _backup_alias(
     note(f"[{alias}] {json_name}: {sum(written.values())} objects in {time.monotonic() - clock:.1f}s")
 
     # 6. Verify what was written against the snapshot.
-    in_dump = postgres.dump_table_data(pg_restore, partial / dump_name, [t.qualified for t in facts.tables])
+    in_dump = clients.dump_table_data(pg_restore, partial / dump_name, [t.qualified for t in facts.tables])
     missing = [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table and t.qualified not in in_dump]
     if missing:
         raise OperationFailed(f"{dump_name} lacks the data of {len(missing)} tables (e.g. {missing[0]})")
@@ -238,6 +249,7 @@ def _backup_alias(
         pg_dump_version=str(pg_dump("--version")).strip(),
         snapshot_consistent=snapshot_id is not None,
         facts=facts,
+        contents=contents,
     )
 
 

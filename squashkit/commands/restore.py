@@ -1,0 +1,65 @@
+"""``squashkit restore BUNDLE``: an environment's databases rebuilt from a bundle, after a safety backup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from squashkit import bundle, journal, phase, plan, runs, steps
+from squashkit.config import Config
+from squashkit.errors import BadInput
+from squashkit.runs import Log, stderr_log
+from squashkit.target import resolve
+
+
+def restore(
+    config: Config,
+    *,
+    bundle_path: Path,
+    env: str | None = None,
+    squash: bool = False,
+    yes: bool = False,
+    dry_run: bool = False,
+    jobs: int = 1,
+    in_place: bool = False,
+    typed: str | None = None,
+    force: bool = False,
+    accept_loss: bool = False,
+    allow_drift: bool = False,
+    log: Log = stderr_log,
+) -> Path | None:
+    """Recreate ``env``'s databases from ``bundle_path`` (steps 3-8, and 2 and 5 with ``squash``),
+    after a safety backup; returns the safety bundle's path (None for a dry run)."""
+    if jobs < 1:
+        raise BadInput(f"--jobs must be at least 1 (not {jobs})")
+    bundle_path = Path(bundle_path)
+    manifest = bundle.read_manifest(bundle_path)
+    bundle.verify_hashes(bundle_path, manifest)
+    target = resolve(config, env)
+    mode, _why = steps.choose_mode(target, in_place)
+    if dry_run:
+        shapes = {
+            e.alias: plan.Shape(encoding=e.facts.encoding, collate=e.facts.collate, ctype=e.facts.ctype,
+                                extensions=list(e.facts.extensions))
+            for e in manifest.databases
+        }
+        plan.print_plan(plan.build(config, squash=squash, target=target, source_label=f"bundle {bundle_path.name}",
+                                   manifest_hint=bundle_path.name, shapes=shapes, mode=mode))
+        return None
+    run = journal.new_run_id("restore", target.name)
+    with runs.exclusive(config, run, [target]):
+        # 0. Preflight: the bundle must fit the code and the server (changes nothing).
+        extensions = sorted({name for entry in manifest.databases for name in entry.facts.extensions})
+        steps.preflight(config, target, extensions, log, manifest=manifest, files_change=squash, force=force, jobs=jobs)
+        # 0b. With --squash, what regenerated migrations would forget (changes nothing).
+        report = steps.scan_losses(target, accept_loss, log) if squash else None
+        runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {bundle_path.name}?",
+                     yes=yes, protected=target.protected_name(), typed=typed)
+        with runs.journalled(config, run, command="restore", target=target.name, argument=str(bundle_path), squash=squash,
+                             mode=mode) as record:
+            # 1. A safety bundle of the target (changes nothing).
+            safety = steps.safety_backup(config, target, log, record)
+            # 2-8. Rebuild from the bundle, verify, swap; a failure undoes itself (phase.replace_database).
+            phase.replace_database(config, target, bundle_path, safety, squash=squash, jobs=jobs, log=log, mode=mode,
+                                   record=record, carried=report, allow_drift=allow_drift)
+    log(f"{target.name} restored from {bundle_path.name}; the previous state is in {safety}")
+    return safety

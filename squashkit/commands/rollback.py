@@ -1,0 +1,213 @@
+"""``squashkit rollback PATH`` and ``squashkit rollback --kept``: an environment put back.
+
+From a bundle (its dump when intact, else its db.json), a db.json inside one (the json path on
+purpose), or a lone db.json; with ``--kept``, by swapping back the database the last side-mode
+run kept, with the migration files that go with it (renames only: nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+
+from squashkit import bundle, journal, phase, postgres, runs, steps
+from squashkit.config import Config
+from squashkit.errors import BadInput, OperationFailed, SquashkitError, first_line
+from squashkit.journal import Journal
+from squashkit.project import archive_migrations
+from squashkit.runs import Log, stderr_log
+from squashkit.target import Target, resolve
+
+
+def rollback(
+    config: Config,
+    *,
+    path: Path,
+    env: str | None = None,
+    yes: bool = False,
+    in_place: bool = False,
+    typed: str | None = None,
+    log: Log = stderr_log,
+) -> None:
+    """Put ``env`` back from a bundle (its dump when intact, else its db.json) or from a db.json.
+
+    Which way back is usable is decided before anything changes: the dump (full fidelity) when
+    every file of it is intact, else the json; neither means refusing. The migration files of the
+    moment are saved first, so a rollback that fails leaves them as they were.
+    """
+    path = Path(path)
+    target = resolve(config, env)
+    mode, _why = steps.choose_mode(target, in_place)
+    bundle_dir, manifest, use_dump = choose_source(path)
+    run = journal.new_run_id("rollback", target.name)
+    with runs.exclusive(config, run, [target]):
+        # 0. Preflight: the drop could be finished, no leftover side database (changes nothing).
+        steps.require_safe_to_drop(target)
+        if mode == "side":
+            steps.require_no_leftovers(target)
+        runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {path}?",
+                yes=yes, protected=target.protected_name(), typed=typed)
+        with runs.journalled(config, run, command="rollback", target=target.name, argument=str(path), mode=mode) as record:
+            # 1-8. Save the files of the moment, put the bundle's back, rebuild from the dump (else the
+            # json), verify, swap; a failure puts the files back and drops what was built.
+            run_rollback(config, target, path, bundle_dir, manifest, use_dump, mode, record, log)
+
+
+def rollback_kept(
+    config: Config, *, env: str | None = None, yes: bool = False, typed: str | None = None, log: Log = stderr_log
+) -> None:
+    """Swap the database a side-mode run kept (``<name>__squashkit_prev``) back in, in seconds,
+    with the migration files it goes with; the database it replaces becomes the kept one, so a
+    second ``rollback --kept`` undoes the first and nothing is ever dropped."""
+    target = resolve(config, env)
+    aliases = target.project.postgres_aliases()
+    live = {alias: target.params(alias).dbname for alias in aliases}
+    origins = set()
+    comments: dict[str, str] = {}
+    for alias in aliases:
+        with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
+            comment = postgres.database_comment(conn, live[alias] + steps.KEPT) if postgres.database_exists(conn, live[alias] + steps.KEPT) else None
+        if comment is None:
+            raise BadInput(f"there is no kept database {live[alias] + steps.KEPT} for {target.name}: use squashkit rollback BUNDLE")
+        comments[alias] = comment
+        origins.add((re.match(r"squashkit run (\S+):", comment) or [None, comment])[1])
+    if len(origins) != 1:
+        raise BadInput(f"the kept databases of {target.name} come from different runs ({', '.join(sorted(origins))}): use squashkit rollback BUNDLE")
+    made_by = origins.pop()
+    files = _kept_files(config, made_by, target.name)
+    run = journal.new_run_id("rollback", target.name)
+    with runs.exclusive(config, run, [target]):
+        runs.confirm(f"Swap {target.name}'s {', '.join(live.values())} with the database(s) kept by run {made_by}?",
+                yes=yes, protected=target.protected_name(), typed=typed)
+        with runs.journalled(config, run, command="rollback", target=target.name, argument="--kept", mode="side") as record:
+            saved = config.backup_dir / f"{run}.migrations.tar.gz"
+            if files is not None:
+                record.started("save migrations", target.name, archive=str(saved))
+                archive_migrations(target.project, target.manage.cwd, saved)
+                saved.chmod(0o600)
+                record.finished("save migrations", target.name)
+            record.started("phase", target.name, mode="side", squash=False, source_bundle=None, safety_bundle=None,
+                           files={"kind": files[0], "archive": str(files[1])} if files else None,
+                           databases={a: {"live": n, "work": n + steps.KEPT} for a, n in live.items()})
+            exchanged: list[str] = []
+            try:
+                for alias, name in live.items():
+                    record.started(f"exchange {alias}", target.name, database=name, kept=name + steps.KEPT)
+                    with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
+                        when = bundle.utc_now().strftime("%Y-%m-%d %H:%M:%S")
+                        postgres.exchange_databases(conn, live=name, kept=name + steps.KEPT, spare=name + steps.SIDE,
+                                                    comment=f"squashkit run {run}: {name} as it was until {when} UTC")
+                    exchanged.append(alias)
+                    record.finished(f"exchange {alias}", target.name)
+                    log(f"{name}{steps.KEPT} is {name} again; the database it replaced is kept as {name}{steps.KEPT}")
+                put_back_kept_files(target, files, record, log)
+                steps.require_files_match_history(target, log)
+            except (SquashkitError, psycopg.Error) as exc:
+                # Exchanging again is the undo; the kept database gets its own comment back.
+                for alias in exchanged:
+                    with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
+                        postgres.exchange_databases(conn, live=live[alias], kept=live[alias] + steps.KEPT,
+                                                    spare=live[alias] + steps.SIDE, comment=comments[alias])
+                if files is not None:
+                    steps.put_back_saved(target, saved, log)
+                raise OperationFailed(
+                    f"rollback --kept failed ({first_line(exc)}); {target.name}'s databases and migration files are as before"
+                ) from None
+            record.finished("phase", target.name)
+
+
+def choose_source(path: Path) -> tuple[Path | None, bundle.Manifest | None, bool]:
+    """(bundle directory, its manifest, whether its dump is usable) for a rollback PATH; refuses
+    what cannot be used before anything changes."""
+    if path.is_dir():
+        manifest = bundle.read_manifest(path)
+        damaged = bundle.damaged_files(path, manifest)
+        in_a_dump = [name for name in damaged if any(bundle.belongs_to(name, e.dump) for e in manifest.databases)]
+        json_ok = not [name for name in damaged if name not in in_a_dump and name != "log.txt"]
+        if manifest.migrations_archive in damaged or not (not in_a_dump or json_ok):
+            raise BadInput(f"bundle {path.name} is damaged ({', '.join(damaged)}): nothing was changed; use another bundle")
+        return path, manifest, not in_a_dump
+    if path.is_file() and (path.parent / bundle.MANIFEST).is_file():
+        # A db.json inside a bundle: the json path on purpose, with everything the bundle records.
+        manifest = bundle.read_manifest(path.parent)
+        if not bundle.json_intact(path.parent, manifest):
+            damaged = ", ".join(bundle.damaged_files(path.parent, manifest))
+            raise BadInput(f"bundle {path.parent.name} is damaged ({damaged}): nothing was changed; use another bundle")
+        return path.parent, manifest, False
+    if path.is_file() and path.suffix == ".json":
+        from squashkit.fixture import fixture_models
+
+        fixture_models(path)  # read to the end before anything is dropped: a truncated file is refused
+        return None, None, False
+    raise BadInput(f"{path} is neither a bundle directory nor a .json fixture")
+
+
+def run_rollback(
+    config: Config, target: Target, path: Path, bundle_dir: Path | None, manifest: bundle.Manifest | None,
+    use_dump: bool, mode: steps.Mode, record: Journal, log: Log, *, save_files: bool = True,
+) -> None:
+    """The rollback itself, journalled in ``record`` (``resume`` calls it again for an in-place one)."""
+    # 1. Save the migration files of the moment (undone: nothing changed yet).
+    saved = None
+    if bundle_dir is not None and save_files:
+        saved = config.backup_dir / f"{record.run}.migrations.tar.gz"
+        record.started("save migrations", target.name, archive=str(saved))
+        archive_migrations(target.project, target.manage.cwd, saved)
+        saved.chmod(0o600)
+        record.finished("save migrations", target.name)
+    # 2. The bundle's migration files (undone: the saved ones come back).
+    if bundle_dir is not None:
+        record.started("put back migrations", target.name, archive=str(bundle_dir / manifest.migrations_archive))
+        steps.put_back_migrations(bundle_dir, target.manage.cwd, manifest, log, target.project)
+        record.finished("put back migrations", target.name)
+        target = resolve(config, target.name)
+    # 3-8. The dump when intact, else the json (phase.rebuild_from_json); each undoes itself.
+    try:
+        if use_dump:
+            try:
+                phase.replace_database(config, target, bundle_dir, None, squash=False, jobs=1, log=log, mode=mode, record=record,
+                                  fallback="db.json")
+                return
+            except OperationFailed as exc:
+                if mode == "in-place" and not bundle.json_intact(bundle_dir, manifest):
+                    raise
+                log(f"restoring the dump failed ({exc}); falling back to db.json")
+        elif path.is_dir():
+            log(f"the dump is damaged ({', '.join(bundle.damaged_files(path, manifest))}); rebuilding from db.json")
+        phase.rebuild_from_json(config, target, bundle_dir, manifest, None if bundle_dir else path, mode, record, log)
+    except (SquashkitError, psycopg.Error) as exc:
+        if mode == "in-place" or saved is None:
+            raise
+        steps.put_back_saved(target, saved, log)
+        raise OperationFailed(f"{first_line(exc)} The migration files are as they were before the rollback.") from None
+
+
+def _kept_files(config: Config, made_by: str, env: str) -> tuple[str, Path] | None:
+    """Which migration files go with the database run ``made_by`` kept: ("saved", tarball) when that
+    run was a rollback, ("bundle", bundle) when it squashed ``env``, None when it left them alone."""
+    path = config.backup_dir / f"{made_by}{journal.SUFFIX}"
+    if not path.is_file():
+        raise BadInput(f"the journal of run {made_by} is not in {config.backup_dir}: use squashkit rollback BUNDLE")
+    run = journal.read(path)
+    saved = run.started("save migrations", env)
+    if saved is not None:
+        return "saved", Path(saved.changed["archive"])
+    for started in run.phases():
+        if started.env == env and any(e.step == "delete migrations" and e.env == env for e in run.since(started)):
+            return "bundle", Path(started.changed["source_bundle"])
+    return None
+
+
+def put_back_kept_files(target: Target, files: tuple[str, Path] | None, record: Journal, log: Log) -> None:
+    """The migration files that go with a kept database (``_kept_files``), journalled."""
+    if files is None:
+        return
+    kind, path = files
+    record.started("put back migrations", target.name, kind=kind, archive=str(path))
+    if kind == "saved":
+        steps.put_back_saved(target, path, log)
+    else:
+        steps.put_back_migrations(path, target.manage.cwd, bundle.read_manifest(path), log, target.project)
+    record.finished("put back migrations", target.name)

@@ -1,0 +1,52 @@
+"""Runs INSIDE the Django project's process (``manage.py shell -c``), never imported by squashkit.
+
+``migrate --check`` and ``makemigrations --check --dry-run`` in one process: every preflight and
+every verification asks both, and a second Django start-up costs as much as the checks
+themselves. Each command runs exactly as ``manage.py`` would run it (``call_command``), against
+the databases the settings name, or the ones ``databases`` renames them to (a side database
+being verified before its swap), as ``command.py`` does.
+
+It must not import squashkit. Its arguments arrive as the global ``SQUASHKIT_CHECKS``
+(``runpy.run_path(init_globals=...)``): ``databases`` (alias -> database name), ``checks``
+(a list of argv lists) and ``output`` (a private file the result goes to, one JSON document:
+``[{"argv": [...], "passed": bool, "error": str | null}, ...]``; settings and apps are free to
+print on stdout). A check that crashes (a traceback, not a plain "no") has its last line in ``error``.
+"""
+
+import io
+import json
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
+
+
+def _run(databases, checks):
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    for alias, name in databases.items():
+        connections[alias].close()
+        connections[alias].settings_dict["NAME"] = name
+        settings.DATABASES[alias]["NAME"] = name
+    results = []
+    for argv in checks:
+        passed, error = True, None
+        sink = io.StringIO()
+        try:
+            with redirect_stdout(sink), redirect_stderr(sink):
+                call_command(*argv)
+        except SystemExit as exc:
+            passed = exc.code in (0, None)
+        except Exception as exc:  # a crash, not a "no": reported with its own words
+            passed = False
+            lines = [line for line in traceback.format_exception_only(type(exc), exc) if line.strip()]
+            error = lines[-1].strip() if lines else type(exc).__name__
+        results.append({"argv": argv, "passed": passed, "error": error})
+    return results
+
+
+if __name__ == "__squashkit_checks__":
+    arguments = globals()["SQUASHKIT_CHECKS"]
+    outcome = _run(arguments["databases"], arguments["checks"])
+    with open(arguments["output"], "w") as handle:
+        json.dump(outcome, handle)

@@ -1,0 +1,150 @@
+"""``--dry-run``: the steps a command will take, with the programs and SQL each runs and what undoes it.
+
+The SQL is rendered by psycopg exactly as the steps send it, for the target's real user and
+the source's real encoding, locale and extensions; no password ever appears.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import BaseModel, Field
+
+from squashkit import postgres, steps
+from squashkit.config import Config
+from squashkit.target import Target
+
+
+class PlannedStep(BaseModel):
+    """One step of a plan, as ``--dry-run`` prints it."""
+
+    name: str
+    does: str = Field(description="What the step does, in a sentence.")
+    commands: list[str] = Field(default_factory=list, description="Programs and SQL it runs (no passwords).")
+    undo: str = Field(description="What undoes it.")
+
+
+class Shape(BaseModel):
+    """What step 3 recreates a database like: the source's encoding, locale and extensions."""
+
+    encoding: str
+    collate: str
+    ctype: str
+    extensions: list[str]
+
+
+def live_shape(params: postgres.ConnectionParams) -> Shape:
+    with postgres.connect(params) as conn:
+        encoding, collate, ctype = postgres.database_locale(conn, params.dbname)
+        return Shape(encoding=encoding, collate=collate, ctype=ctype, extensions=postgres.installed_extensions(conn))
+
+
+def build(
+    config: Config, *, squash: bool, target: Target, source_label: str, manifest_hint: str, shapes: dict[str, Shape],
+    mode: steps.Mode = "side",
+) -> list[PlannedStep]:
+    """The steps a restore-like command will take on ``target``, with the SQL and programs they run.
+
+    The SQL is rendered by psycopg exactly as step 3 sends it, for the target's real user and
+    the source's real encoding, locale and extensions.
+    """
+    aliases = [alias for alias in target.project.postgres_aliases() if alias in shapes]
+    swaps: list[PlannedStep] = []
+    planned = [
+        PlannedStep(
+            name="preflight",
+            does=f"refuse unless {source_label} has no unapplied migrations and no model changes without one",
+            commands=["manage.py migrate --check", "manage.py makemigrations --check --dry-run"],
+            undo="nothing to undo",
+        ),
+        PlannedStep(
+            name="backup",
+            does=f"safety bundle of {target.name} before anything is dropped",
+            commands=["pg_dump -Fc --exclude-table=django_migrations", "manage.py dumpdata --all --format jsonl"],
+            undo="nothing to undo",
+        ),
+    ]
+    if squash:
+        planned.insert(1, PlannedStep(
+            name="loss report",
+            does="load the migrations and list what regenerated ones would forget; refuse what cannot be carried over "
+                 "(--accept-loss drops it knowingly)",
+            commands=["manage.py shell -c <squashkit/inproject/losses.py>"],
+            undo="nothing to undo",
+        ))
+        planned.append(PlannedStep(
+            name="delete migrations",
+            does="delete the migration files of " + ", ".join(a.label for a in target.project.own_apps()),
+            commands=[f"rm {a.migrations_folder_resolved}/[!_]*.py" for a in target.project.own_apps() if a.migrations_folder_resolved],
+            undo="the files are put back from the bundle's migrations.tar.gz",
+        ))
+    for alias in aliases:
+        params, shape = target.params(alias), shapes[alias]
+        live = params.dbname
+        name = steps.side_name(live, steps.SIDE) if mode == "side" else live
+        with postgres.connect(params.with_dbname("postgres")) as conn:
+            owner = conn.execute("SELECT current_user").fetchone()[0]
+            statements = [
+                *([] if mode == "side" else [postgres.drop_database_statement(live)]),
+                postgres.create_database_statement(name, owner, shape.encoding, shape.collate, shape.ctype),
+                *(postgres.create_extension_statement(ext) for ext in sorted(set(shape.extensions) | set(config.extensions)) if ext != "plpgsql"),
+            ]
+            rendered = [statement.as_string(conn) for statement in statements]
+            swap = [
+                postgres.rename_database_statement(live, steps.side_name(live, steps.KEPT)).as_string(conn),
+                postgres.rename_database_statement(name, live).as_string(conn),
+            ]
+        undo = "drop the side database (the live one is untouched)" if mode == "side" else "restore from the safety bundle"
+        planned.append(PlannedStep(
+            name=f"create {alias}",
+            does=(f"create the side database {name} beside {live}" if mode == "side"
+                  else f"end other sessions, drop and recreate {name} ({params.describe()})"),
+            commands=rendered,
+            undo=undo,
+        ))
+        planned.append(PlannedStep(
+            name=f"pg_restore {alias}",
+            does=f"restore {manifest_hint} without the extensions' own entries, stopping at the first error",
+            commands=[f"pg_restore -w --no-owner --no-privileges --exit-on-error -L <filtered toc> -d {name}"],
+            undo=undo,
+        ))
+        if mode == "side":
+            swaps.append(PlannedStep(
+                name=f"swap {alias}",
+                does=f"end other sessions on {live}; in one transaction {live} becomes {steps.side_name(live, steps.KEPT)} and {name} becomes {live}",
+                commands=swap,
+                undo="rename back: squashkit resume, or squashkit rollback with the safety bundle",
+            ))
+    if squash:
+        labels = " ".join(a.label for a in target.project.own_apps())
+        planned.append(PlannedStep(
+            name="makemigrations", does="fresh initial migrations for every project app, plus what the loss report carries over",
+            commands=[f"manage.py makemigrations {labels}"], undo="the old files are put back from the tarball",
+        ))
+        planned.append(PlannedStep(
+            name="schema equivalence",
+            does="build a scratch database from the new migrations alone and compare its catalogs with the restored one; "
+                 "stop on any real difference (--allow-drift goes on)",
+            commands=["CREATE DATABASE <name>__squashkit_scratch ...", "manage.py migrate (into the scratch database)",
+                      "DROP DATABASE <name>__squashkit_scratch"],
+            undo="the scratch database is always dropped",
+        ))
+    planned.append(PlannedStep(
+        name="migrate --fake", does="mark every migration applied in a fresh django_migrations",
+        commands=[f"manage.py migrate --fake --database {alias}" for alias in aliases],
+        undo="drop the side database (the live one is untouched)" if mode == "side" else "restore from the safety bundle",
+    ))
+    planned.append(PlannedStep(
+        name="verify", does="row counts equal the bundle's; migrate --check and makemigrations --check clean",
+        commands=["manage.py migrate --check", "manage.py makemigrations --check --dry-run"], undo="nothing to undo",
+    ))
+    return planned + swaps
+
+
+def print_plan(planned: list[PlannedStep], out=None) -> None:
+    out = out or sys.stdout
+    for number, step in enumerate(planned):
+        print(f"{number}. {step.name}: {step.does}", file=out)
+        for command in step.commands:
+            print(f"     $ {command}", file=out)
+        print(f"     undo: {step.undo}", file=out)

@@ -1,0 +1,565 @@
+"""The steps of the procedure, each beside what undoes it.
+
+The commands (``squashkit.commands``) are these steps in order; ``phase.replace_database``
+runs steps 2-8 for one environment and undoes them on failure. By default a run builds the
+new database **beside** the live one and swaps it in only once verified (side mode);
+``--in-place`` keeps the source procedure's drop-and-recreate.
+
+    step                  does                                                  undone by
+    0  preflight          refuse before anything changes: unapplied migrations, (nothing changed)
+                          model changes without a migration, a bundle the code
+                          cannot take, a missing extension, old client tools,
+                          no CREATEDB or admin connection, sessions we may not
+                          end, a leftover side database, too few connections,
+                          uncommitted migration files (--force)
+    0b scan_losses        squash: what regenerated migrations would forget;     (nothing changed)
+                          refused without --accept-loss
+    1  backup_step,       a verified bundle of the source, and a full safety    (nothing changed)
+       safety_backup      bundle of the target
+    2  delete_migrations  squash: the project's migration files (symlinked      put_back_migrations, from the
+                          folders followed; __init__.py kept), only after the   bundle's migrations.tar.gz
+                          tarball is checked against the disk
+    3  create_side_database  side: <name>__squashkit_new, like the source,      side: undo_side drops it (only a
+       recreate_database  commented with the run; in place: end sessions, DROP  database whose comment names the
+                          DATABASE, CREATE DATABASE; then CREATE EXTENSION      run); in place: phase.roll_back
+                                                                                from the safety bundle
+    4  pg_restore         --no-owner --no-privileges --exit-on-error, from a    as 3
+                          table of contents without the extensions' entries
+    5  makemigrations     squash: every project app, then the carried           as 2
+                          operations (losses.carry_over)
+    5b require_equivalent_schema  squash: a scratch database built by a real   the scratch database is always
+                          migrate of the new files must match the restored one  dropped
+    6  fake_migrations    migrate --fake per alias into an emptied              as 3
+                          django_migrations (never --fake-initial)
+    7  verify             the bundle's row counts; migrate --check and          (nothing changed)
+                          makemigrations --check clean
+    8  swap_in            side: drop the database an earlier run kept, end      undo_side renames back
+                          sessions, then in one transaction <name> ->
+                          <name>__squashkit_prev, <name>__squashkit_new -> <name>
+
+In side mode the live database is untouched until step 8's atomic rename, so undoing any
+earlier step only drops what the run built (and puts the files back). In place, a failure
+after step 3 puts the target back from its safety bundle (its dump, else its db.json).
+The README's step table says the same.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from squashkit import bundle, clients, losses, postgres, schema
+from squashkit.commands.backup import backup
+from squashkit.config import Config
+from squashkit.errors import BadInput, OperationFailed, first_line
+from squashkit.journal import Journal
+from squashkit.losses import LossReport
+from squashkit.project import ProjectInfo, migration_files, migration_names, uncommitted_migration_changes
+from squashkit.target import Target
+
+Log = Callable[[str], None]
+
+# Side mode's database names: built beside the live one, and the live one kept after the swap.
+SIDE = "__squashkit_new"
+KEPT = "__squashkit_prev"
+Mode = Literal["side", "in-place"]
+
+
+def preflight(
+    config: Config,
+    target: Target,
+    manifest_extensions: list[str],
+    log: Log,
+    *,
+    source: Target | None = None,
+    manifest: bundle.Manifest | None = None,
+    files_change: bool = False,
+    force: bool = False,
+    jobs: int = 1,
+    squashing: bool = False,
+) -> None:
+    """Step 0: refuse before anything changes when the result could not be trusted.
+
+    Unapplied migrations or model changes without a migration would be faked and silently
+    lost, on a live source (``source``) or in a bundle older than the code (``manifest``);
+    an extension the target server lacks would fail the restore after the drop.
+    """
+    for app in (source or target).project.own_apps():
+        migration_files(app)  # an unreadable folder looks empty to Django: refused before it is taken for the repair case
+    checks = [
+        (("migrate", "--check"), "it has unapplied migrations: run migrate first"),
+        (("makemigrations", "--check", "--dry-run"), "its models have changes without a migration: run makemigrations first"),
+    ]
+    checked = source or target
+    wanted = checks if source else checks[1:]
+    outcomes = checked.manage.checks(*(args for args, _meaning in wanted), what="preflight checks")
+    for (args, meaning), (passed, crash) in zip(wanted, outcomes):
+        if crash:
+            raise BadInput(f"preflight on {checked.name}: {' '.join(args)} failed: {crash}")
+        repairing = _lost_migration_files(checked) if not passed and squashing and args[0] == "makemigrations" else []
+        if repairing:
+            log(
+                f"{', '.join(repairing)}: migration files are gone but the tables and django_migrations rows remain; "
+                "the squash regenerates them and fakes them only if they build exactly the existing schema"
+            )
+            continue
+        if not passed:
+            raise BadInput(f"refusing to go on: {meaning} on {checked.name} (they would be faked and lost)")
+    if manifest is not None:
+        code = {app.label: app.migrations for app in target.project.apps}
+        bundle.require_matches_code(manifest, code, name="the bundle")
+    needed = sorted(set(manifest_extensions) | set(config.extensions))
+    params = target.params().with_dbname("postgres")
+    admin = target.admin()
+    with postgres.connect(admin or params) as conn:
+        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions")}
+        missing = [name for name in needed if name not in available]
+        if missing:
+            raise BadInput(f"the target server lacks the extension(s) {', '.join(missing)}: install them there first")
+        server = conn.info.server_version
+    for program in ("pg_dump", "pg_restore"):
+        clients.require_client_for_server(clients.client_program(program, config.pg_bin), server)
+    require_safe_to_drop(target)
+    require_no_leftovers(target)
+    require_connection_headroom(target, jobs)
+    if files_change:
+        require_committed_migrations(target, force, log)
+    log(f"preflight ok: migrations applied and complete on {(source or target).name}; extensions {', '.join(needed) or 'none'} available")
+
+
+def _lost_migration_files(target: Target) -> list[str]:
+    """Own apps with no migration file on disk whose migrations django_migrations says were applied:
+    the repair case (files deleted, tables still there), which a squash can mend."""
+    with postgres.connect(target.params()) as conn:
+        if not conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
+            return []
+        applied = {row[0] for row in conn.execute("SELECT DISTINCT app FROM django_migrations")}
+    return [app.label for app in target.project.own_apps() if not app.migrations and app.label in applied]
+
+
+def require_connection_headroom(target: Target, jobs: int) -> None:
+    """Refuse when the server has too few free connections for the run: pg_restore --jobs opens
+    one per job, and squashkit, manage.py and the lock hold three more; running out halfway
+    would fail a restore after the drop."""
+    needed = jobs + 3
+    with postgres.connect(target.params().with_dbname("postgres")) as conn:
+        limit, reserved, in_use = conn.execute(
+            """SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int,
+                      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"""
+        ).fetchone()
+    free = limit - reserved - in_use
+    if free < needed:
+        raise BadInput(
+            f"the server has {free} free connections (max_connections {limit}, {reserved} reserved, {in_use} in use) "
+            f"and this run needs {needed} (--jobs {jobs} + 3): lower --jobs or free connections (nothing was changed)"
+        )
+
+
+def require_committed_migrations(target: Target, force: bool, log: Log) -> None:
+    """Migration files with uncommitted changes would be deleted with no copy in git: refuse without --force."""
+    dirty = uncommitted_migration_changes(target.project, target.manage.cwd)
+    if dirty and not force:
+        raise BadInput(
+            f"{len(dirty)} migration file(s) have uncommitted changes in git ({', '.join(dirty[:3])}"
+            f"{', ...' if len(dirty) > 3 else ''}): commit them, or pass --force (the bundle keeps a copy); nothing was changed"
+        )
+    if dirty:
+        log(f"--force: {len(dirty)} migration file(s) with uncommitted changes; the bundle's tarball keeps them")
+
+
+def require_safe_to_drop(target: Target) -> None:
+    """Refuse before anything changes when step 3 could not finish what it starts.
+
+    The owner of a database may drop it without CREATEDB; without an admin connection to create
+    it, step 3 would leave the environment with no database at all. Sessions of roles the user
+    may not end (a superuser's psql, another application's role) would make the drop fail after
+    the migration files were already deleted.
+    """
+    admin = target.admin()
+    for alias in target.project.postgres_aliases():
+        params = target.params(alias)
+        with postgres.connect(params.with_dbname("postgres")) as conn:
+            blocking = [] if admin else postgres.sessions_we_cannot_end(conn, params.dbname)
+            if blocking:
+                raise BadInput(
+                    f"{params.dbname} has sessions {params.user or 'this user'} may not end "
+                    f"({', '.join(s.describe() for s in blocking)}): stop them or configure an admin connection "
+                    "(nothing was changed)"
+                )
+            if admin is None and not _may_create_databases(conn):
+                raise BadInput(
+                    f"{params.user} may not create databases, so {target.name}'s {params.dbname} could be dropped but not "
+                    f"created again: ALTER ROLE {params.user} CREATEDB, or configure an admin connection (nothing was changed)"
+                )
+
+
+def require_no_leftovers(target: Target) -> None:
+    """A side database left by an earlier run is named, never reused or silently dropped."""
+    for alias in target.project.postgres_aliases():
+        live = target.params(alias).dbname
+        with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
+            name = live + SIDE
+            if postgres.database_exists(conn, name):
+                raise BadInput(
+                    f"{name} is left over from an earlier run ({postgres.database_comment(conn, name) or 'no comment'}): "
+                    "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)"
+                )
+
+
+def _may_create_databases(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+
+
+def require_equivalent_schema(config: Config, target: Target, databases: dict[str, str], allow_drift: bool, log: Log) -> None:
+    """Before ``migrate --fake`` tells Django the database looks like the new migrations, prove it:
+    build a scratch database from the new migration files alone (a real ``migrate``, the same
+    extensions) and compare its catalogs with the restored database, definition by definition.
+    Names that differ only because of old renames are reported, not refused."""
+    admin = target.admin()
+    manage = target.manage.on(databases)
+    for alias in target.project.postgres_aliases():
+        params = target.params(alias)
+        params = params.with_dbname(databases.get(alias, params.dbname))
+        expected = schema.migrations_schema(manage, alias, params, admin=admin, extensions=config.extensions)
+        with postgres.connect(params) as conn:
+            actual = schema.snapshot(conn)
+        diff = schema.compare(expected, actual)
+        if diff.cosmetic:
+            log(f"[{alias}] {len(diff.cosmetic)} name(s) differ only because of old renames (harmless): "
+                + "; ".join(d.summary() for d in diff.cosmetic[:3]))
+        if diff.matches:
+            log(f"[{alias}] the new migrations build exactly the restored schema")
+            continue
+        log(f"[{alias}] the new migrations do not build the restored schema:\n{diff.render()}")
+        if not allow_drift:
+            raise OperationFailed(
+                f"the new migrations do not build {alias}'s schema ({diff.summary()}): faking them would hide it; "
+                "fix the models or the database, or pass --allow-drift to fake them anyway"
+            )
+        log("--allow-drift: faking the new migrations despite the differences above")
+
+
+def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:
+    """Before any file is deleted: what regenerated migrations would forget, what is carried over,
+    and a refusal (without --accept-loss) for what cannot be."""
+    report = losses.scan(target.manage, target.project)
+    log("what the regenerated migrations would forget:\n" + losses.render(report))
+    losses.require_nothing_lost(report, accept_loss)
+    return report
+
+
+def backup_step(config: Config, target: Target, log: Log, record: Journal, step: str) -> Path:
+    record.started(step, target.name)
+    made = backup(config, target=target, log=log)
+    record.finished(step, target.name, bundle=str(made))
+    return made
+
+
+def safety_backup(config: Config, target: Target, log: Log, record: Journal) -> Path | None:
+    """A full bundle of the target before it is replaced; None when its database does not exist yet."""
+    params = target.params()
+    try:
+        with postgres.connect(params.with_dbname("postgres")) as conn:
+            exists = postgres.database_exists(conn, params.dbname)
+    except BadInput:
+        exists = True  # cannot tell from the maintenance database: let the backup say what is wrong
+    if not exists:
+        log(f"{target.name}'s database {params.dbname} does not exist yet: nothing to save")
+        return None
+    log(f"safety backup of {target.name} before anything is replaced")
+    return backup_step(config, target, log, record, "backup target")
+
+
+def delete_migrations(project: ProjectInfo, log: Log) -> list[Path]:
+    """Step 2: delete every migration module of the project's own apps; keep ``__init__.py``.
+
+    Third-party apps are never touched. Returns the deleted files.
+    """
+    deleted = []
+    for app in project.own_apps():
+        folder = app.migrations_folder_resolved
+        if folder is None:
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name == "__pycache__":
+                shutil.rmtree(path)
+            elif path.is_file() and path.name != "__init__.py":
+                path.unlink()
+                deleted.append(path)
+    log(f"deleted {len(deleted)} migration files of {len(project.own_apps())} apps")
+    return deleted
+
+
+def put_back_migrations(
+    bundle_dir: Path, root: Path, manifest: bundle.Manifest, log: Log, project: ProjectInfo | None = None
+) -> None:
+    """Undo of step 2 (and of 5): the project's migration folders exactly as the bundle has them."""
+    own = {app.migrations_folder_resolved for app in project.own_apps() if app.migrations_folder_resolved} if project else None
+    for app in manifest.own_apps.values():
+        if app.resolved_folder is None:
+            continue
+        folder = (root / app.resolved_folder).resolve()
+        if own is not None and folder not in own and not folder.is_relative_to(root.resolve()):
+            raise OperationFailed(f"{bundle_dir.name} names {folder} as a migrations folder, which is not one of this project's")
+        for path in folder.iterdir() if folder.is_dir() else []:
+            if path.name == "__pycache__":
+                shutil.rmtree(path)
+            elif path.is_file():
+                path.unlink()
+    extract_migrations(bundle_dir / manifest.migrations_archive, root)
+    log(f"migration files put back from {bundle_dir.name}/{manifest.migrations_archive}")
+
+
+def put_back_saved(target: Target, saved: Path, log: Log) -> None:
+    """The migration files as they were before a rollback started, from its own tarball."""
+    for app in target.project.own_apps():
+        for path in migration_files(app):
+            path.unlink()
+    extract_migrations(saved, target.manage.cwd)
+    log(f"migration files put back from {saved.name}")
+
+
+def extract_migrations(tarball: Path, root: Path) -> None:
+    """Write every file of a migrations tarball under ``root``, refusing entries that would leave it."""
+    with tarfile.open(tarball) as archive:
+        for member in archive.getmembers():
+            name = Path(member.name)
+            if name.is_absolute() or ".." in name.parts or not member.isfile():
+                raise OperationFailed(f"{tarball.name} holds an unsafe entry {member.name!r}")
+            destination = root / name  # through the app's own symlink, as when it was archived
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(archive.extractfile(member).read())
+
+
+def side_name(live: str, suffix: str) -> str:
+    """``live`` + suffix, refused when PostgreSQL would silently cut it to 63 bytes (two runs' names could collide)."""
+    name = live + suffix
+    if len(name.encode()) > 63:
+        raise BadInput(f"database name {live!r} is too long for a side copy named {name!r} (63 bytes at most): use --in-place")
+    return name
+
+
+def choose_mode(target: Target, in_place: bool) -> tuple[Mode, str]:
+    """Side database unless asked otherwise, and why, as ``check`` and the plan say it."""
+    if in_place:
+        return "in-place", "--in-place: drop and recreate the database under its own name (no second copy on the server)"
+    names = [target.params(alias).dbname for alias in target.project.postgres_aliases()]
+    for name in names:
+        side_name(name, SIDE)
+    return "side", (
+        f"build {', '.join(n + SIDE for n in names)} beside the live database, verify it, then swap by renaming "
+        f"(the old one is kept as {KEPT}); needs room for a second copy on the server, else use --in-place"
+    )
+
+
+def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts | None, extensions: list[str], log: Log) -> None:
+    """Step 3: end other sessions, drop, create from template0 like the source, create extensions.
+
+    ``like`` gives the encoding and locale; None keeps the dropped database's own (UTF8 and the
+    server's defaults when there was none).
+    """
+    params = target.params(alias)
+    admin = target.admin()
+    with postgres.connect(params.with_dbname("postgres")) as conn:
+        owner = conn.execute("SELECT current_user").fetchone()[0]
+        may_create = _may_create_databases(conn)
+        blocked = bool(postgres.sessions_we_cannot_end(conn, params.dbname))
+    if not may_create and admin is None:
+        # Its owner may drop it without CREATEDB: it would be dropped and never created again.
+        raise OperationFailed(
+            f"{params.user} may not create databases and {target.name} has no admin connection: {params.dbname} was not dropped"
+        )
+    use_admin = admin is not None and (not may_create or blocked)
+    with postgres.connect((admin if use_admin else params).with_dbname("postgres")) as conn:
+        if like is not None:
+            locale = (like.encoding, like.collate, like.ctype)
+        else:
+            locale = postgres.database_locale(conn, params.dbname) or postgres.database_locale(conn, "template0")
+        for session in postgres.other_sessions(conn, params.dbname):
+            if session.user:  # autovacuum and other server workers step aside on their own
+                log(f"ending session {session.describe()} on {params.dbname}")
+        try:
+            postgres.drop_database(conn, params.dbname)
+            conn.execute(postgres.create_database_statement(params.dbname, owner, *locale))
+        except psycopg.Error as exc:
+            raise OperationFailed(f"recreating {params.dbname} failed: {first_line(exc)}") from None
+    log(f"recreated database {params.dbname} owned by {owner}")
+    for name in sorted(set(extensions) - {"plpgsql"}):
+        postgres.create_extension(params, admin, name)
+    if set(extensions) - {"plpgsql"}:
+        log(f"created extensions {', '.join(sorted(set(extensions) - {'plpgsql'}))}")
+
+
+def create_side_database(
+    target: Target, alias: str, name: str, like: postgres.DatabaseFacts, extensions: list[str], run: str, log: Log
+) -> None:
+    """Side mode's step 3: a new database ``name`` like the source, owned by the target's user,
+    its comment naming the run so that only this run's undo or ``resume`` ever drops it."""
+    params = target.params(alias)
+    admin = target.admin()
+    with postgres.connect(params.with_dbname("postgres")) as conn:
+        owner = conn.execute("SELECT current_user").fetchone()[0]
+        may_create = _may_create_databases(conn)
+    with postgres.connect((params if may_create else admin or params).with_dbname("postgres")) as conn:
+        if postgres.database_exists(conn, name):
+            raise OperationFailed(f"{name} exists already ({postgres.database_comment(conn, name) or 'no comment'}): it was not reused")
+        try:
+            conn.execute(postgres.create_database_statement(name, owner, like.encoding, like.collate, like.ctype))
+            postgres.comment_on_database(conn, name, f"squashkit run {run}: new {params.dbname}, being built")
+        except psycopg.Error as exc:
+            raise OperationFailed(f"creating {name} failed: {first_line(exc)}") from None
+    log(f"created side database {name} owned by {owner}")
+    for extension in sorted(set(extensions) - {"plpgsql"}):
+        postgres.create_extension(params.with_dbname(name), admin, extension)
+
+
+def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int, log: Log, *, dbname: str | None = None) -> None:
+    """Step 4: restore without the extensions' own entries, as the target's user, stopping at the first error.
+
+    pg_restore's exit code cannot tell a good restore from a truncated one (both exit 1 with
+    errors), so every entry that is expected to fail is removed first and ``--exit-on-error``
+    makes any remaining error fail the step. A custom-format file restores in one transaction.
+    """
+    params = target.params(alias)
+    params = params.with_dbname(dbname or params.dbname)
+    program = clients.client_program("pg_restore", config.pg_bin)
+    with postgres.connect(params) as conn:
+        skip = postgres.extension_tables(conn)
+    toc, dropped = clients.filtered_toc(program, dump, skip)
+    with tempfile.TemporaryDirectory(prefix="squashkit-toc-") as private:
+        listing = Path(private) / "toc.list"
+        listing.write_text(toc)
+        args = ["-w", "--no-owner", "--no-privileges", "--exit-on-error", "-L", str(listing)]
+        args += ["-d", make_conninfo(dbname=params.dbname)]
+        args += [f"--jobs={jobs}"] if dump.is_dir() and jobs > 1 else ["--single-transaction"]
+        log(f"[{alias}] pg_restore of {dump.name} into {params.describe()} ({len(dropped)} extension entries left to CREATE EXTENSION)")
+        clients.run_client(program, [*args, str(dump)], params, what=f"pg_restore into {params.dbname}")
+
+
+def fake_migrations(target: Target, log: Log, *, databases: dict[str, str] | None = None) -> None:
+    """Step 6: mark every migration applied, per alias, into a django_migrations with no stale rows.
+
+    The dump excludes django_migrations, so the table is created fresh here: a name reused by
+    regenerated files (0001_initial) cannot count as applied by accident. Never --fake-initial,
+    which runs contrib migrations for real against existing tables. ``databases`` points the
+    aliases at the side databases being built.
+    """
+    databases = databases or {}
+    manage = target.manage.on(databases) if databases else target.manage
+    for alias in target.project.postgres_aliases():
+        params = target.params(alias)
+        with postgres.connect(params.with_dbname(databases.get(alias, params.dbname))) as conn:
+            if conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
+                conn.execute("TRUNCATE django_migrations")
+        manage.run("migrate", "--fake", "--database", alias, "-v", "0", what=f"migrate --fake on {alias}")
+    log("migrate --fake done on " + ", ".join(target.project.postgres_aliases()))
+
+
+def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databases: dict[str, str] | None = None) -> None:
+    """Step 7: every table holds what the bundle recorded, by content (row counts for bundles made
+    before squashkit recorded content hashes); migrations and models agree with the database.
+
+    Row counts alone would pass a restore that changed every value of a column."""
+    databases = databases or {}
+    manage = target.manage.on(databases) if databases else target.manage
+    by_content = False
+    for entry in manifest.databases if manifest else []:
+        if entry.alias not in target.project.postgres_aliases():
+            continue
+        params = target.params(entry.alias)
+        with postgres.connect(params.with_dbname(databases.get(entry.alias, params.dbname))) as conn:
+            problems = bundle.holds_what_was_recorded(conn, entry)
+        if problems:
+            more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
+            raise OperationFailed(f"verify on {entry.alias}: {problems[0]}{more}")
+        by_content = by_content or bool(entry.contents)
+    (migrated, migrate_error), (complete, models_error) = manage.checks(
+        ("migrate", "--check"), ("makemigrations", "--check", "--dry-run"), what="verify checks"
+    )
+    if not migrated:
+        raise OperationFailed(f"verify: migrate --check failed: {migrate_error or 'not every migration is applied'}")
+    if not complete:
+        raise OperationFailed(f"verify: makemigrations --check failed: {models_error or 'the models have changes no migration holds'}")
+    held = ("every table holds the bundle's content; " if by_content else "every table has the bundle's row count; ") if manifest else ""
+    log(f"verified: {held}migrate --check and makemigrations --check are clean")
+
+
+def require_files_match_history(target: Target, log: Log) -> None:
+    """``rollback --kept``'s verification, without starting Django: every migration file of the
+    project's own apps now on disk is recorded as applied in the database now live.
+
+    A kept database was verified with its files before it was swapped out; this proves the files
+    that came back are those (``migrate --check``'s question, asked of the disk and one table)."""
+    for alias in target.project.postgres_aliases():
+        with postgres.connect(target.params(alias)) as conn:
+            table = conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]
+            applied = set(conn.execute("SELECT app, name FROM django_migrations").fetchall()) if table else set()
+        for app in target.project.own_apps():
+            if alias not in app.aliases:
+                continue
+            missing = [name for name in migration_names(app) if (app.label, name) not in applied]
+            if missing:
+                raise OperationFailed(
+                    f"verify: {app.label}'s migration files {', '.join(missing[:3])} are not applied on {alias}: "
+                    "the files and the database do not go together"
+                )
+    log("verified: every migration file on disk is applied in the database now live")
+
+
+def swap_in(target: Target, alias: str, new: str, run: str, log: Log) -> None:
+    """Side mode's last step: the verified ``new`` takes the live name in one transaction, the live
+    database becomes ``<name>__squashkit_prev``. A database kept by an earlier run is dropped
+    first: its state is in that run's safety bundle."""
+    live = target.params(alias).dbname
+    kept = side_name(live, KEPT)
+    with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
+        if postgres.database_exists(conn, kept):
+            log(f"dropping {kept}, kept by an earlier run ({postgres.database_comment(conn, kept) or 'no comment'})")
+            postgres.drop_database(conn, kept)
+        for session in postgres.other_sessions(conn, live):
+            if session.user:
+                log(f"ending session {session.describe()} on {live}")
+        when = bundle.utc_now().strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            had = postgres.swap_databases(
+                conn, live=live, new=new, previous=kept, comment=f"squashkit run {run}: {live} as it was until {when} UTC"
+            )
+        except psycopg.Error as exc:
+            raise OperationFailed(f"renaming {new} to {live} failed: {first_line(exc)}") from None
+    log(f"swapped {new} in as {live}" + (f"; the previous database is kept as {kept}" if had else ""))
+
+
+def undo_side(
+    config: Config, target: Target, run: str, live: dict[str, str], work: dict[str, str], files_from: Path | None, log: Log
+) -> str:
+    """Undo a side-mode phase, whatever point it reached: drop the side databases this run made,
+    swap back any it already swapped in, and put the migration files back from ``files_from``."""
+    for alias, name in live.items():
+        server = target.server(alias).with_dbname("postgres")
+        kept = side_name(name, KEPT)
+        with postgres.connect(server) as conn:
+            if postgres.database_exists(conn, work[alias]) and made_by(conn, work[alias], run):
+                postgres.drop_database(conn, work[alias])
+                log(f"dropped {work[alias]}")
+            elif postgres.database_exists(conn, kept) and made_by(conn, kept, run):
+                # Swapped in already: the kept database goes back under the live name.
+                postgres.swap_databases(conn, live=name, new=kept, previous=work[alias], comment=f"squashkit run {run}: undone")
+                postgres.drop_database(conn, work[alias])
+                log(f"{kept} is {name} again")
+    if files_from is not None:
+        put_back_migrations(files_from, target.manage.cwd, bundle.read_manifest(files_from), log, target.project)
+    return f"Nothing was lost: {target.name}'s database{'s are' if len(live) > 1 else ' is'} as before" + (
+        " and the migration files are back." if files_from else "."
+    )
+
+
+def made_by(conn: psycopg.Connection, dbname: str, run: str) -> bool:
+    """Whether squashkit's comment on ``dbname`` names ``run``: only then may an undo drop or rename it."""
+    return run in (postgres.database_comment(conn, dbname) or "")

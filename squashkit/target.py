@@ -1,0 +1,47 @@
+"""One environment, resolved: its config, its ``manage.py``, what the project is under its settings.
+
+Every command starts by resolving the environments it acts on; the rest of squashkit asks the
+``Target`` for connections rather than reading settings itself.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from squashkit import postgres
+from squashkit.config import Config, Environment
+from squashkit.project import ManagePy, ProjectInfo, introspect, manage_py
+
+
+class Target(BaseModel):
+    """One environment, resolved: its manage.py, its project facts, its connections."""
+
+    name: str
+    environment: Environment
+    manage: ManagePy
+    project: ProjectInfo
+
+    def params(self, alias: str = "default") -> postgres.ConnectionParams:
+        """How the project itself reaches ``alias`` (its settings' user, host and database)."""
+        return self.project.connection(alias)
+
+    def admin(self) -> postgres.ConnectionParams | None:
+        """The environment's superuser connection, when the config names one."""
+        admin = self.environment.admin
+        return admin.params(self.params()) if admin else None
+
+    def server(self, alias: str) -> postgres.ConnectionParams:
+        """Who creates, renames and drops databases on ``alias``'s server: the admin connection when
+        there is one, else the project's user."""
+        return self.admin() or self.params(alias)
+
+    def protected_name(self) -> str | None:
+        """The database name a destructive command wants typed (``protected = true``), else None."""
+        return self.params().dbname if self.environment.protected else None
+
+
+def resolve(config: Config, env: str | None) -> Target:
+    """The environment's manage.py and what the project is under its settings (one ``manage.py`` run)."""
+    name, environment = config.environment(env)
+    manage = manage_py(config, name, environment)
+    return Target(name=name, environment=environment, manage=manage, project=introspect(manage))

@@ -43,7 +43,7 @@ from psycopg import sql
 
 from squashkit.bundle import AliasBackup, holds_what_was_recorded
 from squashkit.errors import BadInput, OperationFailed
-from squashkit.postgres import ConnectionParams, connect, resolve_table
+from squashkit.postgres import ConnectionParams, SequenceState, connect, resolve_table
 from squashkit.project import ManagePy
 
 CONTENT_TYPE = "contenttypes.contenttype"
@@ -186,7 +186,9 @@ def write_fixture(jsonl: Path, destination: Path, keys: NaturalKeys | None, rewr
 
 
 def read_counts(path: Path) -> Counter:
-    """Parse a fixture written by ``write_fixture`` completely and count its objects by model.
+    """Parse a fixture written by ``write_fixture`` or ``jsonfixture.write_fixture_sql`` completely
+    and count its objects by model. One object a line, its comma at the end (``write_fixture``) or
+    at the head (``write_fixture_sql``).
 
     Raises ``OperationFailed`` naming the line when the file is truncated or damaged.
     """
@@ -204,7 +206,7 @@ def read_counts(path: Path) -> Counter:
             if closed:
                 raise OperationFailed(f"{path.name}: data after the closing bracket on line {number}")
             try:
-                obj = json.loads(line.removesuffix(b","))
+                obj = json.loads(line.removeprefix(b",").removesuffix(b","))
             except ValueError as exc:
                 raise OperationFailed(f"{path.name} is damaged on line {number}: {exc}") from None
             counts[obj["model"]] += 1
@@ -288,26 +290,17 @@ def load_fixture(
     if not fixture.is_file():
         raise OperationFailed(f"{fixture} is missing")
     ids = read_ids(bundle_dir / entry.contenttypes_file) if entry.contenttypes_file else None
-    tables = list(entry.json_tables)
-    if ids:
-        tables += [t for t in (ids["content_type_table"], ids["permission_table"]) if t and t not in tables]
+    tables = tables_filled(entry, ids)
     where = f"[{entry.alias}]"
 
     with connect(params, autocommit=True) as conn:
-        missing = [table for table in tables if _regclass(conn, table) is None]
-        if missing:
-            raise OperationFailed(
-                f"{params.dbname} has no table {missing[0]} (of {len(missing)} missing): "
-                "migrate it with the bundle's migration files before loading the fixture"
-            )
+        require_tables(conn, tables, params.dbname)
 
         # 1 and 2, one transaction: either the tables hold the source's ids or nothing changed.
         log(f"{where} emptying the {len(tables)} tables the fixture fills")
         try:
             with conn.transaction():
-                empty_tables(conn, tables)
-                if ids:
-                    _insert_ids(conn, ids)
+                put_back_ids(conn, tables, ids)
         except psycopg.Error as exc:
             raise OperationFailed(f"emptying the fixture's tables in {params.dbname} failed: {_pg_error(exc)}") from None
         if ids:
@@ -319,21 +312,8 @@ def load_fixture(
 
     with connect(params, autocommit=True) as conn:
         # 4. Sequences.
-        filled = set(tables)
-        exact, skipped = 0, []
         try:
-            for name, state in sorted(entry.facts.sequences.items()):
-                if _regclass(conn, name) is None:
-                    skipped.append(name)
-                    continue
-                owner = state.owned_by.rsplit(".", 1)[0] if state.owned_by else None
-                if owner and owner not in filled and _regclass(conn, owner) and _has_rows(conn, owner):
-                    continue  # rows ``migrate`` made: leave the target's numbering alone
-                conn.execute(
-                    "SELECT setval(%s::regclass, %s, %s)",
-                    [_identifier(name).as_string(conn), state.last_value, state.is_called],
-                )
-                exact += 1
+            exact, skipped = restore_sequences(conn, entry.facts.sequences, set(tables))
         except psycopg.Error as exc:
             raise OperationFailed(f"setting the sequences of {params.dbname} failed: {_pg_error(exc)}") from None
         log(f"{where} {exact} sequences set to the source's values")
@@ -341,12 +321,68 @@ def load_fixture(
             log(f"{where} note: {len(skipped)} sequences of the source do not exist here (e.g. {skipped[0]})")
 
         # 5. Verify: by content where the bundle recorded it, else by row count.
-        problems = holds_what_was_recorded(conn, entry, sorted(tables))
-        if problems:
-            more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
-            raise OperationFailed(f"after loading {entry.json_file}: {problems[0]}{more}")
-        held = "content" if entry.contents else "row counts"
+        held = verify_loaded(conn, tables, entry)
         log(f"{where} verified: {len(tables)} tables hold the source's {held}")
+
+
+def tables_filled(entry: AliasBackup, ids: dict | None) -> list[str]:
+    """The tables loading ``entry``'s fixture empties and fills: its models' and join tables, and
+    those of the content types and permissions ``ids`` (contenttypes.json) puts back."""
+    tables = list(entry.json_tables)
+    if ids:
+        tables += [t for t in (ids["content_type_table"], ids["permission_table"]) if t and t not in tables]
+    return tables
+
+
+def require_tables(conn: psycopg.Connection, tables: list[str], dbname: str) -> None:
+    """Refuse a target that lacks a table the fixture fills: it was not migrated (with the bundle's files)."""
+    missing = [table for table in tables if _regclass(conn, table) is None]
+    if missing:
+        raise OperationFailed(
+            f"{dbname} has no table {missing[0]} (of {len(missing)} missing): "
+            "migrate it with the bundle's migration files before loading the fixture"
+        )
+
+
+def restore_sequences(
+    conn: psycopg.Connection, sources: dict[str, SequenceState], filled: set[str]
+) -> tuple[int, list[str]]:
+    """Put every sequence where the source had it (``sources``: the manifest's, ``load_fixture``
+    step 4); return how many, and the source's sequences this database does not have."""
+    exact, skipped = 0, []
+    for name, state in sorted(sources.items()):
+        if _regclass(conn, name) is None:
+            skipped.append(name)
+            continue
+        owner = state.owned_by.rsplit(".", 1)[0] if state.owned_by else None
+        if owner and owner not in filled and _regclass(conn, owner) and _has_rows(conn, owner):
+            continue  # rows ``migrate`` made: leave the target's numbering alone
+        set_sequence(conn, name, state)
+        exact += 1
+    return exact, skipped
+
+
+def set_sequence(conn: psycopg.Connection, name: str, state: SequenceState) -> None:
+    """``setval``: not undone by a rollback, like every change to a sequence."""
+    conn.execute("SELECT setval(%s::regclass, %s, %s)", [_identifier(name).as_string(conn), state.last_value, state.is_called])
+
+
+def verify_loaded(conn: psycopg.Connection, tables: list[str], entry: AliasBackup) -> str:
+    """Every table the fixture filled holds the source's content (``load_fixture`` step 5), or its
+    row count for a bundle older than content hashes; returns which of the two was checked."""
+    problems = holds_what_was_recorded(conn, entry, sorted(tables))
+    if problems:
+        more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
+        raise OperationFailed(f"after loading {entry.json_file}: {problems[0]}{more}")
+    return "content" if entry.contents else "row counts"
+
+
+def put_back_ids(conn: psycopg.Connection, tables: list[str], ids: dict | None) -> None:
+    """``load_fixture`` steps 1 and 2, inside the caller's transaction: empty ``tables``, then
+    insert the source's content types and permissions (``ids``, contenttypes.json) with their ids."""
+    empty_tables(conn, tables)
+    if ids:
+        _insert_ids(conn, ids)
 
 
 def empty_tables(conn: psycopg.Connection, tables: list[str]) -> None:

@@ -257,15 +257,6 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
     if migrations_table:
         query = sql.SQL("SELECT app, name FROM {} ORDER BY applied, id").format(sql.Identifier(*migrations_table))
         applied = [(app, name) for app, name in conn.execute(query)]
-    sequences = {}
-    for schema, name, table_schema, table, column in conn.execute(_SEQUENCES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
-        query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))
-        last_value, is_called = conn.execute(query).fetchone()
-        sequences[f"{schema}.{name}"] = SequenceState(
-            last_value=last_value,
-            is_called=is_called,
-            owned_by=f"{table_schema}.{table}.{column}" if column else None,
-        )
     return DatabaseFacts(
         server_version=one[0],
         server_version_num=one[1],
@@ -278,8 +269,22 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
         tables=tables,
         applied_migrations=applied,
         django_migrations_table=".".join(migrations_table) if migrations_table else None,
-        sequences=sequences,
+        sequences=read_sequences(conn),
     )
+
+
+def read_sequences(conn: psycopg.Connection) -> dict[str, SequenceState]:
+    """Every sequence outside system schemas and extensions, by schema.name, where it stands now."""
+    sequences = {}
+    for schema, name, table_schema, table, column in conn.execute(_SEQUENCES, {"system": list(_SYSTEM_SCHEMAS)}).fetchall():
+        query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))
+        last_value, is_called = conn.execute(query).fetchone()
+        sequences[f"{schema}.{name}"] = SequenceState(
+            last_value=last_value,
+            is_called=is_called,
+            owned_by=f"{table_schema}.{table}.{column}" if column else None,
+        )
+    return sequences
 
 
 def resolve_table(conn: psycopg.Connection, db_table: str) -> str | None:

@@ -26,7 +26,6 @@ from squashkit.errors import NO_SPACE, BadInput, DiskFull, OperationFailed
 from squashkit.postgres import ConnectionParams
 
 PROBE = inproject.runner("probe")
-DUMPDATA_RUNNER = inproject.runner("dumpdata")
 COMMAND_RUNNER = inproject.runner("command")
 CHECKS_RUNNER = inproject.runner("checks")
 POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
@@ -34,6 +33,35 @@ POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.back
 # The procedure's excludes: rows that `migrate` recreates (permissions, content types) or
 # that are worthless after a restore (admin log, sessions).
 STANDARD_EXCLUDES = ("auth.permission", "contenttypes", "admin.logentry", "sessions")
+
+
+class FieldPlan(BaseModel):
+    """One column of a model as its fixture objects carry it (``inproject/probe.py`` explains the kinds)."""
+
+    name: str = Field(description="The field's name: its key in the object's \"fields\".")
+    column: str | None = Field(description="The database column.")
+    kind: str = Field(
+        description="How the column's value is written and read back: plain, bool, float, decimal, datetime, date, time, "
+        "duration, binary, json, array, hstore, range, geometry, file, fk."
+    )
+    null: bool = Field(True, description="The field allows NULL.")
+    generated: bool = Field(False, description="A GeneratedField: written to the fixture, never inserted.")
+    target_kind: str | None = Field(None, description="fk: the kind of the column it references.")
+    natural: str | None = Field(
+        None, description="fk: 'contenttype' or 'permission' when it references one by pk (written by natural key)."
+    )
+    base_kind: str | None = Field(None, description="array: its elements' kind; range: its bounds' kind.")
+
+
+class M2MPlan(BaseModel):
+    """An implicit many-to-many table, written as a list of target pks on its owner."""
+
+    name: str
+    through_table: str = Field(description="db_table of the auto-created through model.")
+    source_column: str = Field(description="Its column pointing at the owner.")
+    target_column: str = Field(description="Its column pointing at the target.")
+    target_kind: str = Field(description="The kind of the target's pk.")
+    natural: str | None = Field(None, description="'permission' or 'contenttype' when the targets are written by natural key.")
 
 
 class ModelInfo(BaseModel):
@@ -48,6 +76,14 @@ class ModelInfo(BaseModel):
     )
     natural_key_fields: dict[str, str] = Field(
         description="Field name -> 'contenttype' or 'permission' for references squashkit writes by natural key."
+    )
+    pk: FieldPlan | None = Field(None, description="The primary key (a parent pointer for a multi-table child).")
+    fields: list[FieldPlan] = Field(
+        default_factory=list, description="What dumpdata writes in \"fields\": the concrete model's serialized local fields."
+    )
+    m2m: list[M2MPlan] = Field(default_factory=list, description="The many-to-many lists written on each object.")
+    slow_reason: str | None = Field(
+        None, description="Why this model's objects must be written and read by Django itself (None: by SQL)."
     )
 
 
@@ -69,6 +105,9 @@ class ProjectInfo(BaseModel):
     python: str
     databases: dict[str, dict] = Field(description="settings.DATABASES (passwords included: never log this).")
     apps: list[AppInfo]
+    naive_time_zones: dict[str, str] = Field(
+        default_factory=dict, description="alias -> time zone of its naive datetimes, when USE_TZ is False."
+    )
 
     def postgres_aliases(self) -> list[str]:
         return [alias for alias, conf in self.databases.items() if conf.get("ENGINE") in POSTGRES_ENGINES]
@@ -243,11 +282,20 @@ def dumpdata(manage: ManagePy, alias: str, output: Path, exclude: list[str]) -> 
     Runs ``inproject/dumpdata.py`` in the project's ``manage.py shell`` (see its docstring for why).
     """
     arguments = {"alias": alias, "output": str(output), "exclude": list(exclude)}
+    run_runner(manage, "dumpdata", arguments, what=f"dumpdata of {alias!r}")
+
+
+def run_runner(manage: ManagePy, name: str, arguments: dict, *, what: str) -> str:
+    """Run the in-project runner ``inproject/<name>.py`` in the project's ``manage.py shell``.
+
+    Its arguments (plain Python data) arrive as the global ``SQUASHKIT_<NAME>``, and the
+    runner acts when ``__name__`` is ``__squashkit_<name>__``.
+    """
     code = (
-        f"import runpy; runpy.run_path({str(DUMPDATA_RUNNER)!r}, "
-        f"init_globals={{'SQUASHKIT_DUMPDATA': {arguments!r}}}, run_name='__squashkit_dumpdata__')"
+        f"import runpy; runpy.run_path({str(inproject.runner(name))!r}, "
+        f"init_globals={{'SQUASHKIT_{name.upper()}': {arguments!r}}}, run_name='__squashkit_{name}__')"
     )
-    manage.run("shell", "-c", code, what=f"dumpdata of {alias!r}")
+    return manage.run("shell", "-c", code, what=what)
 
 
 def migration_files(app: AppInfo) -> list[Path]:

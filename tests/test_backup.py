@@ -32,8 +32,9 @@ from tests.conftest import (
 JSON_EXCLUDED_TABLES = ("auth_permission", "django_content_type", "django_admin_log", "django_session", "django_migrations")
 
 def fixture_objects(path: Path) -> list[dict]:
-    """Every object of a db.json written by squashkit (one object a line)."""
-    return [json.loads(line.rstrip(",\n")) for line in path.open(encoding="utf-8") if line.startswith("{")]
+    """Every object of a db.json written by squashkit (one object a line, its comma at the end or the head)."""
+    lines = (line.strip().strip(",") for line in path.open(encoding="utf-8"))
+    return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 def run_backup(sample_db, tmp_path: Path, *args: str) -> Path:

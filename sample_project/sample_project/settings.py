@@ -39,6 +39,9 @@ INSTALLED_APPS = [
     "community",
     "analytics",
 ]
+# One model per field type, for squashkit's fast-fixture tests only (tests/test_fastjson.py).
+if os.environ.get("SAMPLE_FIELDTYPES") == "1":
+    INSTALLED_APPS.append("fieldtypes")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -2,7 +2,8 @@
 
 Apart because it obeys other rules: the project's interpreter may not have squashkit installed,
 so these files are run by path (``runpy.run_path``) and may import only the standard library,
-Django and the project; never squashkit, and nothing of each other.
+Django, the project and its database driver; never squashkit, and nothing of each other (one may
+load a sibling file by path, as serialize.py loads dumpdata.py's encoder).
 """
 
 from pathlib import Path
@@ -11,5 +12,5 @@ FOLDER = Path(__file__).parent
 
 
 def runner(name: str) -> Path:
-    """The file of one in-project runner (``probe``, ``dumpdata``, ``losses``, ``command``)."""
+    """The file of one in-project runner (``probe``, ``dumpdata``, ``losses``, ``command``, ``serialize``, ``deserialize``)."""
     return FOLDER / f"{name}.py"

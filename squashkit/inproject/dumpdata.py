@@ -22,15 +22,15 @@ FORMAT = "squashkit_jsonl"
 MODULE = "squashkit_full_precision_jsonl"
 
 
-def _register():
-    from django.core import serializers
-    from django.core.serializers import jsonl
+def full_precision_encoder():
+    """DjangoJSONEncoder without the cut to milliseconds; everything else unchanged.
+
+    Also used by ``serialize.py`` (which loads this file by path: runners import nothing of squashkit).
+    """
     from django.core.serializers.json import DjangoJSONEncoder
     from django.utils.timezone import is_aware
 
     class FullPrecisionEncoder(DjangoJSONEncoder):
-        """DjangoJSONEncoder without the cut to milliseconds; everything else unchanged."""
-
         def default(self, o):
             if isinstance(o, datetime.datetime):
                 text = o.isoformat()
@@ -40,6 +40,15 @@ def _register():
                     raise ValueError("JSON can't represent timezone-aware times.")
                 return o.isoformat()
             return super().default(o)
+
+    return FullPrecisionEncoder
+
+
+def _register():
+    from django.core import serializers
+    from django.core.serializers import jsonl
+
+    FullPrecisionEncoder = full_precision_encoder()
 
     class Serializer(jsonl.Serializer):
         def _init_options(self):

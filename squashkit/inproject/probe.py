@@ -65,11 +65,149 @@ def _m2m_tables(model):
     ]
 
 
+# --- field plans: what the SQL renderer and the set-based loader need ------------------------------
+#
+# A plan mirrors exactly what Django's serializer writes for a model: the pk apart, then
+# ``concrete_model._meta.local_fields`` with ``serialize``, then ``local_many_to_many`` whose
+# through table is auto-created. Each field gets a *kind*, chosen by the nearest Django (or
+# contrib.postgres, GIS) class in its MRO: squashkit renders and loads the column's value by that
+# kind. A custom field that only changes how Python sees the value (from_db_value, to_python,
+# get_prep_value) keeps its base's kind, since the column is what is copied. A field whose
+# serialized form is its own (value_to_string, value_from_object overridden), or whose type is
+# unknown, sends its model to Django's serializer (``slow_reason``), that model alone.
+
+SERIALIZER_METHODS = ("value_to_string", "value_from_object")
+# Kinds whose text form PostgreSQL prints (``col::text[]``) and Django's ``to_python`` reads back.
+ARRAY_ELEMENT_KINDS = ("plain", "bool", "float", "decimal", "datetime", "date", "time", "duration")
+RANGE_BOUND_KINDS = ("plain", "decimal", "datetime", "date")
+# Values Django's serializer passes through as they are (protected types): a generated column of
+# another type would be written with str(), which the renderer does not imitate.
+GENERATED_KINDS = ("plain", "bool", "float", "decimal", "datetime", "date", "time")
+
+
+def _known_field_classes():
+    """Field class -> kind, for the classes Django, contrib.postgres and (when it imports) GIS ship."""
+    from django.db import models
+
+    plain = [
+        models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField, models.BigIntegerField,
+        models.SmallIntegerField, models.PositiveIntegerField, models.PositiveBigIntegerField,
+        models.PositiveSmallIntegerField, models.CharField, models.TextField, models.SlugField,
+        models.EmailField, models.URLField, models.UUIDField, models.GenericIPAddressField, models.FilePathField,
+    ]
+    known = {cls: "plain" for cls in plain}
+    known.update({
+        models.BooleanField: "bool", models.FloatField: "float", models.DecimalField: "decimal",
+        models.DateTimeField: "datetime", models.DateField: "date", models.TimeField: "time",
+        models.DurationField: "duration", models.BinaryField: "binary", models.JSONField: "json",
+        models.FileField: "file", models.ImageField: "file", models.ForeignKey: "fk", models.OneToOneField: "fk",
+    })
+    if hasattr(models, "GeneratedField"):  # Django 5.0+
+        known[models.GeneratedField] = "generated"
+    try:
+        from django.contrib.postgres import fields as pg
+    except ImportError:  # psycopg missing: the project cannot be on PostgreSQL anyway
+        pg = None
+    if pg is not None:
+        known[pg.ArrayField] = "array"
+        known[pg.HStoreField] = "hstore"
+        for cls in (pg.IntegerRangeField, pg.BigIntegerRangeField, pg.DecimalRangeField, pg.DateTimeRangeField, pg.DateRangeField):
+            known[cls] = "range"
+    try:
+        from django.contrib.gis.db.models import GeometryField
+    except Exception:  # GDAL/GEOS not installed: no project field can be a geometry then
+        GeometryField = None
+    if GeometryField is not None:
+        known[GeometryField] = "geometry"
+    return known
+
+
+def _kind(field, known):
+    """(kind, None) for a field the renderer knows, else (None, why it must go through Django)."""
+    cls = type(field)
+    base = next((klass for klass in cls.__mro__ if klass in known), None)
+    if base is None:
+        return None, f"field {field.name} is a {cls.__module__}.{cls.__qualname__}, a type squashkit does not know"
+    for method in SERIALIZER_METHODS:
+        if getattr(cls, method) is not getattr(base, method):
+            return None, f"field {field.name} ({cls.__qualname__}) overrides {method}"
+    return known[base], None
+
+
+def _field_plan(field, known, natural):
+    """The plan of one concrete field, or raise _Slow with the reason its model takes Django's path."""
+    kind, why = _kind(field, known)
+    if why:
+        raise _Slow(why)
+    plan = {"name": field.name, "column": getattr(field, "column", None), "kind": kind, "null": bool(field.null)}
+    if kind == "generated":
+        output = _field_plan(field.output_field, known, {})
+        if output["kind"] not in GENERATED_KINDS:
+            raise _Slow(f"field {field.name} is generated as a {output['kind']}, which Django writes with str()")
+        plan.update(kind=output["kind"], generated=True)
+    elif kind == "fk":
+        try:
+            target = _field_plan(field.target_field, known, {})
+        except _Slow as why:
+            raise _Slow(f"field {field.name} references {field.related_model._meta.label}, whose {why}") from None
+        plan["target_kind"] = target.get("target_kind") or target["kind"]
+        plan["natural"] = natural.get(field.name)
+    elif kind == "array":
+        base_kind, why = _kind(field.base_field, known)
+        if why or base_kind not in ARRAY_ELEMENT_KINDS:
+            what = "a multi-dimensional array" if base_kind == "array" else f"an array of {base_kind or 'an unknown type'}"
+            raise _Slow(f"field {field.name} is {what}")
+        plan["base_kind"] = base_kind
+    elif kind == "range":
+        base_kind, why = _kind(field.base_field, known)
+        if why or base_kind not in RANGE_BOUND_KINDS:
+            raise _Slow(f"field {field.name} is a range of {base_kind or 'an unknown type'}")
+        plan["base_kind"] = base_kind
+    return plan
+
+
+class _Slow(Exception):
+    """This model goes through Django's serializer; the message says why."""
+
+
+def _m2m_plan(field, known, natural):
+    through = field.remote_field.through
+    target = _field_plan(field.related_model._meta.pk, known, {})
+    return {
+        "name": field.name,
+        "through_table": through._meta.db_table,
+        "source_column": field.m2m_column_name(),
+        "target_column": field.m2m_reverse_name(),
+        "target_kind": target.get("target_kind") or target["kind"],
+        "natural": natural.get(field.name),
+    }
+
+
+def _serialization_plan(model, known, natural):
+    """pk, fields, m2m and slow_reason of one model, as its dumpdata objects are made."""
+    from django.db import models
+
+    meta = model._meta.concrete_model._meta
+    try:
+        if isinstance(meta.pk, getattr(models, "CompositePrimaryKey", ())):
+            raise _Slow("its primary key is a CompositePrimaryKey")
+        pk = _field_plan(meta.pk, known, {})
+        fields = [_field_plan(f, known, natural) for f in meta.local_fields if f.serialize]
+        m2m = [
+            _m2m_plan(f, known, natural)
+            for f in meta.local_many_to_many
+            if f.serialize and f.remote_field.through._meta.auto_created
+        ]
+    except _Slow as slow:
+        return {"pk": None, "fields": [], "m2m": [], "slow_reason": str(slow)}
+    return {"pk": pk, "fields": fields, "m2m": m2m, "slow_reason": None}
+
+
 def probe():
     import django
     from django.apps import apps
     from django.conf import settings
-    from django.db import router
+    from django.db import connections, router
     from django.db.migrations.loader import MigrationLoader
 
     root = Path(os.environ["SQUASHKIT_PROJECT_ROOT"]).resolve()
@@ -82,6 +220,7 @@ def probe():
     aliases = list(settings.DATABASES)
     loader = MigrationLoader(None, ignore_no_migrations=True)
     graph_nodes = sorted(loader.graph.nodes)
+    known = _known_field_classes()
 
     app_list = []
     for app_config in apps.get_app_configs():
@@ -104,6 +243,7 @@ def probe():
                     ],
                     "m2m_tables": _m2m_tables(model),
                     "natural_key_fields": _natural_key_fields(model, targets),
+                    **_serialization_plan(model, known, _natural_key_fields(model, targets)),
                 }
             )
         app_list.append(
@@ -131,6 +271,8 @@ def probe():
             for alias, conf in settings.DATABASES.items()
         },
         "apps": app_list,
+        # USE_TZ = False: Django reads and writes datetimes as naive times of this zone.
+        "naive_time_zones": {} if settings.USE_TZ else {alias: connections[alias].timezone_name for alias in aliases},
     }
 
 

@@ -1,31 +1,39 @@
-"""Benchmark ``squashkit backup`` and the ways of writing db.json, on sample_project.
+"""Benchmark squashkit's commands against the tools and the shell procedure they replace.
 
 Usage::
 
-    .venv/bin/python benchmarks/run.py [--rows 2000 8000] [--repeat 3]
+    .venv/bin/python benchmarks/run.py [--rows 230 2300 17500] [--repeat 3] [--only backup,pg_dump]
 
-Per scale (``seed_data --rows N``) and per repeat, each in a fresh process:
+Per scale (``seed_data --rows N``; 230, 2300 and 17500 give about 2k, 20k and 150k rows in
+all) and per repeat, each command in a fresh process, side by side in one run:
 
-- ``squashkit backup`` (custom format), end to end, through its command line;
-- ``pg_dump -Fc`` alone, for reference;
-- ``manage.py dumpdata --all`` (json), ``--natural-foreign`` (json), and ``--format jsonl``,
-  all with the standard excludes squashkit uses;
-- squashkit's rewrite of that jsonl into db.json (``squashkit.fixture.write_fixture``).
+- ``pg_dump``: ``pg_dump -Fc`` of the database;
+- ``pg_restore``: that dump into a fresh database: ``createdb``, ``CREATE EXTENSION``, ``pg_restore``;
+- ``shell_procedure``: steps 1-7 of the procedure squashkit replaces, as a literal script
+  (``benchmarks/shell_procedure.sh``), on a copy of sample_project and of the database;
+- ``backup``, ``promote`` (dev-to-prod), ``promote_squash`` (``--squash --accept-loss``),
+  ``rollback_json`` (``rollback BUNDLE/db.json``), ``rollback_dump`` (``rollback BUNDLE``) and
+  ``rollback_kept`` (``rollback --kept``): squashkit's command line with ``--yes``, on copies of
+  sample_project configured by a squashkit.toml, with dev and prod databases of their own.
 
-Every command's wall time is measured around its process, its peak RSS by GNU time
-(``/usr/bin/time -f %M``; see ``measure``), and dumpdata's SQL statements are counted by
-``benchmarks/manage_counting.py``. Medians go to a markdown table on stdout and everything
-to ``benchmarks/results/latest.json``. See benchmarks/README.md for what the numbers mean.
+Every command's wall time is measured around its process, and the peak RSS of the largest
+process of its tree by GNU time (``/usr/bin/time -f %M``; see ``measure``). squashkit runs
+through ``benchmarks/process_log.py``, and the ``python`` of its squashkit.toml is a generated
+interpreter that runs every ``manage.py`` through it too: each run logs how many Django
+processes it started, how long each took, its own peak RSS and its SQL statements. A command
+that exits non-zero is a failed sample, shown as failed in the table.
 
-The benchmark runs its own throwaway cluster (``--cluster-dir``) and stops it at the end.
-Seeded databases are kept as templates (``bench_template_N``) so that a rerun skips the
-seeding; ``--drop-templates`` removes them too.
+Medians go to a markdown table on stdout, everything to ``benchmarks/results/latest.json``
+(``--output``). See benchmarks/README.md for what the numbers mean.
+
+The benchmark runs its own throwaway cluster (``--cluster-dir``) and stops it at the end if it
+started it. Seeded databases are kept as templates (``bench_template_N``) so that a rerun skips
+the seeding; ``--drop-templates`` removes them too.
 """
 
 from __future__ import annotations
 
 import argparse
-import filecmp
 import hashlib
 import json
 import os
@@ -36,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,25 +54,14 @@ from psycopg import sql
 
 import squashkit
 from squashkit import cluster as cluster_module
-from squashkit import config as config_module
-from squashkit.project import introspect, last_error_line, manage_py
+
+from report import LABELS, markdown  # benchmarks/report.py, beside this file
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 SAMPLE = REPO / "sample_project"
-MANAGE = SAMPLE / "manage.py"
 PYTHON = sys.executable
-ENV_NAME = "bench"
-ALIAS = "default"
-
-# The dangling ids seed_data leaves in ActivityLog.user (a db_constraint=False key, users
-# deleted since). `dumpdata --natural-foreign` dereferences every user key and aborts on them,
-# so the timed runs use a copy where they are NULL: the same rows, just no dangling reference.
-REPAIR_DANGLING_USERS = """
-UPDATE community_activitylog SET user_id = NULL
-WHERE user_id IS NOT NULL AND user_id NOT IN (SELECT id FROM auth_user)
-"""
-
+PROCESS_LOG = "SQUASHKIT_BENCH_PROCESS_LOG"
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -94,13 +91,13 @@ RSS_METHOD = (
 )
 
 
-def measure(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True) -> Measured:
+def measure(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> Measured:
     """Run ``argv`` to its end; its wall time and the peak RSS of it and its descendants.
 
     The rusage covers every descendant the process waited for (squashkit waits for its
-    manage.py and pg_dump). ``ru_maxrss`` is then the peak of the largest single process, not
-    a sum of processes alive at the same time, and never includes the PostgreSQL server
-    backends, which are not our descendants.
+    manage.py, pg_dump and pg_restore). ``ru_maxrss`` is then the peak of the largest single
+    process, not a sum of processes alive at the same time, and never includes the PostgreSQL
+    server backends, which are not our descendants.
     """
     with tempfile.TemporaryDirectory(prefix="squashkit-measure-") as private:
         rusage_file = Path(private) / "rusage"
@@ -116,21 +113,32 @@ def measure(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | N
             stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         # GNU time writes "Command exited with non-zero status N" before the number on failure.
         max_rss_kb = int(rusage_file.read_text().split()[-1]) if GNU_TIME else usage.ru_maxrss
-    result = Measured(wall, max_rss_kb, proc.returncode, stdout, stderr)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:6])} ... failed ({result.returncode}): {result.stderr[-2000:]}")
-    return result
+    return Measured(wall, max_rss_kb, proc.returncode, stdout, stderr)
 
 
-def run(argv: list[str], *, cwd: Path | None = None) -> str:
+def run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     """Run a setup command (not measured); raise with its stderr when it fails."""
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:6])} ... failed: {result.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(map(str, argv[:6]))} ... failed: {result.stderr[-2000:]}")
     return result.stdout
 
 
-# --- databases ----------------------------------------------------------------------------
+def sample_of(measured: Measured) -> dict:
+    """One measurement as it is stored: ok or failed, with the error line when it failed."""
+    sample = {"ok": measured.returncode == 0, "wall_s": measured.wall_s, "max_rss_kb": measured.max_rss_kb}
+    if measured.returncode != 0:
+        lines = [line for line in measured.stderr.splitlines() if line.strip()]
+        sample.update(returncode=measured.returncode, error=(lines[-1] if lines else "(no stderr)")[:500])
+    return sample
+
+
+def failed(reason: str) -> dict:
+    """A measurement that could not run, because what it starts from could not be made."""
+    return {"ok": False, "wall_s": None, "max_rss_kb": None, "error": reason}
+
+
+# --- databases and project copies ---------------------------------------------------------
 
 
 class Databases:
@@ -147,6 +155,12 @@ class Databases:
     def drop(self, name: str) -> None:
         self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
+    def drop_prefixed(self, prefix: str) -> None:
+        """Every database named ``prefix...``: ours and what squashkit made beside them (``__squashkit_*``)."""
+        rows = self.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix])
+        for (name,) in rows:
+            self.drop(name)
+
     def create(self, name: str, template: str | None = None) -> None:
         self.drop(name)
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
@@ -158,15 +172,18 @@ class Databases:
         rows = self.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name])
         return rows[0][0] if rows else None
 
+    def extensions(self, name: str) -> list[str]:
+        rows = self.execute("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", dbname=name)
+        return [row[0] for row in rows]
 
-def manage_argv(*args: str) -> list[str]:
-    return [PYTHON, str(MANAGE), *args]
-
-
-def use_database(dbname: str) -> None:
-    """Point sample_project (DATABASE_URL) at ``dbname``; host, port, user and password come
-    from the cluster's PG* variables, so no password sits in a URL or a config file."""
-    os.environ["DATABASE_URL"] = f"postgres:///{dbname}"
+    def table_rows(self, name: str) -> dict[str, int]:
+        """Exact row count of every table (a copied database has no statistics to estimate from)."""
+        tables = self.execute("SELECT schemaname, relname FROM pg_stat_user_tables ORDER BY 1, 2", dbname=name)
+        counts = {}
+        for schema, table in tables:
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+            counts[f"{schema}.{table}"] = self.execute(query, dbname=name)[0][0]
+        return counts
 
 
 def seed_fingerprint() -> str:
@@ -191,215 +208,326 @@ def ensure_template(dbs: Databases, rows: int) -> tuple[str, float | None]:
         return name, None
     log(f"creating template {name}: migrate + seed_data --rows {rows}")
     dbs.create(name)
-    use_database(name)
-    run(manage_argv("migrate", "-v", "0"), cwd=SAMPLE)
+    env = {**os.environ, "DATABASE_URL": f"postgres:///{name}"}
+    run([PYTHON, str(SAMPLE / "manage.py"), "migrate", "-v", "0"], cwd=SAMPLE, env=env)
     clock = time.perf_counter()
-    run(manage_argv("seed_data", "--rows", str(rows)), cwd=SAMPLE)
+    run([PYTHON, str(SAMPLE / "manage.py"), "seed_data", "--rows", str(rows)], cwd=SAMPLE, env=env)
     seed_s = time.perf_counter() - clock
-    # Hint bits and statistics now, once, rather than during the first timed run.
+    # Hint bits and statistics now, once, rather than during the first timed run of every copy.
     dbs.execute("VACUUM (ANALYZE)", dbname=name)
     dbs.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(marker)))
     log(f"seeded {name} in {seed_s:.1f}s")
     return name, seed_s
 
 
-# --- the measured steps -------------------------------------------------------------------
+def copy_project(destination: Path) -> Path:
+    """A copy of sample_project to run on: squash and the shell procedure delete its migration files."""
+    shutil.rmtree(destination, ignore_errors=True)
+    # symlinks=True keeps community/migrations a symlink, as the project has it.
+    shutil.copytree(SAMPLE, destination, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "backups", ".squashkit.lock"))
+    # Its [tool.squashkit] table names the repository's databases; the copy gets a squashkit.toml.
+    (destination / "pyproject.toml").unlink()
+    return destination
+
+
+def quoted(identifier: str) -> str:
+    """An SQL identifier in double quotes, for the one statement psql is given on its command line."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def own_apps() -> list[str]:
+    """The project's own apps (those with an apps.py in sample_project): what makemigrations is given."""
+    return sorted(path.parent.name for path in SAMPLE.glob("*/apps.py"))
+
+
+def write_config(project: Path, *, dev: str, prod: str, backups: Path, python: Path) -> Path:
+    """squashkit.toml next to the copy's manage.py: dev and prod, reached through libpq's PG*
+    variables (no password in the file), and the logging interpreter as the project's python."""
+    toml = json.dumps  # a JSON string is a valid TOML basic string
+    text = (
+        f"python = {toml(str(python))}\nbackup_dir = {toml(str(backups))}\ndefault_env = \"dev\"\n"
+        f"\n[environments.dev]\nsettings = \"sample_project.settings\"\nenv = {{ DATABASE_URL = {toml('postgres:///' + dev)} }}\n"
+        f"\n[environments.prod]\nsettings = \"sample_project.settings\"\nenv = {{ DATABASE_URL = {toml('postgres:///' + prod)} }}\n"
+    )
+    path = project / "squashkit.toml"
+    path.write_text(text)
+    return path
+
+
+def write_logging_python(directory: Path) -> Path:
+    """An interpreter for squashkit.toml's ``python``: squashkit runs ``python manage.py ARGS``,
+    and this runs the same through process_log.py, which logs the process and changes nothing else."""
+    if any(c.isspace() for c in PYTHON):
+        raise SystemExit(f"the interpreter path {PYTHON!r} holds whitespace and cannot be a #! line")
+    path = directory / "python"
+    path.write_text(
+        f"#!{PYTHON}\n"
+        "# Written by benchmarks/run.py: runs `manage.py ARGS` through process_log.py.\n"
+        "import runpy, sys\n"
+        "del sys.path[0]  # this file's directory holds the benchmark's work files, not modules\n"
+        f"sys.argv[0] = {str(BENCH / 'process_log.py')!r}\n"
+        f"runpy.run_path({str(BENCH / 'process_log.py')!r}, run_name='__main__')\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+# --- one scale, one repeat ----------------------------------------------------------------
 
 
 @dataclass
-class Setup:
-    """What every measurement of one scale needs."""
+class Repeat:
+    """Where one repeat of one scale runs, and what its earlier steps left for the later ones."""
 
-    dbname: str
+    dbs: Databases
+    rows: int
+    template: str
     work: Path
-    config: Path
-    excludes: list[str]
-    rewrite_map: Path
+    python: Path
+    extensions: list[str]
+    dump: Path | None = None
+    bundle: Path | None = None
+    kept: bool = False
+    ready: set[str] = field(default_factory=set)
 
-    @property
-    def exclude_args(self) -> list[str]:
-        return [arg for label in self.excludes for arg in ("--exclude", label)]
+    def db(self, role: str) -> str:
+        return f"bench_{self.rows}_{role}"
+
+    def fresh(self, role: str) -> str:
+        """A new copy of the seeded template; a checkpoint after it, so that writing the copy
+        out does not land in the next measurement."""
+        name = self.db(role)
+        self.dbs.create(name, template=self.template)
+        self.dbs.execute("CHECKPOINT")
+        return name
 
 
-def prepare(dbname: str, work: Path) -> Setup:
-    """squashkit.toml for the database, and the excludes and rewrite map backup would use.
+def squashkit_run(config: Path, *args: str, logfile: Path) -> tuple[Measured, list[dict]]:
+    """``squashkit ARGS`` through its command line, with every process it starts logged."""
+    logfile.unlink(missing_ok=True)
+    env = {**os.environ, PROCESS_LOG: str(logfile), "COLUMNS": "200"}
+    argv = [PYTHON, str(BENCH / "process_log.py"), "-m", "squashkit.cli", "--config", str(config), *args]
+    measured = measure(argv, cwd=config.parent, env=env)
+    processes = [json.loads(line) for line in logfile.read_text().splitlines()] if logfile.exists() else []
+    return measured, processes
 
-    They come from the same calls ``backup._backup_alias`` makes (``introspect``,
-    ``installed_excludes``, ``dumped_models``), so the standalone rewrite does what backup does.
-    """
-    config_path = work / "squashkit.toml"
-    config_path.write_text(
-        f'manage_py = "{MANAGE}"\npython = "{PYTHON}"\nbackup_dir = "{work / "bundles"}"\n\n'
-        f'[environments.{ENV_NAME}]\nsettings = "sample_project.settings"\n'
-        f'env = {{ DATABASE_URL = "postgres:///{dbname}" }}\n'
+
+def squashkit_sample(measured: Measured, processes: list[dict]) -> dict:
+    """The measurement plus what the process log says: squashkit's own peak and its Django children."""
+    sample = sample_of(measured)
+    own = [p for p in processes if p["role"] == "squashkit.cli"]
+    children = sorted((p for p in processes if p["role"] == "manage.py"), key=lambda p: p["start"])
+    sample.update(
+        squashkit_rss_kb=own[0]["max_rss_kb"] if own else None,
+        django_processes=len(children),
+        django_wall_s=sum(p["end"] - p["start"] for p in children),
+        django_startup_s=sum(p["django_ready"] - p["start"] for p in children if p["django_ready"]),
+        django_max_rss_kb=max((p["max_rss_kb"] for p in children), default=None),
+        django_queries=sum(p["queries"] for p in children),
+        processes=[
+            {"label": p["label"], "wall_s": round(p["end"] - p["start"], 3), "exit": p["exit"],
+             "max_rss_kb": p["max_rss_kb"], "queries": p["queries"]}
+            for p in children
+        ],
     )
-    cfg = config_module.load(config_path)
-    env_name, environment = cfg.environment(ENV_NAME)
-    project = introspect(manage_py(cfg, env_name, environment))
-    excludes = project.installed_excludes(cfg.exclude)
-    excludes += [label for label in project.unmanaged_models(ALIAS) if label not in excludes]  # as backup does
-    models = project.dumped_models(ALIAS, excludes)
-    rewrite = {m.label: m.natural_key_fields for m in models if m.natural_key_fields}
-    natural_keys = "contenttypes" in [a.label for a in project.apps if ALIAS in a.aliases]
-    rewrite_map = work / "rewrite-map.json"
-    rewrite_map.write_text(json.dumps({"natural_keys": natural_keys, "rewrite": rewrite}))
-    return Setup(dbname, work, config_path, excludes, rewrite_map)
-
-
-def squashkit_backup(setup: Setup) -> tuple[Measured, Path]:
-    """The whole command, as a user runs it; returns the measurement and the bundle."""
-    out = setup.work / "bundles"
-    shutil.rmtree(out, ignore_errors=True)
-    measured = measure(
-        [PYTHON, "-m", "squashkit.cli", "--config", str(setup.config), "backup", "--env", ENV_NAME, "--format", "custom", "--output", str(out)]
-    )
-    (bundle,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return measured, bundle
-
-
-def pg_dump(setup: Setup) -> tuple[Measured, int]:
-    """Plain ``pg_dump -Fc`` of the whole database (the PATH's pg_dump, as backup uses)."""
-    target = setup.work / "alone.dump"
-    measured = measure([shutil.which("pg_dump"), "-w", "-Fc", "-f", str(target), setup.dbname])
-    size = target.stat().st_size
-    target.unlink()
-    return measured, size
-
-
-def dumpdata(setup: Setup, output: Path, *options: str, check: bool = True) -> tuple[Measured, int | None]:
-    """``manage.py dumpdata --all OPTIONS --output FILE`` with the excludes; and its SQL count."""
-    counter = setup.work / "queries.json"
-    counter.unlink(missing_ok=True)
-    argv = [PYTHON, str(BENCH / "manage_counting.py"), str(MANAGE), "dumpdata", "--all", *options, "--output", str(output), *setup.exclude_args]
-    measured = measure(argv, cwd=SAMPLE, env={**os.environ, "SQUASHKIT_BENCH_QUERY_COUNT": str(counter)}, check=check)
-    queries = json.loads(counter.read_text())["queries"] if counter.exists() else None
-    return measured, queries
-
-
-def rewrite(setup: Setup, jsonl: Path, output: Path, *flags: str) -> tuple[Measured, dict]:
-    """squashkit's jsonl -> db.json rewrite alone, in a fresh process (see rewrite_step.py)."""
-    measured = measure(
-        [PYTHON, str(BENCH / "rewrite_step.py"), "--dbname", setup.dbname, "--jsonl", str(jsonl), "--output", str(output), "--map", str(setup.rewrite_map), *flags]
-    )
-    return measured, json.loads(measured.stdout.strip().splitlines()[-1])
-
-
-def natural_foreign_on_dangling_ids(setup: Setup) -> dict:
-    """One ``--natural-foreign`` run on the data as seeded, dangling user ids included."""
-    output = setup.work / "natural-foreign-dangling.json"
-    measured, queries = dumpdata(setup, output, "--natural-foreign", check=False)
-    tail = output.read_bytes()[-200:] if output.exists() else b""
-    result = {
-        "returncode": measured.returncode,
-        "wall_s": round(measured.wall_s, 2),
-        "queries": queries,
-        "error": last_error_line(measured.stderr.encode()) if measured.returncode else None,
-        "bytes_written": output.stat().st_size if output.exists() else 0,
-        "file_is_complete_json": tail.rstrip().endswith(b"]"),
-    }
-    output.unlink(missing_ok=True)
-    return result
-
-
-def one_repeat(setup: Setup, index: int) -> dict:
-    """Every measurement once; the files of repeat 0 are also compared and sized."""
-    files = setup.work / "files"
-    shutil.rmtree(files, ignore_errors=True)
-    files.mkdir()
-    sample: dict = {}
-
-    backup_run, bundle = squashkit_backup(setup)
-    sample["backup"] = {"wall_s": backup_run.wall_s, "max_rss_kb": backup_run.max_rss_kb}
-    dump_run, dump_size = pg_dump(setup)
-    sample["pg_dump"] = {"wall_s": dump_run.wall_s, "max_rss_kb": dump_run.max_rss_kb}
-
-    variants = {
-        "dumpdata_json": ("db-plain.json", ()),
-        "dumpdata_natural_foreign": ("db-natural-foreign.json", ("--natural-foreign",)),
-        "dumpdata_jsonl": ("db.jsonl", ("--format", "jsonl")),
-    }
-    for key, (name, options) in variants.items():
-        measured, queries = dumpdata(setup, files / name, *options)
-        sample[key] = {"wall_s": measured.wall_s, "max_rss_kb": measured.max_rss_kb, "queries": queries}
-
-    jsonl, fixture = files / "db.jsonl", files / "db.json"
-    measured, report = rewrite(setup, jsonl, fixture)
-    sample["rewrite"] = {"wall_s": measured.wall_s, "inner_s": report["seconds"], "max_rss_kb": measured.max_rss_kb, "objects": report["objects"]}
-    sample["squashkit_way"] = {"wall_s": sample["dumpdata_jsonl"]["wall_s"] + sample["rewrite"]["wall_s"]}
-
-    if index == 0:
-        # Once per scale: sizes, the check that the standalone rewrite is exactly backup's,
-        # and the rewrite's memory measured precisely (tracemalloc) and at rest (baseline).
-        sample["sizes"] = {
-            "db_json": (bundle / "db.json").stat().st_size,
-            "db_dump": (bundle / "db.dump").stat().st_size,
-            "pg_dump_alone": dump_size,
-            "dumpdata_json": (files / "db-plain.json").stat().st_size,
-            "dumpdata_natural_foreign": (files / "db-natural-foreign.json").stat().st_size,
-            "dumpdata_jsonl": jsonl.stat().st_size,
-        }
-        sample["rewrite_matches_backup_db_json"] = filecmp.cmp(fixture, bundle / "db.json", shallow=False)
-        _, traced = rewrite(setup, jsonl, files / "traced.json", "--tracemalloc")
-        baseline, _ = rewrite(setup, jsonl, files / "unused.json", "--baseline")
-        sample["rewrite"]["tracemalloc_peak_bytes"] = traced["tracemalloc_peak_bytes"]
-        sample["rewrite"]["baseline_max_rss_kb"] = baseline.max_rss_kb
-    shutil.rmtree(files)
-    shutil.rmtree(bundle.parent)
     return sample
 
 
-def bench_scale(dbs: Databases, rows: int, repeat: int, work_root: Path, failure_demo: bool) -> dict:
-    template, seed_s = ensure_template(dbs, rows)
-    dbname = f"bench_{rows}"
-    dbs.create(dbname, template=template)
+def main_project(rep: Repeat) -> Path:
+    """The project copy backup, promote and the rollbacks share, with a fresh dev database
+    (prod is made by the promote that needs it)."""
+    config = rep.work / "project" / "squashkit.toml"
+    if "project" not in rep.ready:
+        project = copy_project(rep.work / "project")
+        write_config(project, dev=rep.fresh("dev"), prod=rep.db("prod"), backups=rep.work / "backups", python=rep.python)
+        rep.ready.add("project")
+    return config
+
+
+def bundle_for(rep: Repeat) -> Path | None:
+    """The bundle the rollbacks use: the one backup made, else one made here, unmeasured."""
+    if rep.bundle is None:
+        measured, _ = squashkit_run(main_project(rep), "backup", "--env", "dev", logfile=rep.work / "setup.log")
+        if measured.returncode == 0:
+            rep.bundle = Path(measured.stdout.strip().splitlines()[-1])
+    return rep.bundle
+
+
+def target_pg_dump(rep: Repeat) -> dict:
+    source = rep.db("src") if "src" in rep.ready else rep.fresh("src")
+    rep.ready.add("src")
+    dump = rep.work / "pg.dump"
+    sample = sample_of(measure(["pg_dump", "-w", "-Fc", "-f", str(dump), source]))
+    if sample["ok"]:
+        rep.dump = dump
+        sample["dump_bytes"] = dump.stat().st_size
+    return sample
+
+
+def target_pg_restore(rep: Repeat) -> dict:
+    if rep.dump is None:
+        target_pg_dump(rep)
+        if rep.dump is None:
+            return failed("pg_dump -Fc failed, so there was no dump to restore")
+    target = rep.db("restored")
+    rep.dbs.drop(target)
+    steps = [["createdb", "-w", target]]
+    steps += [["psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "-d", target, "-c", f"CREATE EXTENSION {quoted(ext)}"]
+              for ext in rep.extensions]
+    steps += [["pg_restore", "-w", "-d", target, str(rep.dump)]]
+    # Three programs, one measurement: their times add up, the peak is the largest.
+    parts = []
+    for argv in steps:
+        parts.append(measure(argv))
+        if parts[-1].returncode != 0:
+            break
+    combined = Measured(sum(p.wall_s for p in parts), max(p.max_rss_kb for p in parts), parts[-1].returncode, "", parts[-1].stderr)
+    rep.dbs.drop(target)
+    return sample_of(combined)
+
+
+def target_shell_procedure(rep: Repeat) -> dict:
+    project = copy_project(rep.work / "shell-project")
+    database = rep.fresh("shell")
+    steps = rep.work / "shell-steps.log"
+    steps.unlink(missing_ok=True)
+    env = {**os.environ, "DATABASE_URL": f"postgres:///{database}", "PYTHON": PYTHON,
+           "EXTENSIONS": " ".join(rep.extensions), "STEP_LOG": str(steps)}
+    argv = ["bash", str(BENCH / "shell_procedure.sh"), str(project), database, str(rep.work / "shell-backup"), *own_apps()]
+    sample = sample_of(measure(argv, env=env))
+    marks = [line.split(" ", 1) for line in steps.read_text().splitlines()] if steps.exists() else []
+    sample["steps"] = {name: float(marks[i + 1][0]) - float(at) for i, (at, name) in enumerate(marks[:-1])}
+    shutil.rmtree(project)
+    shutil.rmtree(rep.work / "shell-backup", ignore_errors=True)
+    rep.dbs.drop_prefixed(database)
+    return sample
+
+
+def target_backup(rep: Repeat) -> dict:
+    measured, processes = squashkit_run(main_project(rep), "backup", "--env", "dev", logfile=rep.work / "backup.log")
+    sample = squashkit_sample(measured, processes)
+    if sample["ok"]:
+        rep.bundle = bundle = Path(measured.stdout.strip().splitlines()[-1])  # backup prints it last
+        sample["db_json_bytes"] = (bundle / "db.json").stat().st_size
+        sample["db_dump_bytes"] = (bundle / "db.dump").stat().st_size
+    return sample
+
+
+def target_promote(rep: Repeat) -> dict:
+    # prod holds the same data as dev, as in the procedure's story (dev is a copy of prod, plus
+    # changes): its safety backup costs what a real one would.
+    config = main_project(rep)
+    rep.fresh("prod")
+    return squashkit_sample(*squashkit_run(config, "promote", "dev-to-prod", "--yes", logfile=rep.work / "promote.log"))
+
+
+def target_promote_squash(rep: Repeat) -> dict:
+    # Its own project copy and databases: the squash rewrites the migration files, and the
+    # rollbacks that follow run on the original ones.
+    project = copy_project(rep.work / "squash-project")
+    config = write_config(project, dev=rep.fresh("sqdev"), prod=rep.fresh("sqprod"), backups=rep.work / "squash-backups", python=rep.python)
+    sample = squashkit_sample(*squashkit_run(config, "promote", "dev-to-prod", "--squash", "--accept-loss", "--yes",
+                                             logfile=rep.work / "promote-squash.log"))
+    shutil.rmtree(project)
+    shutil.rmtree(rep.work / "squash-backups", ignore_errors=True)
+    rep.dbs.drop_prefixed(rep.db("sqdev"))
+    rep.dbs.drop_prefixed(rep.db("sqprod"))
+    return sample
+
+
+def _rollback(rep: Repeat, what: str) -> dict:
+    bundle = bundle_for(rep)
+    if bundle is None:
+        return failed("squashkit backup failed, so there was no bundle to roll back to")
+    path = bundle / "db.json" if what == "json" else bundle
+    sample = squashkit_sample(*squashkit_run(main_project(rep), "rollback", str(path), "--env", "dev", "--yes",
+                                             logfile=rep.work / f"rollback-{what}.log"))
+    rep.kept = rep.kept or sample["ok"]  # side mode keeps the replaced database: what --kept swaps back
+    return sample
+
+
+def target_rollback_json(rep: Repeat) -> dict:
+    return _rollback(rep, "json")
+
+
+def target_rollback_dump(rep: Repeat) -> dict:
+    return _rollback(rep, "dump")
+
+
+def target_rollback_kept(rep: Repeat) -> dict:
+    if not rep.kept:
+        made = _rollback(rep, "dump")  # unmeasured: only so that there is a kept database
+        if not made["ok"]:
+            return failed(f"no kept database: the rollback that would have made one failed ({made['error']})")
+    return squashkit_sample(*squashkit_run(main_project(rep), "rollback", "--kept", "--env", "dev", "--yes",
+                                           logfile=rep.work / "rollback-kept.log"))
+
+
+# The order they run in, within one repeat: the later rollbacks start from what the earlier
+# ones leave (the bundle, a kept database), as a user's would.
+MEASUREMENTS = {
+    "pg_dump": target_pg_dump,
+    "pg_restore": target_pg_restore,
+    "shell_procedure": target_shell_procedure,
+    "backup": target_backup,
+    "promote": target_promote,
+    "promote_squash": target_promote_squash,
+    "rollback_json": target_rollback_json,
+    "rollback_dump": target_rollback_dump,
+    "rollback_kept": target_rollback_kept,
+}
+assert list(MEASUREMENTS) == list(LABELS), "every measurement has its label in report.py, in this order"
+
+
+def one_repeat(dbs: Databases, rows: int, template: str, work: Path, python: Path, selected: list[str]) -> dict:
+    """Every selected measurement once, on fresh copies; everything made is dropped after."""
+    rep = Repeat(dbs, rows, template, work, python, dbs.extensions(template))
+    work.mkdir(parents=True)
+    samples = {}
     try:
-        use_database(dbname)
-        work = work_root / dbname
-        work.mkdir()
-        setup = prepare(dbname, work)
-        result: dict = {"rows": rows, "seed_s": seed_s, "excludes": setup.excludes, "load_before": os.getloadavg()}
-        if failure_demo:
-            log(f"[{rows}] dumpdata --natural-foreign on the data as seeded (dangling ids)")
-            result["natural_foreign_on_dangling_ids"] = natural_foreign_on_dangling_ids(setup)
-        repaired = dbs.execute(REPAIR_DANGLING_USERS + " RETURNING id", dbname=dbname)
-        dbs.execute("VACUUM (ANALYZE) community_activitylog", dbname=dbname)
-        result["dangling_user_ids_nulled"] = len(repaired or [])
-        result["table_rows"] = table_rows(dbs, dbname)
-        samples = []
-        for index in range(repeat):
-            log(f"[{rows}] repeat {index + 1}/{repeat}")
-            samples.append(one_repeat(setup, index))
-        result["samples"] = samples
-        result["median"] = medians(samples)
-        result["sizes"] = samples[0]["sizes"]
-        result["rewrite_matches_backup_db_json"] = samples[0]["rewrite_matches_backup_db_json"]
-        result["load_after"] = os.getloadavg()
-        return result
+        for name in selected:
+            log(f"[{rows}] {name}")
+            dbs.execute("CHECKPOINT")  # what earlier steps wrote is flushed before, not during, this one
+            samples[name] = MEASUREMENTS[name](rep)
+            state = "ok" if samples[name]["ok"] else f"FAILED: {samples[name]['error']}"
+            log(f"[{rows}] {name}: {samples[name]['wall_s'] or 0:.2f} s, {state}")
     finally:
-        dbs.drop(dbname)
-        shutil.rmtree(work_root / dbname, ignore_errors=True)
+        dbs.drop_prefixed(f"bench_{rows}_")
+        shutil.rmtree(work, ignore_errors=True)
+    return samples
 
 
-def table_rows(dbs: Databases, dbname: str) -> dict[str, int]:
-    """Exact row count of every table (a copied database has no statistics to estimate from)."""
-    tables = dbs.execute(
-        "SELECT schemaname, relname FROM pg_stat_user_tables ORDER BY schemaname, relname", dbname=dbname
-    )
-    counts = {}
-    for schema, name in tables:
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
-        counts[f"{schema}.{name}"] = dbs.execute(query, dbname=dbname)[0][0]
-    return counts
+def bench_scale(dbs: Databases, rows: int, repeat: int, work_root: Path, python: Path, selected: list[str]) -> dict:
+    template, seed_s = ensure_template(dbs, rows)
+    dbs.drop_prefixed(f"bench_{rows}_")  # left by an interrupted run
+    counts = dbs.table_rows(template)
+    result: dict = {"rows": rows, "total_rows": sum(counts.values()), "table_rows": counts, "seed_s": seed_s,
+                    "load_before": os.getloadavg()}
+    log(f"[{rows}] {result['total_rows']:,} rows in all")
+    samples = []
+    for index in range(repeat):
+        log(f"[{rows}] repeat {index + 1}/{repeat}")
+        samples.append(one_repeat(dbs, rows, template, work_root / f"{rows}-{index}", python, selected))
+    result["samples"] = samples
+    result["median"] = medians(samples)
+    result["load_after"] = os.getloadavg()
+    return result
 
 
 def medians(samples: list[dict]) -> dict:
-    """Median of every numeric measurement over the repeats (sizes are the same every time)."""
-    keys = [k for k, v in samples[0].items() if isinstance(v, dict) and k != "sizes"]
+    """Per measurement, the median of every number over the repeats that succeeded, and how
+    many failed (with the first error): one failed repeat makes the cell 'failed'."""
     result = {}
-    for key in keys:
-        fields = [f for f, v in samples[0][key].items() if isinstance(v, (int, float))]
-        # Fields measured in repeat 0 only (tracemalloc, baseline) keep their single value.
-        result[key] = {f: statistics.median(s[key][f] for s in samples if s[key].get(f) is not None) for f in fields}
+    for name in samples[0]:
+        runs = [s[name] for s in samples]
+        ok = [r for r in runs if r["ok"]]
+        summary: dict = {"failed": len(runs) - len(ok), "error": next((r["error"] for r in runs if not r["ok"]), None)}
+        if ok:
+            numbers = [k for k, v in ok[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            summary.update({k: statistics.median(r[k] for r in ok if r.get(k) is not None) for k in numbers if ok[0][k] is not None})
+            if "steps" in ok[0]:
+                summary["steps"] = {step: statistics.median(r["steps"][step] for r in ok) for step in ok[0]["steps"]}
+        result[name] = summary
     return result
 
 
@@ -410,7 +538,9 @@ def machine_info(dbs: Databases) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True).stdout.strip())
+    # Results written by earlier runs do not make the measured code dirty.
+    status = ["git", "-C", str(REPO), "status", "--porcelain", "--", ".", ":(exclude)benchmarks/results"]
+    dirty = bool(subprocess.run(status, capture_output=True, text=True).stdout.strip())
     return {
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": cpu,
@@ -421,79 +551,39 @@ def machine_info(dbs: Databases) -> dict:
         "postgresql_server": dbs.execute("SHOW server_version")[0][0],
         "pg_dump": run([shutil.which("pg_dump"), "--version"]).strip(),
         "squashkit": squashkit.__version__,
+        "squashkit_path": str(Path(squashkit.__file__).parent),
         "git_commit": git + ("+dirty" if dirty else ""),
     }
-
-
-def _s(value: float) -> str:
-    return f"{value:.1f} s" if value >= 10 else f"{value:.2f} s"
-
-
-def _mb(kb_or_bytes: float, unit: str = "kb") -> str:
-    value = kb_or_bytes / 1024 if unit == "kb" else kb_or_bytes / 1024 / 1024
-    return f"{value:.0f} MiB" if value >= 10 else f"{value:.1f} MiB"
-
-
-def markdown_table(scales: list[dict]) -> str:
-    """One column per scale, one row per number; medians of the repeats."""
-    header = "| | " + " | ".join(f"--rows {s['rows']}" for s in scales) + " |"
-    lines = [header, "|---" * (len(scales) + 1) + "|"]
-
-    def row(label: str, cell) -> None:
-        lines.append(f"| {label} | " + " | ".join(cell(s) for s in scales) + " |")
-
-    m = lambda s, key, field="wall_s": s["median"][key][field]  # noqa: E731
-    plain = lambda s: m(s, "dumpdata_json")  # noqa: E731
-    row("objects in db.json", lambda s: f"{s['median']['rewrite']['objects']:,.0f}")
-    row("`seed_data` (setup, once)", lambda s: _s(s["seed_s"]) if s["seed_s"] is not None else "template reused")
-    row("load average (1 min), before → after", lambda s: f"{s['load_before'][0]:.1f} → {s['load_after'][0]:.1f}")
-    row("**squashkit backup** (custom), wall", lambda s: _s(m(s, "backup")))
-    row("squashkit backup, peak RSS (largest process)", lambda s: _mb(m(s, "backup", "max_rss_kb")))
-    row("`pg_dump -Fc` alone, wall", lambda s: _s(m(s, "pg_dump")))
-    row("`dumpdata --all` (json), wall", lambda s: _s(plain(s)))
-    row(
-        "`dumpdata --all --natural-foreign` (json), wall",
-        lambda s: f"{_s(m(s, 'dumpdata_natural_foreign'))} (×{m(s, 'dumpdata_natural_foreign') / plain(s):.2f})",
-    )
-    row(
-        "squashkit's way: `dumpdata --format jsonl` + rewrite, wall",
-        lambda s: f"{_s(m(s, 'dumpdata_jsonl'))} + {_s(m(s, 'rewrite'))} = {_s(m(s, 'squashkit_way'))} (×{m(s, 'squashkit_way') / plain(s):.2f})",
-    )
-    row(
-        "SQL statements: json / natural-foreign / jsonl",
-        lambda s: " / ".join(f"{m(s, k, 'queries'):,.0f}" for k in ("dumpdata_json", "dumpdata_natural_foreign", "dumpdata_jsonl")),
-    )
-    row(
-        "peak RSS: dumpdata json / natural-foreign / jsonl",
-        lambda s: " / ".join(_mb(m(s, k, "max_rss_kb")) for k in ("dumpdata_json", "dumpdata_natural_foreign", "dumpdata_jsonl")),
-    )
-    row(
-        "rewrite step: peak RSS (at rest before the rewrite)",
-        lambda s: f"{_mb(m(s, 'rewrite', 'max_rss_kb'))} ({_mb(s['median']['rewrite']['baseline_max_rss_kb'])})",
-    )
-    row("rewrite step: tracemalloc peak", lambda s: _mb(s["median"]["rewrite"]["tracemalloc_peak_bytes"], "bytes"))
-    row("dumpdata jsonl size (rewrite input)", lambda s: _mb(s["sizes"]["dumpdata_jsonl"], "bytes"))
-    row("db.json size", lambda s: _mb(s["sizes"]["db_json"], "bytes"))
-    row("db.dump size", lambda s: _mb(s["sizes"]["db_dump"], "bytes"))
-    return "\n".join(lines)
 
 
 # --- main ---------------------------------------------------------------------------------
 
 
+def parse_only(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MEASUREMENTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown measurement(s) {', '.join(unknown)}; known: {', '.join(MEASUREMENTS)}")
+    return [name for name in MEASUREMENTS if name in names]  # always in the order they run
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark squashkit backup on sample_project.")
-    parser.add_argument("--rows", type=int, nargs="+", default=[2000, 8000], help="seed_data --rows scales (default: 2000 8000)")
+    parser = argparse.ArgumentParser(description="Benchmark squashkit's commands beside pg_dump, pg_restore and the shell procedure.")
+    parser.add_argument("--rows", type=int, nargs="+", default=[230, 2300, 17500],
+                        help="seed_data --rows scales (default: 230 2300 17500, about 2k, 20k and 150k rows in all)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported (default: 3)")
+    parser.add_argument("--only", type=parse_only, default=list(MEASUREMENTS), metavar="NAME,...",
+                        help=f"measure only these (default: all): {', '.join(MEASUREMENTS)}")
     parser.add_argument("--cluster-dir", type=Path, default=Path("/tmp/squashkit-bench-cluster"))
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "latest.json")
     parser.add_argument("--drop-templates", action="store_true", help="also drop the seeded template databases")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
+    was_running = cluster_module.running(args.cluster_dir) is not None
     pg = cluster_module.start(args.cluster_dir)
-    # Every child (manage.py, squashkit, pg_dump) reaches the cluster through libpq's PG*
-    # variables, the password through the cluster's passfile.
+    # Every child (manage.py, squashkit, pg_dump, the shell procedure) reaches the cluster
+    # through libpq's PG* variables, the password through the cluster's passfile.
     for key in [k for k in os.environ if k.startswith("PG") or k in ("DATABASE_URL", "ANALYTICS_DATABASE_URL", "SQUASHKIT_ENV")]:
         del os.environ[key]
     os.environ.update(pg.environ())
@@ -505,29 +595,28 @@ def main(argv: list[str] | None = None) -> int:
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(dbs),
             "rss_method": RSS_METHOD,
+            "measurements": args.only,
             "scales": [],
         }
         with tempfile.TemporaryDirectory(prefix="squashkit-bench-") as work_root:
-            for position, rows in enumerate(args.rows):
-                results["scales"].append(bench_scale(dbs, rows, args.repeat, Path(work_root), failure_demo=position == 0))
+            python = write_logging_python(Path(work_root))
+            for rows in args.rows:
+                results["scales"].append(bench_scale(dbs, rows, args.repeat, Path(work_root), python, args.only))
         if args.drop_templates:
             for rows in args.rows:
                 dbs.drop(f"bench_template_{rows}")
     finally:
-        cluster_module.stop(args.cluster_dir)
+        if not was_running:
+            cluster_module.stop(args.cluster_dir)
     results["total_s"] = round(time.perf_counter() - started, 1)
-    table = markdown_table(results["scales"])
+    table = markdown(results["scales"], args.only)
     results["table_markdown"] = table
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(table)
-    for scale in results["scales"]:
-        demo = scale.get("natural_foreign_on_dangling_ids")
-        if demo:
-            print(f"\n--rows {scale['rows']}, data as seeded: dumpdata --natural-foreign exit {demo['returncode']} "
-                  f"after {demo['wall_s']} s: {demo['error']} (complete JSON: {demo['file_is_complete_json']})")
     print(f"\nmachine: {json.dumps(results['machine'])}\ntotal {results['total_s']} s; results in {args.output}")
-    return 0
+    failures = sum(m["failed"] for s in results["scales"] for m in s["median"].values())
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

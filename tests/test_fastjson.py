@@ -189,6 +189,25 @@ def test_models_only_django_can_write_are_reported_with_their_reason(fieldtypes)
     assert generated == {"a": False, "b": False, "name": False, "total": True, "lowered": True}
 
 
+def test_rows_written_after_the_snapshot_are_in_neither_part_of_the_fixture(pg, fieldtypes, tmp_path):
+    """SQL and Django (the slow path, in the project's own process) both read the exported snapshot."""
+    name = create_database(pg, unique_name("fieldtypes_snapshot"), template=fieldtypes.name)
+    try:
+        manage_copy, project = project_of(pg, name, tmp_path / "config", FIELDTYPES)
+        excludes = [*project.installed_excludes([]), *project.unmanaged_models("default")]
+        models = project.dumped_models("default", excludes)
+        with postgres.connect(project.connection("default")) as conn, postgres.snapshot(conn) as snapshot_id:
+            with psycopg.connect(**pg.conninfo(name), autocommit=True) as writer:
+                writer.execute("INSERT INTO fieldtypes_jsonlistmodel (tags) VALUES ('late')")
+                writer.execute("INSERT INTO fieldtypes_charmodel (value) VALUES ('late')")
+            lines = serialize_slow_models(manage_copy, "default", [m for m in models if m.slow_reason], snapshot_id, tmp_path)
+            counts = write_fixture_sql(conn, models, tmp_path / "db.json", keys=NaturalKeys.read(conn), slow_lines=lines)
+        assert counts == fieldtypes.counts
+        assert "late" not in (tmp_path / "db.json").read_text(encoding="utf-8")
+    finally:
+        drop_database(pg, name)
+
+
 def test_plain_loaddata_reads_the_sql_fixture(pg, fieldtypes, tmp_path):
     """Everything but one object: a JSON null in a NOT NULL column, which loaddata saves as SQL NULL
     (Django's own db.json holds the same object and fails the same way)."""

@@ -47,13 +47,16 @@ def _scopes_disabled():
 
 def _enter_snapshot(connection, snapshot):
     """Make the open transaction see exactly the backup's snapshot (it must be its first statement)."""
+    try:  # the project's own driver: SET takes no bind parameters, so the id is quoted by it
+        from psycopg import sql
+    except ImportError:
+        from psycopg2 import sql
     with connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if snapshot:
             if not SNAPSHOT_ID.match(snapshot):
                 raise ValueError(f"not a snapshot id: {snapshot!r}")
-            # Checked above to be hex digits and dashes; SET takes no bind parameters.
-            cursor.execute("SET TRANSACTION SNAPSHOT '%s'" % snapshot)
+            cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
 
 
 def _attach_m2m(objects, model, alias):

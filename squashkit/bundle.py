@@ -63,6 +63,9 @@ class AliasBackup(BaseModel):
     )
     pg_dump_version: str
     snapshot_consistent: bool = Field(description="pg_dump read the same snapshot the row counts came from.")
+    slow_models: dict[str, str] = Field(
+        default_factory=dict, description="Models Django's serializer wrote (not PostgreSQL), and why."
+    )
     facts: DatabaseFacts
     contents: dict[str, TableContent] = Field(
         default_factory=dict,

@@ -86,6 +86,7 @@ def backup(
             f"{sum(entry.json_objects.values())} objects in {entry.json_file}, dump {entry.dump} ({entry.dump_format})"
         )
     print(f"  migrations: {len(manifest.migration_files)} files of {len(manifest.own_apps)} apps in {manifest.migrations_archive}")
+    _account()
     print(path)
 
 
@@ -109,6 +110,13 @@ def check(
 
 def _log(message: str) -> None:
     err.print(f"squashkit: {message}", markup=False, soft_wrap=True)
+
+
+def _account() -> None:
+    """How many Django processes the run started, and what each cost (each is a start-up of the project)."""
+    started = project.account()
+    if started:
+        _log(started)
 
 
 YesOption = typer.Option(False, "--yes", "-y", help="Do not ask (required without a terminal).")
@@ -146,6 +154,7 @@ def restore(
     safety = restore_command.restore(_config(), bundle_path=bundle_path, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs,
                               in_place=in_place, typed=confirm, force=force, accept_loss=accept_loss,
                               allow_drift=allow_drift, log=_log)
+    _account()
     if safety:
         print(safety)
 
@@ -164,6 +173,7 @@ def squash(
     """Migration zero: back up, delete migrations, rebuild, makemigrations, migrate --fake."""
     made = squash_command.squash(_config(), env=env, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm, force=force,
                            accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
+    _account()
     if made:
         print(made)
 
@@ -183,6 +193,7 @@ def promote(
     """Replace the target environment's database with the source's, keeping every row."""
     made = promote_command.promote(_config(), spec=spec, squash=squash, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm,
                             force=force, accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
+    _account()
     if made:
         print(made)
 
@@ -195,14 +206,20 @@ def rollback(
     yes: bool = YesOption,
     in_place: bool = InPlaceOption,
     confirm: Optional[str] = ConfirmOption,
+    loaddata: bool = typer.Option(
+        False, "--loaddata", help="Load db.json with Django's loaddata (sends save signals, raw=True) instead of SQL."
+    ),
 ) -> None:
     """Put the environment back: from a bundle (its dump when intact, else its db.json), or with --kept by renaming."""
     if kept == (path is not None):
         raise BadInput("rollback takes a PATH or --kept (one of them)")
     if kept:
         rollback_command.rollback_kept(_config(), env=env, yes=yes, typed=confirm, log=_log)
+        _account()
     else:
-        rollback_command.rollback(_config(), path=path, env=env, yes=yes, in_place=in_place, typed=confirm, log=_log)
+        rollback_command.rollback(_config(), path=path, env=env, yes=yes, in_place=in_place, typed=confirm,
+                                  loaddata=loaddata, log=_log)
+    _account()
 
 
 @app.command()
@@ -211,7 +228,9 @@ def resume(
     yes: bool = YesOption,
 ) -> None:
     """Finish or undo a run that was killed, from wherever it stopped."""
-    print(resume_command.resume(_config(), run_id=run, yes=yes, log=_log))
+    done = resume_command.resume(_config(), run_id=run, yes=yes, log=_log)
+    _account()
+    print(done)
 
 
 @app.command()
@@ -271,9 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(args=argv, prog_name="squashkit", standalone_mode=False)
-        started = project.account()
-        if started:
-            _log(started)
         return code if isinstance(code, int) else 0
     except TyperException as exc:  # a usage error: one line too, like every other error
         message = exc.format_message()

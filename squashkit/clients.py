@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import sh
@@ -94,6 +94,31 @@ def run_client(program: sh.Command, args: list[str], params: ConnectionParams, *
             error = DiskFull if NO_SPACE in exc.stderr.decode(errors="replace") else OperationFailed
             raise error(f"{what} failed: {_stderr_summary(exc)}") from None
     return str(result)
+
+
+@contextlib.contextmanager
+def started(program: sh.Command, args: list[str], params: ConnectionParams, *, what: str) -> Iterator[Callable[[], str]]:
+    """Start a client program in the background for the block; yield the function that waits for
+    it and raises as ``run_client`` would. Leaving the block early (an error elsewhere, Ctrl-C)
+    ends the program, so nothing goes on writing after its caller gave up."""
+    with client_env(params) as env:
+        process = program(*args, _env=env, _in=None, _err_to_out=False, _bg=True, _bg_exc=False)
+
+        def wait() -> str:
+            try:
+                process.wait()
+            except sh.ErrorReturnCode as exc:
+                error = DiskFull if NO_SPACE in exc.stderr.decode(errors="replace") else OperationFailed
+                raise error(f"{what} failed: {_stderr_summary(exc)}") from None
+            return str(process)
+
+        try:
+            yield wait
+        finally:
+            if process.is_alive():
+                process.terminate()
+                with contextlib.suppress(sh.ErrorReturnCode, sh.SignalException):
+                    process.wait()
 
 
 def _stderr_summary(exc: sh.ErrorReturnCode) -> str:

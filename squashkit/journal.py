@@ -39,6 +39,7 @@ class Header(BaseModel):
     source: str | None = Field(None, description="promote's source environment.")
     argument: str | None = Field(None, description="The bundle or fixture path, or promote's spec.")
     squash: bool = False
+    loaddata: bool = Field(False, description="rollback: the json is loaded by Django's loaddata, not by SQL.")
     mode: Literal["side", "in-place"]
     config: Path = Field(description="The config file the run used.")
     pid: int

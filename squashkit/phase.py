@@ -17,12 +17,12 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, journal, losses, postgres, steps
+from squashkit import bundle, fixture, journal, jsonload, losses, postgres, steps
 from squashkit.config import Config
 from squashkit.errors import OperationFailed, SquashkitError, UndoIncomplete, first_line
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
-from squashkit.project import ManagePy, verify_archive_matches_disk
+from squashkit.project import ManagePy, ProjectInfo, verify_archive_matches_disk
 from squashkit.target import Target, resolve
 
 Log = Callable[[str], None]
@@ -192,24 +192,25 @@ def roll_back(config: Config, target: Target, safety_bundle: Path | None, safety
 
 def _rollback_json(config: Config, target: Target, bundle_dir: Path, manifest: bundle.Manifest, log: Log) -> None:
     """In place, from a safety bundle's json (the automatic rollback's last resort)."""
-    from squashkit.fixture import load_fixture
-
     for entry in manifest.databases:
         steps.recreate_database(target, entry.alias, entry.facts, [*entry.facts.extensions, *config.extensions], log)
     for entry in manifest.databases:
         target.manage.run("migrate", "--database", entry.alias, "-v", "0", what=f"migrate on {entry.alias}")
-        load_fixture(target.manage, target.params(entry.alias), bundle_dir, entry, log)
+        load_json(target.manage, target.params(entry.alias), bundle_dir, entry, target.project, log)
     log(f"{target.name} rebuilt from {bundle_dir.name}'s json")
 
 
 def rebuild_from_json(
     config: Config, target: Target, bundle_dir: Path | None, manifest: bundle.Manifest | None, lone: Path | None,
-    mode: steps.Mode, record: Journal, log: Log,
+    mode: steps.Mode, record: Journal, log: Log, *, loaddata: bool = False,
 ) -> None:
     """The procedure's recovery path: fresh database, real migrate, the fixture loaded faithfully
-    (or, for a lone db.json without a manifest, matched by natural keys); swapped in when verified."""
-    from squashkit.fixture import load_fixture
+    and checked against the bundle's content hashes (or, for a lone db.json without a manifest,
+    matched by natural keys); swapped in when verified.
 
+    The fixture is loaded by PostgreSQL (``jsonload``: COPY and one INSERT ... SELECT per model,
+    one transaction), or, with ``loaddata``, by Django's ``loaddata`` (which sends the save
+    signals, ``raw=True``, that the SQL load does not)."""
     entries = {e.alias: e for e in manifest.databases} if manifest else {}
     aliases = [a for a in (entries or ["default"]) if a in target.project.postgres_aliases()]
     live, work, side = database_names(target, aliases, mode)
@@ -238,7 +239,7 @@ def rebuild_from_json(
             manage.run("migrate", "--database", alias, "-v", "0", what=f"migrate on {alias}")
             params = target.params(alias).with_dbname(work[alias])
             if lone is None:
-                load_fixture(manage, params, bundle_dir, entries[alias], log)
+                load_json(manage, params, bundle_dir, entries[alias], target.project, log, loaddata=loaddata)
             else:
                 _load_lone_fixture(target, manage, params, lone, log)
             record.finished(step, env)
@@ -255,7 +256,18 @@ def rebuild_from_json(
     log(f"{target.name} rebuilt from {(lone or bundle_dir).name}" + ("" if manifest else " (no manifest: row counts could not be verified)"))
 
 
-def _load_lone_fixture(target: Target, manage: ManagePy, params: postgres.ConnectionParams, fixture: Path, log: Log) -> None:
+def load_json(
+    manage: ManagePy, params: postgres.ConnectionParams, bundle_dir: Path, entry: bundle.AliasBackup,
+    project: ProjectInfo, log: Log, *, loaddata: bool = False,
+) -> None:
+    """A bundle's json into a database just migrated: by SQL, or by ``loaddata`` when asked."""
+    if loaddata:
+        fixture.load_fixture(manage, params, bundle_dir, entry, log)
+    else:
+        jsonload.load_fixture_fast(manage, params, bundle_dir, entry, project, log)
+
+
+def _load_lone_fixture(target: Target, manage: ManagePy, params: postgres.ConnectionParams, path: Path, log: Log) -> None:
     """The procedure's recovery path, literally, for a db.json with no bundle around it.
 
     Without a manifest there are no recorded ids, sequences or row counts to hold it to:
@@ -265,16 +277,16 @@ def _load_lone_fixture(target: Target, manage: ManagePy, params: postgres.Connec
     """
     from squashkit.fixture import CONTENT_TYPE, PERMISSION, empty_tables, fixture_models
 
-    labels = fixture_models(fixture) - {CONTENT_TYPE, PERMISSION}  # those two are matched by natural key
+    labels = fixture_models(path) - {CONTENT_TYPE, PERMISSION}  # those two are matched by natural key
     models = [model for model in target.project.dumped_models("default", []) if model.label in labels]
     try:
         with postgres.connect(params) as conn, conn.transaction():
             names = {name for model in models for name in (model.db_table, *model.m2m_tables)}
             empty_tables(conn, sorted(filter(None, (postgres.resolve_table(conn, name) for name in names))))
     except psycopg.Error as exc:
-        raise OperationFailed(f"emptying the tables {fixture.name} fills failed: {first_line(exc)}") from None
+        raise OperationFailed(f"emptying the tables {path.name} fills failed: {first_line(exc)}") from None
     log(f"emptied the tables of {len(models)} models the fixture fills")
-    manage.run("loaddata", str(fixture.resolve()), "-v", "0", what=f"loaddata {fixture.name}")
+    manage.run("loaddata", str(path.resolve()), "-v", "0", what=f"loaddata {path.name}")
 
 
 def undo_phase(config: Config, run: journal.Run, env: str, log: Log) -> str:

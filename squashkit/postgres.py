@@ -319,6 +319,19 @@ def snapshot(conn: psycopg.Connection) -> Iterator[str | None]:
         conn.autocommit = True
 
 
+@contextlib.contextmanager
+def in_snapshot(params: ConnectionParams, snapshot_id: str) -> Iterator[psycopg.Connection]:
+    """Another connection that sees exactly what the exporting one sees (``SET TRANSACTION
+    SNAPSHOT``): several readers of one moment, side by side. The exporting transaction must
+    still be open when this starts."""
+    with connect(params, autocommit=False) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            yield conn
+
+
 # --- recreating a database ----------------------------------------------------------------------
 
 

@@ -28,7 +28,6 @@ from tests.conftest import (
     OWNER_PASSWORD,
     create_database,
     drop_database,
-    manage,
     squashkit,
     table_fingerprints,
     unique_name,
@@ -289,51 +288,42 @@ def small_tmpfs(directory: Path, size: int):
 
 
 @pytest.fixture(scope="module")
-def output_sizes(pg, source, tmp_path_factory):
-    """Bytes of pg_dump's file and of dumpdata's jsonl for ``source``, to size a disk that fills at each step."""
+def output_size(pg, source, tmp_path_factory):
+    """Bytes of a whole bundle of ``source``, written once to a roomy disk, to size disks that fill part way."""
     where = tmp_path_factory.mktemp("sizes")
-    subprocess.run(
-        ["pg_dump", "-Fc", "-f", str(where / "db.dump"), source],
-        env={**os.environ, **pg.environ()}, check=True, capture_output=True,
-    )
-    excludes = [arg for label in ("auth.permission", "contenttypes", "admin.logentry", "sessions") for arg in ("--exclude", label)]
-    manage(pg, source, "dumpdata", "--all", "--format", "jsonl", "--output", str(where / "db.jsonl"), *excludes)
-    return (where / "db.dump").stat().st_size, (where / "db.jsonl").stat().st_size
+    result = backup(config_for(where, pg.url(source, user=OWNER, password=OWNER_PASSWORD)), "--output", str(where / "out"))
+    assert result.code == 0, result.stderr
+    bundle = Path(result.stdout.strip().splitlines()[-1])
+    return sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
 
 
-# Where the disk fills: in pg_dump, in dumpdata (pg_dump's file fits), or in squashkit itself
-# writing db.json (the jsonl fits too). Sizes in bytes from (dump, jsonl).
-DISK_FULL_IN = {
-    "pg_dump": (lambda dump, jsonl: dump // 2, "pg_dump of 'default' failed: no space left on device"),
-    "dumpdata": (lambda dump, jsonl: dump + jsonl // 2, "dumpdata of 'default' failed: no space left on device"),
-    "db.json": (lambda dump, jsonl: dump + jsonl + jsonl // 2, "no space left on device in "),
-}
+# The dump and db.json are written side by side, from one snapshot: a disk that fills early or
+# late stops whichever writer meets the end of it first, squashkit's own or pg_dump.
+DISK_FULL_AT = {"a quarter in": 0.25, "three quarters in": 0.75}
 
 
-@pytest.mark.parametrize("step", DISK_FULL_IN)
-def test_full_disk_fails_cleanly_and_leaves_the_disk_empty(pg, untouched, output_sizes, tmp_path, step):
-    size, phrase = DISK_FULL_IN[step]
+@pytest.mark.parametrize("share", DISK_FULL_AT)
+def test_full_disk_fails_cleanly_and_leaves_the_disk_empty(pg, untouched, output_size, tmp_path, share):
     config = config_for(tmp_path, pg.url(untouched, user=OWNER, password=OWNER_PASSWORD))
-    with small_tmpfs(tmp_path / "full", size(*output_sizes)) as full:
+    with small_tmpfs(tmp_path / "full", int(output_size * DISK_FULL_AT[share])) as full:
         result = backup(config, "--output", str(full))
-        assert "free space there or pass --output" in refused(result, 1, phrase)
-        assert ("pg_dump done" in result.stderr) == (step != "pg_dump")
+        assert "free space there or pass --output" in refused(result, 1, "no space left on device")
         assert sorted(p.name for p in full.iterdir()) == []
 
 
 # --- a failure after something was written -------------------------------------------------------
 
 
-def test_failure_after_pg_dump_leaves_no_bundle(pg, sample_db, tmp_path):
-    """dumpdata fails (a model's column is gone) after pg_dump wrote its file: exit 1, no trace left.
-    (A model whose whole table is missing is left out of the json instead: test_pipeline.)"""
+def test_a_model_the_database_does_not_match_fails_the_backup_and_leaves_no_bundle(pg, sample_db, tmp_path):
+    """db.json cannot be written (a model's column is gone) while pg_dump writes its file beside it:
+    exit 1, no trace left. (A model whose whole table is missing is left out of the json instead:
+    test_pipeline.)"""
     with sample_db.connect() as conn:
         conn.execute("ALTER TABLE analytics_pageview DROP COLUMN referrer")
         before = table_fingerprints(conn)
     config = config_for(tmp_path, sample_db.url())
     result = backup(config)
-    refused(result, 1, "dumpdata of 'default' failed", "analytics_pageview.referrer does not exist")
-    assert "pg_dump done" in result.stderr, "the failure should come after pg_dump wrote its file"
+    refused(result, 1, "db.json of 'default' failed", "referrer does not exist")
     nothing_left(tmp_path / "backups")
     with sample_db.connect() as conn:
         assert table_fingerprints(conn) == before

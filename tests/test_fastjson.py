@@ -25,10 +25,10 @@ from squashkit import config as config_module
 from squashkit import postgres
 from squashkit.bundle import read_manifest
 from squashkit.errors import OperationFailed
-from squashkit.fixture import NaturalKeys, put_back_ids, read_counts, read_ids, tables_filled
+from squashkit.fixture import NaturalKeys, put_back_ids, read_counts, read_ids, tables_filled, write_fixture
 from squashkit.jsonfixture import serialize_slow_models, write_fixture_sql
 from squashkit.jsonload import deserialize_slow_models, load_fixture_fast, load_fixture_sql
-from squashkit.project import ManagePy, ProjectInfo, introspect, manage_py
+from squashkit.project import ManagePy, ProjectInfo, dumpdata, introspect, manage_py
 from tests.conftest import (
     SampleDatabase,
     create_database,
@@ -60,6 +60,7 @@ class Source:
         self.entry = read_manifest(self.bundle).alias("default")
         self.fast = directory / "fast.json"
         self.counts, self.slow = render(self, self.fast)
+        self.django = django_fixture(self, directory / "django.json")
 
     def bundle_with(self, fixture: Path, directory: Path) -> Path:
         """A copy of the bundle whose db.json is ``fixture``."""
@@ -76,6 +77,20 @@ def project_of(pg, dbname: str, directory: Path, extra: dict[str, str]) -> tuple
     env_name, environment = config.environment("dev")
     target = manage_py(config, env_name, environment)
     return target, introspect(target)
+
+
+def django_fixture(source: Source, destination: Path) -> Path:
+    """db.json as Django writes it (squashkit's files before they were rendered by SQL): dumpdata
+    --all as jsonl, full-precision datetimes, content types and permissions by natural key."""
+    project = source.project
+    excludes = [*project.installed_excludes([]), *project.unmanaged_models("default")]
+    models = project.dumped_models("default", excludes)
+    jsonl = destination.with_suffix(".jsonl")
+    dumpdata(source.manage, "default", jsonl, excludes)
+    with postgres.connect(project.connection("default")) as conn:
+        keys = NaturalKeys.read(conn)
+    write_fixture(jsonl, destination, keys, {m.label: m.natural_key_fields for m in models if m.natural_key_fields})
+    return destination
 
 
 def render(source: Source, destination: Path):
@@ -141,7 +156,7 @@ def fieldtypes(pg, tmp_path_factory):
 
 def test_every_field_type_parses_to_what_django_writes_except_where_django_is_wrong(pg, fieldtypes, tmp_path):
     source = fieldtypes
-    django = source.bundle / "db.json"
+    django = source.django
     assert read_counts(source.fast) == read_counts(django) == source.counts
     labels = {m.label for app in source.project.apps if app.label == "fieldtypes" for m in app.models if not m.auto_created}
     assert labels <= set(source.counts), labels - set(source.counts)
@@ -259,7 +274,7 @@ def test_the_sql_loader_gives_back_every_row_and_sequence(pg, fieldtypes, tmp_pa
 def test_the_sql_loader_reads_the_fixture_django_wrote(pg, fieldtypes, tmp_path):
     """Django's own db.json (Django's forms for every field) loads too, to what loaddata gives, except
     that its NaN and Infinity floats are not JSON: those are refused, in one line."""
-    django = fieldtypes.bundle / "db.json"
+    django = fieldtypes.django
     lines = django.read_text(encoding="utf-8").split("\n")
     # What loaddata cannot load either (a JSON null in a NOT NULL column), and bare NaN/Infinity.
     kept = [line for line in lines if '"required": null' not in line and not re.search(r": -?(NaN|Infinity)\b", line)]
@@ -274,7 +289,8 @@ def test_the_sql_loader_reads_the_fixture_django_wrote(pg, fieldtypes, tmp_path)
         slow = [m for m in models if m.slow_reason]
         rows = deserialize_slow_models(manage_target, "default", fixture, slow, tmp_path / "slow.jsonl")
         with pytest.raises(OperationFailed, match='failed: invalid input syntax for type json .*"NaN".* only loaddata reads'):
-            load_fixture_fast(manage_target, project.connection("default"), fieldtypes.bundle, fieldtypes.entry, project, print)
+            load_fixture_fast(manage_target, project.connection("default"), fieldtypes.bundle_with(django, tmp_path / "django"),
+                              fieldtypes.entry, project, print)
         with psycopg.connect(**pg.conninfo(by_sql), autocommit=True) as conn:
             with conn.transaction():
                 put_back_ids(conn, tables_filled(fieldtypes.entry, ids), ids)
@@ -349,7 +365,7 @@ def sample(pg, seeded_template, tmp_path_factory):
 
 
 def test_on_sample_project_the_sql_fixture_parses_as_dumpdata_and_loads_every_row(pg, sample, tmp_path):
-    django = sample.bundle / "db.json"
+    django = sample.django
     assert sample.slow == {}
     assert read_counts(sample.fast) == read_counts(django) == sample.counts == sample.entry.json_objects
     result = compare(pg, sample.name, sample.fast, django, tmp_path / "compare.json", {})
@@ -373,7 +389,8 @@ def test_on_sample_project_the_sql_loader_reads_dumpdata_s_fixture(pg, sample, t
     target = fresh_sample_target(pg, "fastjson_sample_dumpdata")
     try:
         manage_target, project = project_of(pg, target, tmp_path / "config", {})
-        load_fixture_fast(manage_target, project.connection("default"), sample.bundle, sample.entry, project, lambda line: None)
+        bundle = sample.bundle_with(sample.django, tmp_path / "django")
+        load_fixture_fast(manage_target, project.connection("default"), bundle, sample.entry, project, lambda line: None)
         assert_same_rows(sample.name, target, pg, project)
     finally:
         drop_database(pg, target)

@@ -181,7 +181,7 @@ def test_a_table_that_differs_is_named(pg, source_bundle, tmp_path):
     shutil.copy(path / "contenttypes.json", partial / "contenttypes.json")
     # Only the header objects: every data table stays empty, the first in order is named.
     header = [line for line in (path / "db.json").read_text().splitlines() if '"contenttypes.' in line or '"auth.permission"' in line]
-    (partial / "db.json").write_text("[\n" + ",\n".join(line.rstrip(",") for line in header) + "\n]\n")
+    (partial / "db.json").write_text("[\n" + ",\n".join(line.strip(",") for line in header) + "\n]\n")
     entry = read_manifest(path).alias("default")
     name = create_database(pg, unique_name("fixture_short"))
     try:

@@ -2,20 +2,25 @@
 
 The algorithm, in order (each step names the failure it guards against):
 
-1. Ask the project what it is, under the environment's settings, in a subprocess.
+1. Ask the project what it is (one ``manage.py`` run, unless the calling command already did).
 2. Check the client tools against each server before writing anything
    (pg_dump refuses a newer server; better to say so than to leave a half bundle).
 3. Open a private ``.partial`` bundle directory; any failure deletes it.
-4. Per alias, inside one repeatable-read snapshot: record the facts (row counts,
-   extensions, schemas, applied migrations, every sequence), read the content types and
-   permissions (written with their ids to contenttypes.json, so a reload can put them back),
-   and run ``pg_dump --snapshot`` so the dump holds exactly what was counted.
-5. Per alias: ``dumpdata --all`` (base managers: custom managers must not hide rows) as
-   jsonl with full-precision datetimes (Django's encoder keeps milliseconds), unmanaged
-   models left out (views cannot be loaded), rewritten into db.json with content types and
-   permissions by natural key.
-6. Verify: pg_restore lists every table's data, db.json parses to the end, and its objects
-   per model equal the snapshot's row counts (otherwise the database changed meanwhile).
+4. Per alias, export one repeatable-read snapshot and read from it the facts (row counts,
+   extensions, schemas, applied migrations, every sequence) and the content types and
+   permissions (written with their ids to contenttypes.json, so a reload can put them back).
+5. Per alias, side by side and all in that snapshot, so that the whole bundle is one moment
+   even on a database that is being written:
+   - ``pg_dump --snapshot``, in the background;
+   - db.json, rendered by PostgreSQL (``squashkit.jsonfixture``: one ``COPY (SELECT
+     json_build_object(...))`` per model, streamed to the file) on a second connection that
+     imports the snapshot; a model only Django can write (a field with its own
+     ``value_to_string``) goes through Django's serializer, in the project, in the same snapshot;
+     unmanaged models are left out (migrate does not create them; a view cannot be loaded);
+   - each table's content hashes (``squashkit.content``), which every restore and load of the
+     bundle is checked against.
+6. Verify: pg_restore lists every table's data, db.json reads back to its last line, and its
+   objects per model equal the snapshot's row counts.
 7. Archive every migration file of the project's own apps, symlinked folders followed.
 8. Write the manifest with the sha256 of every file, lock permissions down, rename the
    bundle into place. Only now does it exist.
@@ -25,15 +30,21 @@ Nothing here changes the database: there is nothing to undo but the partial dire
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import shutil
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from squashkit import __version__, bundle, clients, content, postgres
+import psycopg
+
+from squashkit import __version__, bundle, clients, content, jsonfixture, postgres
 from squashkit.config import Config
-from squashkit.errors import BadInput, OperationFailed
-from squashkit.fixture import NaturalKeys, read_counts, read_ids, write_fixture
-from squashkit.project import AppInfo, ProjectInfo, archive_migrations, dumpdata, migration_files
+from squashkit.errors import BadInput, OperationFailed, first_line
+from squashkit.fixture import NaturalKeys, read_counts, read_ids
+from squashkit.project import AppInfo, ProjectInfo, archive_migrations, migration_files
 from squashkit.runs import stderr_log
 from squashkit.target import Target, resolve
 
@@ -135,7 +146,7 @@ def _backup_alias(
     manage,
     note: Callable[[str], None],
 ) -> bundle.AliasBackup:
-    """Steps 4-6 for one alias: snapshot facts, pg_dump, dumpdata, verification."""
+    """Steps 4-6 for one alias: everything from one snapshot, side by side; then verification."""
     params = project.connection(alias)
     json_name, dump_name = bundle.file_names(alias, dump_format)
     unmanaged = project.unmanaged_models(alias)
@@ -143,68 +154,75 @@ def _backup_alias(
     dumped_models = project.dumped_models(alias, excludes)
     contenttypes_name = None
 
-    # 4. Facts and pg_dump from one snapshot.
-    with postgres.connect(params) as conn:
-        with postgres.snapshot(conn) as snapshot_id:
-            facts = postgres.read_facts(conn)
-            contenttypes_here = "contenttypes" in [a.label for a in project.apps if alias in a.aliases]
-            keys = NaturalKeys.read(conn) if contenttypes_here else None
-            if keys is not None and keys.content_type_table:
-                contenttypes_name = bundle.contenttypes_file_name(alias)
-                saved_ids = keys.write_ids(partial / contenttypes_name)
-            tables_by_model = {m.label: postgres.resolve_table(conn, m.db_table) for m in dumped_models}
-            # A model newer than this database (dev's code, prod not migrated yet) has no table
-            # and no rows: dumpdata would fail on it, so it is left out, and said.
-            missing = [label for label, table in tables_by_model.items() if table is None]
-            if missing:
-                note(f"[{alias}] no table yet for {', '.join(missing)} (the code is newer than this database): not in the json")
-                excludes = [*excludes, *missing]
-                dumped_models = [m for m in dumped_models if m.label not in missing]
-                tables_by_model = {label: table for label, table in tables_by_model.items() if table}
-            json_tables = sorted(
-                {table for table in tables_by_model.values() if table}
-                | {
-                    table
-                    for m in dumped_models
-                    for m2m in m.m2m_tables
-                    if (table := postgres.resolve_table(conn, m2m))
-                }
-            )
-            # What every restore and load of this bundle is checked against, in the same snapshot.
-            clock = time.monotonic()
-            implicit = {
-                table for app in project.apps for m in app.models for m2m in m.m2m_tables
-                if (table := postgres.resolve_table(conn, m2m))
-            }
-            contents = content.read(
-                conn, [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table],
-                leave_out={table: ["id"] for table in implicit},  # a fixture does not carry these rows' ids
-            )
-            note(f"[{alias}] content hashes of {len(contents)} tables in {time.monotonic() - clock:.1f}s")
-            args = ["-w", "-f", str(partial / dump_name), "-F", "d" if dump_format == "directory" else "c"]
-            if facts.django_migrations_table:
-                schema, table = facts.django_migrations_table.split(".", 1)
-                args.append(f"--exclude-table={_pattern(schema)}.{_pattern(table)}")
-            if snapshot_id:
-                args.append(f"--snapshot={snapshot_id}")
-            if jobs > 1:
-                args.append(f"--jobs={jobs}")
-            note(f"[{alias}] pg_dump of {params.describe()} ({dump_format} format)")
-            clock = time.monotonic()
-            clients.run_client(pg_dump, args, params, what=f"pg_dump of {alias!r}")
-            note(f"[{alias}] pg_dump done in {time.monotonic() - clock:.1f}s")
+    # 4. One exported snapshot; what is read from it before the work is shared out.
+    with postgres.connect(params) as conn, postgres.snapshot(conn) as snapshot_id:
+        facts = postgres.read_facts(conn)
+        contenttypes_here = "contenttypes" in [a.label for a in project.apps if alias in a.aliases]
+        keys = NaturalKeys.read(conn) if contenttypes_here else None
+        if keys is not None and keys.content_type_table:
+            contenttypes_name = bundle.contenttypes_file_name(alias)
+            saved_ids = keys.write_ids(partial / contenttypes_name)
+        tables_by_model = {m.label: postgres.resolve_table(conn, m.db_table) for m in dumped_models}
+        # A model newer than this database (dev's code, prod not migrated yet) has no table
+        # and no rows: it is left out of the json, and said.
+        missing = [label for label, table in tables_by_model.items() if table is None]
+        if missing:
+            note(f"[{alias}] no table yet for {', '.join(missing)} (the code is newer than this database): not in the json")
+            excludes = [*excludes, *missing]
+            dumped_models = [m for m in dumped_models if m.label not in missing]
+            tables_by_model = {label: table for label, table in tables_by_model.items() if table}
+        implicit = {
+            table for app in project.apps for m in app.models for m2m in m.m2m_tables
+            if (table := postgres.resolve_table(conn, m2m))
+        }
+        json_tables = sorted(
+            set(tables_by_model.values())
+            | {table for m in dumped_models for m2m in m.m2m_tables if (table := postgres.resolve_table(conn, m2m))}
+        )
+        if unmanaged:
+            note(f"[{alias}] leaving the unmanaged models out of {json_name} ({', '.join(unmanaged)}): migrate does not create them")
+        slow = jsonfixture.slow_models(dumped_models)
+        if slow:
+            note(f"[{alias}] {len(slow)} models written by Django's serializer: " + "; ".join(f"{k} ({v})" for k, v in slow.items()))
 
-    # 5. dumpdata, rewritten into the fixture.
-    jsonl = partial / f".{alias}.jsonl"
-    clock = time.monotonic()
-    if unmanaged:
-        note(f"[{alias}] leaving the unmanaged models out of {json_name} ({', '.join(unmanaged)}): migrate does not create them")
-    note(f"[{alias}] dumpdata --all (excluding {', '.join(excludes) or 'nothing'}), datetimes to the microsecond")
-    dumpdata(manage, alias, jsonl, excludes)
-    rewrite = {m.label: m.natural_key_fields for m in dumped_models if m.natural_key_fields}
-    written = write_fixture(jsonl, partial / json_name, keys, rewrite)
-    jsonl.unlink()
-    note(f"[{alias}] {json_name}: {sum(written.values())} objects in {time.monotonic() - clock:.1f}s")
+        # 5. Side by side, all in that snapshot: pg_dump in the background, db.json on a second
+        # connection (PostgreSQL renders it; Django only for the slow models), and the content
+        # hashes on this one. Without a snapshot to share (a hot standby) they run one by one.
+        args = ["-w", "-f", str(partial / dump_name), "-F", "d" if dump_format == "directory" else "c"]
+        if facts.django_migrations_table:
+            schema, table = facts.django_migrations_table.split(".", 1)
+            args.append(f"--exclude-table={_pattern(schema)}.{_pattern(table)}")
+        if snapshot_id:
+            args.append(f"--snapshot={snapshot_id}")
+        if jobs > 1:
+            args.append(f"--jobs={jobs}")
+        note(f"[{alias}] pg_dump of {params.describe()} ({dump_format} format), {json_name} and content hashes from one snapshot")
+        clock = time.monotonic()
+
+        def write_json(reader) -> Counter:
+            slow_lines = jsonfixture.serialize_slow_models(
+                manage, alias, [m for m in dumped_models if m.slow_reason], snapshot_id, partial / f".{alias}.slow"
+            )
+            try:
+                written = jsonfixture.write_fixture_sql(
+                    reader, dumped_models, partial / json_name, keys=keys, slow_lines=slow_lines,
+                    naive_time_zone=project.naive_time_zones.get(alias),
+                )
+            except psycopg.Error as exc:  # a model the database does not match (a column gone)
+                raise OperationFailed(f"{json_name} of {alias!r} failed: {first_line(exc)}") from None
+            shutil.rmtree(partial / f".{alias}.slow", ignore_errors=True)
+            return written
+
+        with clients.started(pg_dump, args, params, what=f"pg_dump of {alias!r}") as dumped:
+            with _alongside(params, snapshot_id, write_json) if snapshot_id else _inline(lambda: write_json(conn)) as json_written:
+                contents = content.read(
+                    conn, [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table],
+                    leave_out={table: ["id"] for table in implicit},  # a fixture does not carry these rows' ids
+                )
+                written = json_written()
+            dumped()
+        note(f"[{alias}] {dump_name}, {json_name} ({sum(written.values())} objects) and the hashes of {len(contents)} "
+             f"tables in {time.monotonic() - clock:.1f}s")
 
     # 6. Verify what was written against the snapshot.
     in_dump = clients.dump_table_data(pg_restore, partial / dump_name, [t.qualified for t in facts.tables])
@@ -228,8 +246,8 @@ def _backup_alias(
         expected = rows[table]
         if written.get(model.label, 0) != expected:
             raise OperationFailed(
-                f"{json_name} has {written.get(model.label, 0)} {model.label} objects but the table had {expected} rows: "
-                "the database changed during the backup; stop writers (or back up from a quiet moment) and retry"
+                f"{json_name} has {written.get(model.label, 0)} {model.label} objects but the table had {expected} rows"
+                + ("" if snapshot_id else ": the database changed during the backup (no snapshot could be shared here); retry")
             )
     note(f"[{alias}] verified: {len(in_dump)} tables in {dump_name}, {sum(written.values())} objects in {json_name}")
 
@@ -248,9 +266,38 @@ def _backup_alias(
         contenttypes_file=contenttypes_name,
         pg_dump_version=str(pg_dump("--version")).strip(),
         snapshot_consistent=snapshot_id is not None,
+        slow_models=slow,
         facts=facts,
         contents=contents,
     )
+
+
+@contextlib.contextmanager
+def _alongside(params: postgres.ConnectionParams, snapshot_id: str, write: Callable) -> Iterator[Callable[[], Counter]]:
+    """``write`` a second connection standing in the same snapshot, in a thread, for the block;
+    yield the function that waits for its result (its error raised here). Leaving the block
+    early (an error here, Ctrl-C) cancels its query and waits for it: a backup never leaves a
+    writer behind in a directory that is about to be removed."""
+    readers: list = []
+
+    def work() -> Counter:
+        with postgres.in_snapshot(params, snapshot_id) as reader:
+            readers.append(reader)
+            return write(reader)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(work)
+        try:
+            yield future.result
+        except BaseException:
+            for reader in readers:
+                reader.cancel()
+            raise
+
+
+@contextlib.contextmanager
+def _inline(work: Callable[[], Counter]) -> Iterator[Callable[[], Counter]]:
+    yield work
 
 
 def _app_migrations(app: AppInfo, root: Path) -> bundle.AppMigrations:

@@ -86,7 +86,7 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
         path = Path(h.argument)
         bundle_dir, manifest, use_dump = rollback.choose_source(path)
         rollback.run_rollback(config, resolve(config, h.target), path, bundle_dir, manifest, use_dump, "in-place", record, log,
-                      save_files=False)
+                              save_files=False, loaddata=h.loaddata)
         return "finished", f"the rollback of {h.target} from {h.argument} was done again and finished"
     states = [phase.undo_phase(config, run, started.env, log) for started in reversed(phases)]
     if h.command == "rollback":

@@ -29,13 +29,15 @@ def rollback(
     yes: bool = False,
     in_place: bool = False,
     typed: str | None = None,
+    loaddata: bool = False,
     log: Log = stderr_log,
 ) -> None:
     """Put ``env`` back from a bundle (its dump when intact, else its db.json) or from a db.json.
 
     Which way back is usable is decided before anything changes: the dump (full fidelity) when
     every file of it is intact, else the json; neither means refusing. The migration files of the
-    moment are saved first, so a rollback that fails leaves them as they were.
+    moment are saved first, so a rollback that fails leaves them as they were. A bundle's json is
+    loaded by PostgreSQL, or by Django's ``loaddata`` with ``loaddata`` (it sends save signals).
     """
     path = Path(path)
     target = resolve(config, env)
@@ -49,10 +51,11 @@ def rollback(
             steps.require_no_leftovers(target)
         runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {path}?",
                 yes=yes, protected=target.protected_name(), typed=typed)
-        with runs.journalled(config, run, command="rollback", target=target.name, argument=str(path), mode=mode) as record:
+        with runs.journalled(config, run, command="rollback", target=target.name, argument=str(path), mode=mode,
+                             loaddata=loaddata) as record:
             # 1-8. Save the files of the moment, put the bundle's back, rebuild from the dump (else the
             # json), verify, swap; a failure puts the files back and drops what was built.
-            run_rollback(config, target, path, bundle_dir, manifest, use_dump, mode, record, log)
+            run_rollback(config, target, path, bundle_dir, manifest, use_dump, mode, record, log, loaddata=loaddata)
 
 
 def rollback_kept(
@@ -146,7 +149,7 @@ def choose_source(path: Path) -> tuple[Path | None, bundle.Manifest | None, bool
 
 def run_rollback(
     config: Config, target: Target, path: Path, bundle_dir: Path | None, manifest: bundle.Manifest | None,
-    use_dump: bool, mode: steps.Mode, record: Journal, log: Log, *, save_files: bool = True,
+    use_dump: bool, mode: steps.Mode, record: Journal, log: Log, *, save_files: bool = True, loaddata: bool = False,
 ) -> None:
     """The rollback itself, journalled in ``record`` (``resume`` calls it again for an in-place one)."""
     # 1. Save the migration files of the moment (undone: nothing changed yet).
@@ -176,7 +179,8 @@ def run_rollback(
                 log(f"restoring the dump failed ({exc}); falling back to db.json")
         elif path.is_dir():
             log(f"the dump is damaged ({', '.join(bundle.damaged_files(path, manifest))}); rebuilding from db.json")
-        phase.rebuild_from_json(config, target, bundle_dir, manifest, None if bundle_dir else path, mode, record, log)
+        phase.rebuild_from_json(config, target, bundle_dir, manifest, None if bundle_dir else path, mode, record, log,
+                                loaddata=loaddata)
     except (SquashkitError, psycopg.Error) as exc:
         if mode == "in-place" or saved is None:
             raise

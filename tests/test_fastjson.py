@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -26,14 +28,16 @@ from squashkit import postgres
 from squashkit.bundle import read_manifest
 from squashkit.errors import OperationFailed
 from squashkit.fixture import NaturalKeys, put_back_ids, read_counts, read_ids, tables_filled, write_fixture
-from squashkit.jsonfixture import serialize_slow_models, write_fixture_sql
+from squashkit.jsonfixture import iter_fixture_objects, serialize_slow_models, write_fixture_sql
 from squashkit.jsonload import deserialize_slow_models, load_fixture_fast, load_fixture_sql
 from squashkit.project import ManagePy, ProjectInfo, dumpdata, introspect, manage_py
 from tests.conftest import (
+    SAMPLE,
     SampleDatabase,
     create_database,
     drop_database,
     manage,
+    project_env,
     sequences,
     squashkit,
     table_fingerprints,
@@ -42,6 +46,9 @@ from tests.conftest import (
 )
 
 FIELDTYPES = {"SAMPLE_FIELDTYPES": "1"}
+# loaddata sets many-to-many lists through the target's default manager: the field-type app's
+# scoped manager lets it only inside a scope, as the app's own commands would run it.
+IN_SCOPE = {**FIELDTYPES, "FIELDTYPES_TENANT": "*"}
 COMPARE = Path(__file__).with_name("fastjson_compare.py")
 NOT_IN_FIXTURE = ("django_admin_log", "django_session", "django_migrations")
 
@@ -86,7 +93,10 @@ def django_fixture(source: Source, destination: Path) -> Path:
     excludes = [*project.installed_excludes([]), *project.unmanaged_models("default")]
     models = project.dumped_models("default", excludes)
     jsonl = destination.with_suffix(".jsonl")
-    dumpdata(source.manage, "default", jsonl, excludes)
+    # Outside a scope, the field-type app's scoped manager refuses dumpdata's many-to-many query:
+    # like an application's own commands, this one runs in a scope that sees every tenant.
+    scoped = source.manage.model_copy(update={"env": {**source.manage.env, "FIELDTYPES_TENANT": "*"}})
+    dumpdata(scoped, "default", jsonl, excludes)
     with postgres.connect(project.connection("default")) as conn:
         keys = NaturalKeys.read(conn)
     write_fixture(jsonl, destination, keys, {m.label: m.natural_key_fields for m in models if m.natural_key_fields})
@@ -223,6 +233,23 @@ def test_rows_written_after_the_snapshot_are_in_neither_part_of_the_fixture(pg, 
         drop_database(pg, name)
 
 
+def test_a_default_manager_that_refuses_queries_outside_a_scope_neither_hides_rows_nor_fails_the_backup(pg, fieldtypes):
+    """django-scopes' managers raise outside a scope; dumpdata reads many-to-many lists through the
+    target's default manager, even with --all, so it fails on the whole database. The backup reads
+    the tables: every row and every link is in db.json."""
+    objects = list(iter_fixture_objects(fieldtypes.bundle / "db.json"))
+    with psycopg.connect(**pg.conninfo(fieldtypes.name)) as conn:
+        rows = conn.execute("SELECT count(*) FROM fieldtypes_scoped").fetchone()[0]
+        links = conn.execute("SELECT count(*) FROM fieldtypes_scopednote_also").fetchone()[0]
+    assert rows == len([o for o in objects if o["model"] == "fieldtypes.scoped"]) == 2
+    assert links == sum(len(o["fields"]["also"]) for o in objects if o["model"] == "fieldtypes.scopednote") == 4
+    plain = subprocess.run(
+        [sys.executable, str(SAMPLE / "manage.py"), "dumpdata", "--all", "fieldtypes"],
+        cwd=SAMPLE, env=project_env(pg, fieldtypes.name, **FIELDTYPES), capture_output=True, text=True,
+    )
+    assert plain.returncode != 0 and "only visible inside a tenant scope" in plain.stderr
+
+
 def test_plain_loaddata_reads_the_sql_fixture(pg, fieldtypes, tmp_path):
     """Everything but one object: a JSON null in a NOT NULL column, which loaddata saves as SQL NULL
     (Django's own db.json holds the same object and fails the same way)."""
@@ -236,7 +263,7 @@ def test_plain_loaddata_reads_the_sql_fixture(pg, fieldtypes, tmp_path):
         with psycopg.connect(**pg.conninfo(target), autocommit=True) as conn:  # as load_fixture step 1
             conn.execute("DELETE FROM auth_permission")
             conn.execute("DELETE FROM django_content_type")
-        manage(pg, target, "loaddata", str(fixture), **FIELDTYPES)
+        manage(pg, target, "loaddata", str(fixture), **IN_SCOPE)
         with psycopg.connect(**pg.conninfo(fieldtypes.name)) as before, psycopg.connect(**pg.conninfo(target)) as after:
             expected = table_fingerprints(before, natural=True, skip=NOT_IN_FIXTURE)
             actual = table_fingerprints(after, natural=True, skip=NOT_IN_FIXTURE)
@@ -298,7 +325,7 @@ def test_the_sql_loader_reads_the_fixture_django_wrote(pg, fieldtypes, tmp_path)
         with psycopg.connect(**pg.conninfo(by_loaddata), autocommit=True) as conn:
             conn.execute("DELETE FROM auth_permission")
             conn.execute("DELETE FROM django_content_type")
-        manage(pg, by_loaddata, "loaddata", str(fixture), **FIELDTYPES)
+        manage(pg, by_loaddata, "loaddata", str(fixture), **IN_SCOPE)
         with psycopg.connect(**pg.conninfo(by_sql)) as a, psycopg.connect(**pg.conninfo(by_loaddata)) as b:
             left, right = table_fingerprints(a, natural=True, skip=NOT_IN_FIXTURE), table_fingerprints(b, natural=True, skip=NOT_IN_FIXTURE)
         assert sorted(t for t in left if left[t] != right[t]) == []

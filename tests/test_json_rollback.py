@@ -33,7 +33,9 @@ def fieldtypes_project(pg, tmp_path):
     (root / "squashkit.toml").write_text(
         f'python = "{sys.executable}"\nbackup_dir = "backups"\ndefault_env = "dev"\n'
         f'[environments.dev]\nsettings = "sample_project.settings"\n'
-        f'env = {{ DATABASE_URL = "{url}", SAMPLE_FIELDTYPES = "1" }}\n'
+        # FIELDTYPES_TENANT: loaddata sets many-to-many lists through a scoped default manager,
+        # which the app lets it do only inside a scope (as its own commands would run).
+        f'env = {{ DATABASE_URL = "{url}", SAMPLE_FIELDTYPES = "1", FIELDTYPES_TENANT = "*" }}\n'
     )
     yield root, dev
     for suffix in ("", "__squashkit_new", "__squashkit_prev"):

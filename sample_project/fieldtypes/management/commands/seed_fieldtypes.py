@@ -202,7 +202,10 @@ class Command(BaseCommand):
         )
 
         scoped = [m.Scoped._base_manager.create(tenant=t, note=f"{t} note") for t in ("one", "two")]
-        m.ScopedNote.objects.bulk_create([m.ScopedNote(scoped=s, text="about " + s.tenant) for s in scoped])
+        notes = m.ScopedNote.objects.bulk_create([m.ScopedNote(scoped=s, text="about " + s.tenant) for s in scoped])
+        m.ScopedNote.also.through.objects.bulk_create(
+            [m.ScopedNote.also.through(scopednote_id=note.id, scoped_id=s.id) for note in notes for s in scoped]
+        )
 
         grant_type = ContentType.objects.get_for_model(m.Grant)
         grant = m.Grant.objects.create(content_type=grant_type, object_id=1)

@@ -10,19 +10,19 @@ not grow with the data. ``squash --rebuild`` keeps the source procedure's full c
     step                  does                                                  undone by
     2  delete migrations  the project's migration files, once the bundle's      the bundle's migrations.tar.gz
                           tarball is checked against the disk
-    3  makemigrations     pointed at an empty scratch database: the live        as 2
+    5  makemigrations     pointed at an empty scratch database: the live        as 2
                           django_migrations still names the old files, and
-                          Django's consistency check would read them (a new
-                          0001_initial shares an old applied row's name)
-    4  schema equivalence a real migrate of the new files into that scratch     as 2 (the scratch database is
+                          nothing should read them while they disagree
+    5b schema equivalence a real migrate of the new files into that scratch     as 2 (the scratch database is
                           database, compared with the live one by catalog       always dropped)
-                          definitions; it also records the rows step 5 writes
-    5  rewrite history    per database, one transaction: lock                   before COMMIT: as 2; after it:
+                          definitions; it also records the rows 5c writes
+    5c rewrite history    per database, one transaction: lock                   before COMMIT: as 2; after it:
                           django_migrations, save the project apps' rows        the saved rows put back in one
                           (journal and bundle's history.json), delete them,     transaction, then as 2
                           insert the new files as applied
-    6  verify             migrate --check and makemigrations --check clean      (nothing changed)
+    7  verify             migrate --check and makemigrations --check clean      (nothing changed)
 
+The numbers are those of ``steps``' table: 3, 4, 6 and 8 (copy, restore, fake, swap) do not happen.
 Undo reads the journal, whether the run failed (``squash``) or was killed (``resume``): it puts
 the saved rows back where the rewrite committed (``history.state`` tells) and the files from
 the bundle. ``resume`` finishes a run whose rewrite committed everywhere instead.
@@ -50,7 +50,7 @@ MODE = "online"
 
 
 def preflight(config: Config, target: Target) -> None:
-    """Refuse before anything changes what step 3-5 could not finish: a scratch database the user
+    """Refuse before anything changes what steps 5-5c could not finish: a scratch database the user
     may not create or whose name is taken, a django_migrations the user may not rewrite."""
     admin = target.admin()
     for alias in target.project.postgres_aliases():
@@ -82,9 +82,9 @@ def squash(
     config: Config, target: Target, files_bundle: Path, *, record: Journal, log: Log,
     carried: LossReport | None = None, allow_drift: bool = False,
 ) -> None:
-    """Steps 2-6 on ``target``'s live databases, journalled, undone on failure. ``files_bundle`` is a
-    bundle of ``target`` holding the files on disk now: its tarball undoes step 2, and the rows
-    step 5 replaces are saved beside it (``history.json``)."""
+    """Steps 2, 5, 5b, 5c and 7 on ``target``'s live databases, journalled, undone on failure.
+    ``files_bundle`` is a bundle of ``target`` holding the files on disk now: its tarball undoes
+    step 2, and the rows step 5c replaces are saved beside it (``history.json``)."""
     env = target.name
     apps = [app.label for app in target.project.own_apps()]
     live = {alias: target.params(alias).dbname for alias in target.project.postgres_aliases()}
@@ -102,7 +102,7 @@ def squash(
             record.started(step, env, archive=str(archive))
             steps.delete_migrations(target.project, log)
             record.finished(step, env)
-            # 3. makemigrations (plus what is carried) against the empty scratch databases; undone as 2.
+            # 5. makemigrations (plus what is carried) against the empty scratch databases; undone as 2.
             step = "makemigrations"
             record.started(step, env, databases=scratch)
             manage.run("makemigrations", *apps, "-v", "0", what="makemigrations")
@@ -111,16 +111,16 @@ def squash(
             if written:
                 log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
             record.finished(step, env)
-            # 4. The new files must build exactly the live schema; what their migrate records is what 5 writes.
+            # 5b. The new files must build exactly the live schema; what their migrate records is what 5c writes.
             step = "schema equivalence"
             record.started(step, env, databases=scratch)
             new = {alias: _prove(config, target, manage, alias, scratch[alias], apps, allow_drift, log) for alias in live}
             record.finished(step, env)
-        # 5. One transaction per database; undone by putting the saved rows back.
+        # 5c. One transaction per database; undone by putting the saved rows back.
         step = "rewrite history"
         _rewrite(target, files_bundle, record, apps, new, log)
         _fail_if_asked(env)
-        # 6. Verify (changes nothing).
+        # 7. Verify (changes nothing).
         step = "verify"
         record.started(step, env)
         steps.verify(target, None, log)
@@ -154,7 +154,7 @@ def _scratch_databases(config: Config, target: Target) -> Iterator[dict[str, str
 def _prove(
     config: Config, target: Target, manage: ManagePy, alias: str, scratch: str, apps: list[str], allow_drift: bool, log: Log,
 ) -> list[tuple[str, str]]:
-    """Step 4 for one alias: a real migrate of the new files into the scratch database, compared with
+    """Step 5b for one alias: a real migrate of the new files into the scratch database, compared with
     the live database; returns the project apps' rows that migrate recorded, in its order."""
     manage.run("migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate into the scratch database {scratch}")
     params = target.params(alias)
@@ -170,7 +170,7 @@ def _prove(
 
 def _rewrite(target: Target, files_bundle: Path, record: Journal, apps: list[str],
              new: dict[str, list[tuple[str, str]]], log: Log) -> None:
-    """Step 5: the locked rows saved in the journal and the bundle, then replaced, per database."""
+    """Step 5c: the locked rows saved in the journal and the bundle, then replaced, per database."""
     env = target.name
     databases = {}
     for alias in new:

@@ -132,6 +132,9 @@ def test_a_squash_rewrites_only_the_project_apps_rows_and_fakes_nothing_else(pro
     saved = json.loads((bundle / "history.json").read_text())
     assert [(r["id"], r["app"], r["name"]) for r in saved["databases"][0]["before"]] == [row[:3] for row in old]
     assert [tuple(n) for n in saved["databases"][0]["after"]] == [row[1:3] for row in new]
+    # makemigrations ran against the empty scratch database, never against the live rows naming the old files.
+    (made,) = [e for e in journal_events(project) if e.get("step") == "makemigrations" and e["event"] == "started"]
+    assert made["changed"]["databases"] == {"default": project.dev + "__squashkit_scratch"}
 
 
 def test_rollback_migrations_only_keeps_every_write_made_after_the_squash(project):

@@ -62,7 +62,7 @@ def promote(
             fingerprint = _source_fingerprint(source)
             source_bundle = steps.backup_step(config, source, log, record, "backup source")
             safety = steps.safety_backup(config, target, log, record)
-            # 2-6 on the source, with --squash: the files are shared by both environments, so they
+            # 2-5c and 7 on the source, with --squash: the files are shared by both environments, so they
             # are squashed once, on the source, moving no data (its django_migrations rewritten in
             # place); undone on failure (online.squash).
             if squash:

@@ -65,11 +65,11 @@ def restore(
                              mode=mode) as record:
             # 1. A safety bundle of the target (changes nothing).
             safety = steps.safety_backup(config, target, log, record)
-            # 2-8. Rebuild from the bundle, verify, swap; a failure undoes itself (phase.replace_database).
+            # 3-8. Rebuild from the bundle, verify, swap; a failure undoes itself (phase.replace_database).
             phase.replace_database(config, target, bundle_path, safety, squash=False, jobs=jobs, log=log, mode=mode,
                                    record=record)
-            # 9-13. With --squash, the restored database squashed without moving its data: the files
-            # regenerated, its django_migrations rewritten; a failure undoes the squash, then the restore.
+            # 2, 5-5c, 7 with --squash: the restored database squashed without moving its data (files
+            # regenerated, django_migrations rewritten); a failure undoes the squash, then the restore.
             if squash:
                 _squash_restored(config, target, safety, record, report, allow_drift, log)
     log(f"{target.name} restored from {bundle_path.name}" + (" and squashed" if squash else "")

@@ -77,8 +77,8 @@ def squash(
                 phase.replace_database(config, target, made, made, squash=True, jobs=1, log=log, mode=mode, record=record,
                                        carried=report, allow_drift=allow_drift)
             else:
-                # 2-6. Delete the files, makemigrations and prove against scratch databases, rewrite
-                # django_migrations in one transaction, verify; undone on failure.
+                # 2, 5, 5b, 5c, 7. Delete the files, makemigrations and prove against scratch databases,
+                # rewrite django_migrations in one transaction, verify; undone on failure.
                 online.squash(config, target, made, record=record, log=log, carried=report, allow_drift=allow_drift)
     log(f"{target.name} squashed; the previous state is in {made}"
         + ("" if rebuild else f" (undo without touching the data: squashkit rollback {made} --migrations-only)"))

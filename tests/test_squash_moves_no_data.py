@@ -337,3 +337,17 @@ def test_a_squash_rewrites_every_database_of_the_project(project):
         assert_clean(project, project.dev)
     finally:
         drop_database(project.pg, analytics)
+
+
+def test_promote_with_squash_keeps_the_source_in_place_and_its_record_sees_no_drift_after(project):
+    """dev is squashed where it is (no copy, nothing kept), prod gets dev's rows; the drift record of
+    dev takes the squash's own rewrite of django_migrations in, so promoting back needs no --force."""
+    make_prod(project)
+    result = project.run("promote", "dev-to-prod", "--squash", "--yes", "--accept-loss")
+    assert result.code == 0, result.stderr
+    assert databases(project) == {project.dev, project.prod, project.prod + "__squashkit_prev"}
+    assert project.fingerprint(project.prod) == project.fingerprint(project.dev)
+    assert_clean(project, project.dev)
+    back = project.run("promote", "prod-to-dev", "--yes")
+    assert back.code == 0, back.stderr
+    assert "has taken no writes since" in back.stderr

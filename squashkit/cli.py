@@ -164,15 +164,18 @@ def squash(
     env: Optional[str] = EnvOption,
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
-    in_place: bool = InPlaceOption,
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Dump and restore the data into a side database (or, with --in-place, the recreated one) "
+        "and swap it in, instead of rewriting django_migrations on the live database."),
+    in_place: bool = typer.Option(False, "--in-place", help="With --rebuild: drop and recreate under the same name."),
     confirm: Optional[str] = ConfirmOption,
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
 ) -> None:
-    """Migration zero: back up, delete migrations, rebuild, makemigrations, migrate --fake."""
-    made = squash_command.squash(_config(), env=env, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm, force=force,
-                           accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
+    """Migration zero: back up, delete migrations, makemigrations, prove the schema, rewrite django_migrations (no data moves)."""
+    made = squash_command.squash(_config(), env=env, yes=yes, dry_run=dry_run, rebuild=rebuild, in_place=in_place, typed=confirm,
+                                 force=force, accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
     _account()
     if made:
         print(made)
@@ -203,6 +206,9 @@ def rollback(
     path: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="A bundle directory, or a db.json inside one, or a lone db.json."),
     env: Optional[str] = EnvOption,
     kept: bool = typer.Option(False, "--kept", help="Swap back the database the last side-mode run kept (seconds, no restore)."),
+    migrations_only: bool = typer.Option(
+        False, "--migrations-only", help="Undo the squash that used BUNDLE: its migration files and django_migrations rows "
+        "back, the data untouched (every write since kept)."),
     yes: bool = YesOption,
     in_place: bool = InPlaceOption,
     confirm: Optional[str] = ConfirmOption,
@@ -210,12 +216,16 @@ def rollback(
         False, "--loaddata", help="Load db.json with Django's loaddata (sends save signals, raw=True) instead of SQL."
     ),
 ) -> None:
-    """Put the environment back: from a bundle (its dump when intact, else its db.json), or with --kept by renaming."""
+    """Put the environment back: from a bundle (its dump when intact, else its db.json), with --kept by renaming, or with
+    --migrations-only only the migration files and django_migrations a squash changed."""
     if kept == (path is not None):
         raise BadInput("rollback takes a PATH or --kept (one of them)")
-    if kept:
+    if migrations_only and (kept or in_place):
+        raise BadInput("--migrations-only takes a BUNDLE and touches no data: it goes with neither --kept nor --in-place")
+    if migrations_only:
+        rollback_command.rollback_migrations(_config(), path=path, env=env, yes=yes, typed=confirm, log=_log)
+    elif kept:
         rollback_command.rollback_kept(_config(), env=env, yes=yes, typed=confirm, log=_log)
-        _account()
     else:
         rollback_command.rollback(_config(), path=path, env=env, yes=yes, in_place=in_place, typed=confirm,
                                   loaddata=loaddata, log=_log)

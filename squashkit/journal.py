@@ -40,7 +40,9 @@ class Header(BaseModel):
     argument: str | None = Field(None, description="The bundle or fixture path, or promote's spec.")
     squash: bool = False
     loaddata: bool = Field(False, description="rollback: the json is loaded by Django's loaddata, not by SQL.")
-    mode: Literal["side", "in-place"]
+    mode: Literal["side", "in-place", "online"] = Field(
+        description="How the target's database changes: rebuilt beside it and swapped in, dropped and rebuilt, or "
+        "online (a squash or rollback --migrations-only: only django_migrations is rewritten, no data moves).")
     config: Path = Field(description="The config file the run used.")
     pid: int
     host: str
@@ -85,6 +87,13 @@ class Run(BaseModel):
     def since(self, entry: Entry) -> list[Entry]:
         """``entry`` and every entry written after it (by position: clocks can tie or step back)."""
         return self.entries[self.entries.index(entry):]
+
+    def within(self, started: Entry) -> list[Entry]:
+        """The entries of the phase ``started`` began: up to the next phase's start (``restore --squash``
+        runs two phases on one environment)."""
+        later = self.since(started)
+        following = next((i for i, e in enumerate(later[1:], 1) if e.step == "phase" and e.event == "started"), len(later))
+        return later[:following]
 
     def done(self, step: str, env: str | None = None) -> bool:
         return any(e.step == step and e.event == "finished" and (env is None or e.env == env) for e in self.entries)

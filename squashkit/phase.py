@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, fixture, journal, jsonload, losses, postgres, steps
+from squashkit import bundle, fixture, journal, jsonload, losses, online, postgres, steps
 from squashkit.config import Config
 from squashkit.errors import OperationFailed, SquashkitError, UndoIncomplete, first_line
 from squashkit.journal import Journal
@@ -289,12 +289,14 @@ def _load_lone_fixture(target: Target, manage: ManagePy, params: postgres.Connec
     manage.run("loaddata", str(path.resolve()), "-v", "0", what=f"loaddata {path.name}")
 
 
-def undo_phase(config: Config, run: journal.Run, env: str, log: Log) -> str:
-    """Undo what one phase of ``run`` on ``env`` changed, from wherever it stopped."""
-    started = next(e for e in reversed(run.phases()) if e.env == env)
+def undo_phase(config: Config, run: journal.Run, env: str, log: Log, *, started: journal.Entry | None = None) -> str:
+    """Undo what one phase of ``run`` on ``env`` (the last one, or ``started``) changed, from wherever it stopped."""
+    started = started or next(e for e in reversed(run.phases()) if e.env == env)
     info = started.changed
+    if info["mode"] == online.MODE:
+        return online.undo(config, run, env, log, started=started)
     target = resolve(config, env)
-    later = [e for e in run.since(started) if e.env == env]
+    later = [e for e in run.within(started) if e.env == env]
     files_deleted = any(e.step == "delete migrations" and e.event == "started" for e in later)
     source_bundle = Path(info["source_bundle"])
     if info["mode"] == "side":

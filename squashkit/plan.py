@@ -10,7 +10,7 @@ import sys
 
 from pydantic import BaseModel, Field
 
-from squashkit import postgres, steps
+from squashkit import history, postgres, schema, steps
 from squashkit.config import Config
 from squashkit.target import Target
 
@@ -139,6 +139,88 @@ def build(
         commands=["manage.py migrate --check", "manage.py makemigrations --check --dry-run"], undo="nothing to undo",
     ))
     return planned + swaps
+
+
+def build_squash(config: Config, *, target: Target, shapes: dict[str, Shape], source_label: str | None = None) -> list[PlannedStep]:
+    """The steps of a squash that moves no data (``online.squash``), with the SQL they send: nothing is
+    created beside the live database but a scratch one, nothing is dropped but that, no session ends."""
+    aliases = [alias for alias in target.project.postgres_aliases() if alias in shapes]
+    apps = [a.label for a in target.project.own_apps()]
+    labels = " ".join(apps)
+    name = source_label or target.name
+    planned = [
+        PlannedStep(
+            name="preflight",
+            does=f"refuse unless {name} has no unapplied migrations and no model changes without one, its user may create "
+                 "the scratch database and rewrite django_migrations; sessions are not ended, writes go on",
+            commands=["manage.py migrate --check", "manage.py makemigrations --check --dry-run"],
+            undo="nothing to undo",
+        ),
+        PlannedStep(
+            name="loss report",
+            does="load the migrations and list what regenerated ones would forget; refuse what cannot be carried over "
+                 "(--accept-loss drops it knowingly)",
+            commands=["manage.py shell -c <squashkit/inproject/losses.py>"],
+            undo="nothing to undo",
+        ),
+        PlannedStep(
+            name="backup",
+            does=f"a bundle of {name}: its migrations.tar.gz undoes the files; the rows django_migrations loses are "
+                 f"saved beside it ({history.FILE}) before they are deleted",
+            commands=["pg_dump -Fc --exclude-table=django_migrations", "manage.py dumpdata --all --format jsonl"],
+            undo="nothing to undo",
+        ),
+        PlannedStep(
+            name="delete migrations",
+            does="delete the migration files of " + ", ".join(apps),
+            commands=[f"rm {a.migrations_folder_resolved}/[!_]*.py" for a in target.project.own_apps() if a.migrations_folder_resolved],
+            undo="the files are put back from the bundle's migrations.tar.gz",
+        ),
+    ]
+    scratch_sql, rewrite_sql = [], []
+    for alias in aliases:
+        params, shape = target.params(alias), shapes[alias]
+        scratch = schema.scratch_name(params.dbname)
+        with postgres.connect(params.with_dbname("postgres")) as conn:
+            owner = conn.execute("SELECT current_user").fetchone()[0]
+            statements = [
+                postgres.create_database_statement(scratch, owner, shape.encoding, shape.collate, shape.ctype),
+                *(postgres.create_extension_statement(ext) for ext in sorted(set(shape.extensions) | set(config.extensions)) if ext != "plpgsql"),
+            ]
+            scratch_sql += [statement.as_string(conn) for statement in statements]
+            rewrite = [history.timeout_statement(), history.lock_statement(), history.select_statement(apps),
+                       history.delete_statement(apps)]
+            rewrite_sql.append((alias, params.dbname, [statement.as_string(conn) for statement in rewrite]))
+    planned.append(PlannedStep(
+        name="makemigrations",
+        does="fresh initial migrations for every project app, plus what the loss report carries over, pointed at an empty "
+             "scratch database (the live django_migrations still names the old files)",
+        commands=[*scratch_sql, f"manage.py makemigrations {labels}  (NAME -> the scratch database)"],
+        undo="the old files are put back from the tarball; the scratch database is always dropped",
+    ))
+    planned.append(PlannedStep(
+        name="schema equivalence",
+        does=f"a real migrate of the new files into the scratch database, compared by catalog definitions with the live "
+             f"{', '.join(dbname for _a, dbname, _s in rewrite_sql)}; stop on any real difference (--allow-drift goes on)",
+        commands=["manage.py migrate  (NAME -> the scratch database)", "DROP DATABASE <the scratch database>"],
+        undo="the old files are put back from the tarball; the scratch database is always dropped",
+    ))
+    for alias, dbname, statements in rewrite_sql:
+        planned.append(PlannedStep(
+            name=f"rewrite history {alias}",
+            does=f"one transaction on the live {dbname}: the project apps' rows of django_migrations saved (journal and "
+                 f"bundle), deleted, and the new files recorded as applied; third-party apps' rows stay; no data moves",
+            commands=["BEGIN", *statements,
+                      f"INSERT INTO \"{history.TABLE}\" (app, name, applied) <the new migrations, as the scratch migrate "
+                      "recorded them>, now()", "COMMIT"],
+            undo="before COMMIT: the files from the tarball; after: the saved rows put back in one transaction and the "
+                 "files (squashkit rollback BUNDLE --migrations-only does it later, keeping every write)",
+        ))
+    planned.append(PlannedStep(
+        name="verify", does="migrate --check and makemigrations --check clean on the live database",
+        commands=["manage.py migrate --check", "manage.py makemigrations --check --dry-run"], undo="nothing to undo",
+    ))
+    return planned
 
 
 def print_plan(planned: list[PlannedStep], out=None) -> None:

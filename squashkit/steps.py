@@ -1,9 +1,14 @@
 """The steps of the procedure, each beside what undoes it.
 
-The commands (``squashkit.commands``) are these steps in order; ``phase.replace_database``
-runs steps 2-8 for one environment and undoes them on failure. By default a run builds the
-new database **beside** the live one and swaps it in only once verified (side mode);
-``--in-place`` keeps the source procedure's drop-and-recreate.
+The commands (``squashkit.commands``) are these steps in order. There are two shapes:
+
+- **A squash moves no data** (``squash``, the source half of ``promote --squash``, the second
+  half of ``restore --squash``): steps 0-2, 5 and 5b against empty scratch databases, then
+  5c instead of 3-8; ``online.squash`` runs them and undoes them on failure.
+- **A rebuild** (``restore``, ``promote``, ``rollback``, ``squash --rebuild``):
+  ``phase.replace_database`` runs steps 2-8 for one environment and undoes them on failure.
+  By default it builds the new database **beside** the live one and swaps it in only once
+  verified (side mode); ``--in-place`` keeps the source procedure's drop-and-recreate.
 
     step                  does                                                  undone by
     0  preflight          refuse before anything changes: unapplied migrations, (nothing changed)
@@ -11,11 +16,14 @@ new database **beside** the live one and swaps it in only once verified (side mo
                           cannot take, a missing extension, old client tools,
                           no CREATEDB or admin connection, sessions we may not
                           end, a leftover side database, too few connections,
-                          uncommitted migration files (--force)
+                          uncommitted migration files (--force); a squash that
+                          moves no data: online.preflight (a scratch database
+                          it may create, a django_migrations it may rewrite)
     0b scan_losses        squash: what regenerated migrations would forget;     (nothing changed)
                           refused without --accept-loss
-    1  backup_step,       a verified bundle of the source, and a full safety    (nothing changed)
-       safety_backup      bundle of the target
+    1  backup_step,       a verified bundle of the source (a squash's: the      (nothing changed)
+       safety_backup      undo of its files), and a full safety bundle of the
+                          target
     2  delete_migrations  squash: the project's migration files (symlinked      put_back_migrations, from the
                           folders followed; __init__.py kept), only after the   bundle's migrations.tar.gz
                           tarball is checked against the disk
@@ -26,9 +34,17 @@ new database **beside** the live one and swaps it in only once verified (side mo
     4  pg_restore         --no-owner --no-privileges --exit-on-error, from a    as 3
                           table of contents without the extensions' entries
     5  makemigrations     squash: every project app, then the carried           as 2
-                          operations (losses.carry_over)
+                          operations (losses.carry_over); a squash that moves
+                          no data points it at an empty scratch database (the
+                          live django_migrations still names the old files)
     5b require_equivalent_schema  squash: a scratch database built by a real   the scratch database is always
-                          migrate of the new files must match the restored one  dropped
+       (online: judge_schema) migrate of the new files must match the restored  dropped
+                          one (the live one when no data moves)
+    5c history.rewrite    squash that moves no data, instead of 3-8: per        before COMMIT: as 2; after:
+                          database one transaction: lock django_migrations,     history.put_back (the saved rows,
+                          save the project apps' rows (journal, bundle's        one transaction), then as 2;
+                          history.json), delete them, insert the new files as   rollback BUNDLE --migrations-only
+                          applied as the scratch migrate recorded them; then 7  does the same later
     6  fake_migrations    migrate --fake per alias into an emptied              as 3
                           django_migrations (never --fake-initial)
     7  verify             the bundle's row counts; migrate --check and          (nothing changed)
@@ -37,9 +53,10 @@ new database **beside** the live one and swaps it in only once verified (side mo
                           sessions, then in one transaction <name> ->
                           <name>__squashkit_prev, <name>__squashkit_new -> <name>
 
-In side mode the live database is untouched until step 8's atomic rename, so undoing any
-earlier step only drops what the run built (and puts the files back). In place, a failure
-after step 3 puts the target back from its safety bundle (its dump, else its db.json).
+A squash that moves no data ends no session and copies nothing: writes go on during the run
+and stay. In side mode the live database is untouched until step 8's atomic rename, so
+undoing any earlier step only drops what the run built (and puts the files back). In place, a
+failure after step 3 puts the target back from its safety bundle (its dump, else its db.json).
 The README's step table says the same.
 """
 
@@ -84,12 +101,15 @@ def preflight(
     force: bool = False,
     jobs: int = 1,
     squashing: bool = False,
+    rebuilds: bool = True,
 ) -> None:
     """Step 0: refuse before anything changes when the result could not be trusted.
 
     Unapplied migrations or model changes without a migration would be faked and silently
     lost, on a live source (``source``) or in a bundle older than the code (``manifest``);
     an extension the target server lacks would fail the restore after the drop.
+    ``rebuilds=False`` (a squash that moves no data, ``online.preflight`` checks the rest):
+    nothing is dropped or built beside the target, so its sessions and side names do not matter.
     """
     for app in (source or target).project.own_apps():
         migration_files(app)  # an unreadable folder looks empty to Django: refused before it is taken for the repair case
@@ -126,8 +146,9 @@ def preflight(
         server = conn.info.server_version
     for program in ("pg_dump", "pg_restore"):
         clients.require_client_for_server(clients.client_program(program, config.pg_bin), server)
-    require_safe_to_drop(target)
-    require_no_leftovers(target)
+    if rebuilds:
+        require_safe_to_drop(target)
+        require_no_leftovers(target)
     require_connection_headroom(target, jobs)
     if files_change:
         require_committed_migrations(target, force, log)
@@ -230,20 +251,25 @@ def require_equivalent_schema(config: Config, target: Target, databases: dict[st
         expected = schema.migrations_schema(manage, alias, params, admin=admin, extensions=config.extensions)
         with postgres.connect(params) as conn:
             actual = schema.snapshot(conn)
-        diff = schema.compare(expected, actual)
-        if diff.cosmetic:
-            log(f"[{alias}] {len(diff.cosmetic)} name(s) differ only because of old renames (harmless): "
-                + "; ".join(d.summary() for d in diff.cosmetic[:3]))
-        if diff.matches:
-            log(f"[{alias}] the new migrations build exactly the restored schema")
-            continue
-        log(f"[{alias}] the new migrations do not build the restored schema:\n{diff.render()}")
-        if not allow_drift:
-            raise OperationFailed(
-                f"the new migrations do not build {alias}'s schema ({diff.summary()}): faking them would hide it; "
-                "fix the models or the database, or pass --allow-drift to fake them anyway"
-            )
-        log("--allow-drift: faking the new migrations despite the differences above")
+        judge_schema(schema.compare(expected, actual), alias, "restored", allow_drift, log)
+
+
+def judge_schema(diff: schema.SchemaDiff, alias: str, against: str, allow_drift: bool, log: Log) -> None:
+    """What the new migrations build, held against the ``against`` (restored, live) database: cosmetic
+    differences are reported, any real one stops the squash unless ``--allow-drift``."""
+    if diff.cosmetic:
+        log(f"[{alias}] {len(diff.cosmetic)} name(s) differ only because of old renames (harmless): "
+            + "; ".join(d.summary() for d in diff.cosmetic[:3]))
+    if diff.matches:
+        log(f"[{alias}] the new migrations build exactly the {against} schema")
+        return
+    log(f"[{alias}] the new migrations do not build the {against} schema:\n{diff.render()}")
+    if not allow_drift:
+        raise OperationFailed(
+            f"the new migrations do not build {alias}'s schema ({diff.summary()}): faking them would hide it; "
+            "fix the models or the database, or pass --allow-drift to fake them anyway"
+        )
+    log("--allow-drift: recording the new migrations as applied despite the differences above")
 
 
 def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:

@@ -36,6 +36,8 @@ def test_check_reports_a_healthy_environment(sample_db, tmp_path):
     assert found["models"]["status"] == "ok"
     assert found["schema (default)"]["status"] == "ok", found["schema (default)"]["detail"]
     assert "schema names (default)" not in found  # migrated from these very files: not even a name differs
+    squash = found["squash (default)"]
+    assert squash["status"] == "ok" and "moves no data" in squash["detail"] and "squash --rebuild" in squash["detail"]
 
 
 def test_check_plain_output_is_one_line_per_check(sample_db, tmp_path):
@@ -58,6 +60,7 @@ def test_check_warns_about_unapplied_migrations_and_missing_createdb(pg, sample_
         assert found["migrations orders (default)"]["status"] == "warn"
         assert "0005" in found["migrations orders (default)"]["detail"]
         assert found["privileges (default)"]["status"] == "warn"
+        assert found["squash (default)"]["status"] == "warn" and "scratch database" in found["squash (default)"]["detail"]
         assert "CREATEDB" in found["privileges (default)"]["detail"]
     finally:
         with psycopg.connect(**pg.conninfo()) as conn:

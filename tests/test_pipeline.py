@@ -243,7 +243,7 @@ def test_squash_whose_bundle_dump_breaks_is_rebuilt_from_json(project):
     """The squash's own bundle is both source and safety net: when its dump is damaged on disk,
     the rollback falls back to its db.json, and the migration files come back as they were."""
     before, files = json_fingerprint(project, project.dev), project.migration_files()
-    result = project.run("squash", "--yes", "--accept-loss", "--in-place", env={"SQUASHKIT_TEST_FAULT": "damage-bundle:dev"})
+    result = project.run("squash", "--rebuild", "--yes", "--accept-loss", "--in-place", env={"SQUASHKIT_TEST_FAULT": "damage-bundle:dev"})
     assert result.code == 1, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "step 'pg_restore default' failed" in error and "rebuilt from" in error and "db.json" in error, error
@@ -255,7 +255,7 @@ def test_squash_whose_bundle_dump_breaks_is_rebuilt_from_json(project):
 @pytest.mark.parametrize("mode", ["side", "in-place"])
 def test_squash_that_fails_at_pg_restore_is_put_back_from_its_dump(project, mode):
     before, files = project.fingerprint(project.dev), project.migration_files()
-    result = project.run("squash", "--yes", "--accept-loss", *(["--in-place"] if mode == "in-place" else []),
+    result = project.run("squash", "--rebuild", "--yes", "--accept-loss", *(["--in-place"] if mode == "in-place" else []),
                          env={"SQUASHKIT_TEST_FAULT": "truncate-dump:dev"})
     assert result.code == 1, result.stderr
     assert PUT_BACK[mode] in result.stderr.strip().splitlines()[-1]
@@ -278,7 +278,7 @@ def test_squash_then_rollback_bundle_restores_files_and_rows(project):
     assert project.applied(project.dev) == applied_before
 
 
-@pytest.mark.parametrize("command", [["squash", "--accept-loss"], ["promote", "dev-to-prod"], ["squash", "--yes", "--accept-loss", "--dry-run"], ["promote", "dev-to-prod", "--dry-run"]])
+@pytest.mark.parametrize("command", [["squash", "--accept-loss"], ["promote", "dev-to-prod"], ["squash", "--yes", "--accept-loss", "--dry-run", "--rebuild"], ["promote", "dev-to-prod", "--dry-run"]])
 def test_nothing_changes_without_yes_or_with_dry_run(project, command):
     make_prod(project)
     dev, prod, files = project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()
@@ -430,12 +430,13 @@ def test_restore_refuses_a_bundle_older_than_the_code(project, tmp_path):
     assert project.fingerprint(project.prod) == prod
 
 
-def test_squash_refuses_while_a_session_it_may_not_end_holds_the_database(project):
-    """A superuser's open session cannot be ended by the owner: refused before any file or row changes."""
+def test_a_rebuild_squash_refuses_while_a_session_it_may_not_end_holds_the_database(project):
+    """A superuser's open session cannot be ended by the owner: refused before any file or row changes.
+    (A squash that moves no data ends no session: test_a_squash_keeps_every_row_written_during_it_and_ends_no_session.)"""
     dev, files = project.fingerprint(project.dev), project.migration_files()
     with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as held:
         held.execute("SELECT 1")
-        result = project.run("squash", "--yes", "--accept-loss")
+        result = project.run("squash", "--rebuild", "--yes", "--accept-loss")
     assert result.code == 2, result.stderr
     assert "may not end" in result.stderr.strip().splitlines()[-1] and "nothing was changed" in result.stderr
     assert project.fingerprint(project.dev) == dev and project.migration_files() == files

@@ -49,9 +49,10 @@ def is_squashed(files: dict[str, str]) -> bool:
 
 
 @pytest.mark.parametrize("step", ["delete migrations", "migrate --fake", "swap default"])
-def test_killed_squash_resumes_to_before_or_finished(project, step):
+def test_killed_rebuild_squash_resumes_to_before_or_finished(project, step):
+    """squash --rebuild; the squash that moves no data: tests/test_squash_moves_no_data.py."""
     before, files = project.fingerprint(project.dev), project.migration_files()
-    killed(project, "squash", "--yes", "--accept-loss", at=f"dev:{step}")
+    killed(project, "squash", "--rebuild", "--yes", "--accept-loss", at=f"dev:{step}")
     assert project.fingerprint(project.dev) == before  # a squash keeps every row either way
     after = project.migration_files()
     if step.startswith("swap"):
@@ -108,7 +109,7 @@ def test_killed_in_place_run_resumes(project, command):
     """In place the database is dropped: a squash is put back from its bundle, a rollback is done again."""
     before, files = project.fingerprint(project.dev), project.migration_files()
     if command == "squash":
-        killed(project, "squash", "--yes", "--accept-loss", "--in-place", at="dev:pg_restore default")
+        killed(project, "squash", "--rebuild", "--yes", "--accept-loss", "--in-place", at="dev:pg_restore default")
         assert project.migration_files() == files
     else:
         made = project.run("backup")
@@ -133,10 +134,10 @@ def test_a_second_run_on_the_same_database_fails_fast_naming_the_first(project):
 
 
 def test_rollback_kept_swaps_the_previous_database_back_with_its_files_and_again(project):
-    """After a side-mode squash, ``rollback --kept`` is a rename, not a restore; the squashed
-    database becomes the kept one, so a second ``rollback --kept`` returns to the squash."""
+    """After a side-mode squash (``--rebuild``), ``rollback --kept`` is a rename, not a restore; the
+    squashed database becomes the kept one, so a second ``rollback --kept`` returns to the squash."""
     before, files = project.fingerprint(project.dev), project.migration_files()
-    assert project.run("squash", "--yes", "--accept-loss").code == 0
+    assert project.run("squash", "--rebuild", "--yes", "--accept-loss").code == 0
     squashed = project.migration_files()
     back = project.run("rollback", "--kept", "--yes")
     assert back.code == 0, back.stderr
@@ -151,7 +152,7 @@ def test_rollback_kept_swaps_the_previous_database_back_with_its_files_and_again
 
 @pytest.mark.parametrize("step", ["exchange default", "put back migrations"])
 def test_killed_rollback_kept_resumes(project, step):
-    assert project.run("squash", "--yes", "--accept-loss").code == 0
+    assert project.run("squash", "--rebuild", "--yes", "--accept-loss").code == 0
     squashed, data = project.migration_files(), project.fingerprint(project.dev)
     killed(project, "rollback", "--kept", "--yes", at=f"dev:{step}")
     assert project.fingerprint(project.dev) == data

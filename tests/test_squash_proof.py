@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 
 import psycopg
+import pytest
 
 from tests.test_pipeline import make_prod, prod_role, project  # noqa: F401 (fixtures)
 from tests.test_resume import databases
@@ -25,7 +26,7 @@ def test_squash_refuses_a_data_migration_it_cannot_carry_without_accept_loss(pro
 def test_squash_carries_the_view_trigger_and_extension_into_migrations_a_fresh_database_can_run(project, pg):
     result = project.run("squash", "--yes", "--accept-loss")
     assert result.code == 0, result.stderr
-    assert "the new migrations build exactly the restored schema" in result.stderr
+    assert "the new migrations build exactly the live schema" in result.stderr
     fresh = project.dev + "_fresh"
     with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{fresh}" OWNER sample_owner')  # test-only name, no user input
@@ -41,9 +42,11 @@ def test_squash_carries_the_view_trigger_and_extension_into_migrations_a_fresh_d
             conn.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
 
 
-def test_drift_between_models_and_database_refuses_the_fake_and_leaves_the_target_unchanged(project):
+@pytest.mark.parametrize("rebuild", [[], ["--rebuild"]], ids=["in-place-history", "rebuild"])
+def test_drift_between_models_and_database_refuses_the_fake_and_leaves_the_target_unchanged(project, rebuild):
     """A hand-added column, a dropped index and a changed default: the scratch build from the new
-    migrations differs, so nothing is faked and dev is exactly as before."""
+    migrations differs from the live database (or its restored copy), so nothing is recorded as
+    applied and dev is exactly as before."""
     with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as conn:
         conn.execute("ALTER TABLE catalog_tag ADD COLUMN added_by_hand integer")
         index = conn.execute(
@@ -53,13 +56,15 @@ def test_drift_between_models_and_database_refuses_the_fake_and_leaves_the_targe
         conn.execute(f'DROP INDEX "{index}"')
         conn.execute("ALTER TABLE catalog_product ALTER COLUMN is_active SET DEFAULT false")
     before, files = project.fingerprint(project.dev), project.migration_files()
-    result = project.run("squash", "--yes", "--accept-loss")
+    applied = project.applied(project.dev)
+    result = project.run("squash", "--yes", "--accept-loss", *rebuild)
     assert result.code == 1, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "step 'schema equivalence' failed" in error and "--allow-drift" in error and "Nothing was lost" in error, error
     for name in ("added_by_hand", index, "is_active"):
         assert name in result.stderr, name
     assert project.fingerprint(project.dev) == before and project.migration_files() == files
+    assert project.applied(project.dev) == applied
     assert databases(project) == {project.dev}
 
 

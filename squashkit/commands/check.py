@@ -77,6 +77,7 @@ def _check_alias(
             _check_privileges(conn, config, admin is not None, alias, add)
             _check_connections(conn, alias, add)
             _check_mode(conn, admin is not None, params.dbname, alias, add)
+            _check_squash(conn, admin is not None, params.dbname, alias, add)
             applied = _applied_migrations(conn)
         diff = _check_schema(config, manage, admin, params, alias, add)
         _check_migrations(project, applied, diff, alias, add)
@@ -87,8 +88,8 @@ def _check_alias(
 
 
 def _check_mode(conn: psycopg.Connection, has_admin: bool, dbname: str, alias: str, add) -> None:
-    """Which way restore, squash, promote and rollback will replace the database, and why; what
-    earlier runs kept beside it."""
+    """Which way restore, promote, rollback and squash --rebuild will replace the database, and why;
+    what earlier runs kept beside it."""
     from squashkit.steps import KEPT, SIDE
 
     may_create = conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
@@ -109,6 +110,29 @@ def _check_mode(conn: psycopg.Connection, has_admin: bool, dbname: str, alias: s
         if comment is not None:
             hint = "left by an interrupted run: squashkit resume or squashkit cleanup" if suffix == SIDE else "squashkit cleanup removes it"
             add(f"kept database ({alias})", status, f"{dbname}{suffix} ({comment[0] or 'no comment'}): {hint}")
+
+
+def _check_squash(conn: psycopg.Connection, has_admin: bool, dbname: str, alias: str, add) -> None:
+    """Which way a squash will change the database: by default it moves no data (django_migrations
+    rewritten in one transaction), which needs a scratch database and the right to rewrite that table."""
+    from squashkit.steps import SIDE
+
+    scratch = schema.scratch_name(dbname)
+    may_create = conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+    table = conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]
+    writable = table and conn.execute("SELECT has_table_privilege('django_migrations', 'SELECT, INSERT, DELETE')").fetchone()[0]
+    rebuild = f"squash --rebuild copies the data into {dbname}{SIDE} and swaps it in instead (the source procedure's full cycle)"
+    if table and not writable:
+        add(f"squash ({alias})", "fail", f"the user may not rewrite django_migrations in {dbname}, which a squash does: "
+            f"GRANT SELECT, INSERT, DELETE ON django_migrations; {rebuild}")
+    elif not (may_create or has_admin):
+        add(f"squash ({alias})", "warn", f"a squash proves the new migrations in a scratch database {scratch} the user may "
+            "not create: ALTER ROLE ... CREATEDB, or configure an admin connection")
+    else:
+        add(f"squash ({alias})", "ok", (
+            f"a squash moves no data: it rewrites the project apps' rows of django_migrations in {dbname} in one transaction, "
+            f"after proving the new files in a scratch database {scratch}; no session is ended and writes go on; {rebuild}"
+        ))
 
 
 def _check_clients(config: Config, server_num: int, alias: str, add) -> None:

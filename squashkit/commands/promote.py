@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squashkit import journal, lineage, phase, plan, postgres, runs, steps
+from squashkit import journal, lineage, online, phase, plan, postgres, runs, steps
 from squashkit.config import Config
-from squashkit.errors import BadInput, OperationFailed
+from squashkit.errors import BadInput, OperationFailed, UndoIncomplete
 from squashkit.runs import Log, stderr_log
 from squashkit.target import Target, resolve
 
@@ -37,8 +37,9 @@ def promote(
     mode, _why = steps.choose_mode(target, in_place)
     if dry_run:
         shapes = {alias: plan.live_shape(source.params(alias)) for alias in source.project.postgres_aliases()}
-        plan.print_plan(plan.build(config, squash=squash, target=target, source_label=source.name,
-                         manifest_hint=f"{source.name}'s new bundle", shapes=shapes, mode=mode))
+        squashing = plan.build_squash(config, target=source, shapes=shapes) if squash else []
+        plan.print_plan(squashing + plan.build(config, squash=False, target=target, source_label=source.name,
+                                               manifest_hint=f"{source.name}'s new bundle", shapes=shapes, mode=mode))
         return None
     run = journal.new_run_id("promote", target.name)
     with runs.exclusive(config, run, [target, source]):
@@ -50,7 +51,7 @@ def promote(
         # the source was refreshed from it (changes nothing).
         report = None
         if squash:
-            steps.require_no_leftovers(source)
+            online.preflight(config, source)
             report = steps.scan_losses(source, accept_loss, log)
         _require_target_unchanged(config, source, target, force, log)
         runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {source.name}'s data?",
@@ -61,15 +62,18 @@ def promote(
             fingerprint = _source_fingerprint(source)
             source_bundle = steps.backup_step(config, source, log, record, "backup source")
             safety = steps.safety_backup(config, target, log, record)
-            # 2-8 on the source, with --squash: the files are shared by both environments, so they
-            # are squashed once, on the source; undone on failure (phase.replace_database).
+            # 2-5c and 7 on the source, with --squash: the files are shared by both environments, so they
+            # are squashed once, on the source, moving no data (its django_migrations rewritten in
+            # place); undone on failure (online.squash).
             if squash:
-                phase.replace_database(config, source, source_bundle, source_bundle, squash=True, jobs=1, log=log, mode=mode,
-                                  record=record, carried=report, allow_drift=allow_drift)
+                online.squash(config, source, source_bundle, record=record, log=log, carried=report, allow_drift=allow_drift)
+                fingerprint = _with_history_of(source, fingerprint)
                 target = resolve(config, target_name)
             # 3-8 on the target: rebuilt from the source's dump, verified, swapped; undone on failure.
             try:
                 phase.replace_database(config, target, source_bundle, safety, squash=False, jobs=1, log=log, mode=mode, record=record)
+            except UndoIncomplete:
+                raise  # the journal stays open: resume undoes the target's phase, then the source's
             except OperationFailed as exc:
                 if not squash:
                     raise
@@ -122,6 +126,16 @@ def _source_fingerprint(source: Target):
     copy but not in the record, which can only make a later drift check stricter, never blind."""
     with postgres.connect(source.params()) as conn:
         return lineage.fingerprint(conn)
+
+
+def _with_history_of(source: Target, fingerprint: lineage.Fingerprint) -> lineage.Fingerprint:
+    """The source's fingerprint with its django_migrations as the squash left it: the squash changed
+    that table alone, and a later promote back must not take the squash itself for a write."""
+    with postgres.connect(source.params()) as conn:
+        others = tuple(f"{schema}.{name}" for schema, name in postgres.user_tables(conn) if name != "django_migrations")
+        now = {(t.schema_name, t.name): t for t in lineage.fingerprint(conn, ignore=others).tables}
+    tables = [now.get((t.schema_name, t.name), t) for t in fingerprint.tables]
+    return fingerprint.model_copy(update={"tables": tables})
 
 
 def _record_lineage(config: Config, source: Target, target: Target, fingerprint, source_bundle: Path, log: Log) -> None:

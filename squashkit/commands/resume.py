@@ -4,7 +4,10 @@ Every destructive run journals each step before it acts (``squashkit.journal``).
 journal alone, resume decides: before the last swap began, undo (side databases dropped,
 swapped databases swapped back, files from the tarball, an in-place run restored from its
 safety bundle); once it began (everything was verified), finish the swap; an in-place
-rollback is done again. Half-written bundles and scratch databases the run left are removed.
+rollback is done again. A squash that moves no data is finished once its rewrite of
+django_migrations committed on every database (read back from the rows), else undone (the
+saved rows put back where it committed, the files from the tarball); a rollback
+--migrations-only is done again. Half-written bundles and scratch databases the run left are removed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from squashkit import journal, locks, phase, postgres, runs, schema, steps
+from squashkit import history, journal, locks, online, phase, postgres, runs, schema, steps
 from squashkit.commands import rollback
 from squashkit.config import Config
 from squashkit.errors import BadInput, first_line
@@ -67,10 +70,18 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
     _drop_scratch_databases(config, phases, log)
     if not phases:
         return "nothing to do", "the run had changed nothing yet; its half-written bundles were removed"
+    if h.command == "rollback" and h.mode == online.MODE:
+        log("a rollback --migrations-only is finished by doing it again")
+        path = Path(h.argument)
+        online.unsquash(config, resolve(config, h.target), path, history.load(path), record, log, again=True)
+        return "finished", f"the rollback of {h.target}'s squash from {h.argument} was done again and finished"
     last = phases[-1]
-    expected = 2 if h.command == "promote" and h.squash else 1
+    # promote --squash: the source's squash, then the target's rebuild; restore --squash: the other way round.
+    expected = 2 if h.squash and h.command in ("promote", "restore") else 1
     swap_began = any(e.step.startswith("swap ") and e.event == "started" for e in run.since(last))
     final = len(phases) == expected or (h.command == "rollback")
+    if last.changed["mode"] == online.MODE and final and online.committed(config, run, last):
+        return online.finish(config, run, last, log)
     if last.changed["mode"] == "side" and swap_began and final:
         target = resolve(config, last.env)
         for alias, names in last.changed["databases"].items():
@@ -88,7 +99,7 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
         rollback.run_rollback(config, resolve(config, h.target), path, bundle_dir, manifest, use_dump, "in-place", record, log,
                               save_files=False, loaddata=h.loaddata)
         return "finished", f"the rollback of {h.target} from {h.argument} was done again and finished"
-    states = [phase.undo_phase(config, run, started.env, log) for started in reversed(phases)]
+    states = [phase.undo_phase(config, run, started.env, log, started=started) for started in reversed(phases)]
     if h.command == "rollback":
         saved = run.started("save migrations")
         if saved and run.started("put back migrations"):

@@ -1,8 +1,10 @@
-"""``squashkit rollback PATH`` and ``squashkit rollback --kept``: an environment put back.
+"""``squashkit rollback PATH``, ``rollback --kept`` and ``rollback BUNDLE --migrations-only``: an environment put back.
 
 From a bundle (its dump when intact, else its db.json), a db.json inside one (the json path on
 purpose), or a lone db.json; with ``--kept``, by swapping back the database the last side-mode
-run kept, with the migration files that go with it (renames only: nothing is dropped).
+run kept, with the migration files that go with it (renames only: nothing is dropped); with
+``--migrations-only``, a squash that moved no data undone the same way: the bundle's files and
+the django_migrations rows it saved, every write since kept.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, journal, phase, postgres, runs, steps
+from squashkit import bundle, history, journal, online, phase, postgres, runs, steps
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, first_line
 from squashkit.journal import Journal
@@ -215,3 +217,32 @@ def put_back_kept_files(target: Target, files: tuple[str, Path] | None, record: 
     else:
         steps.put_back_migrations(path, target.manage.cwd, bundle.read_manifest(path), log, target.project)
     record.finished("put back migrations", target.name)
+
+
+def rollback_migrations(
+    config: Config, *, path: Path, env: str | None = None, yes: bool = False, typed: str | None = None, log: Log = stderr_log
+) -> None:
+    """Undo a squash that moved no data, keeping every write made since: the bundle's migration files
+    and the django_migrations rows the squash replaced (its ``history.json``) come back, the rows in
+    one transaction per database. No table but django_migrations is touched, no session ended."""
+    path = Path(path)
+    manifest = bundle.read_manifest(path)
+    if manifest.migrations_archive in bundle.damaged_files(path, manifest):
+        raise BadInput(f"bundle {path.name} is damaged ({manifest.migrations_archive}): nothing was changed; use another bundle")
+    saved = history.load(path)
+    target = resolve(config, env)
+    if saved.environment != target.name:
+        raise BadInput(f"{path.name}/{history.FILE} was written by a squash of {saved.environment}, not {target.name}: "
+                       f"pass --env {saved.environment} (nothing was changed)")
+    run = journal.new_run_id("rollback", target.name)
+    with runs.exclusive(config, run, [target]):
+        # 0. Preflight: django_migrations is as the squash left it, everywhere (changes nothing).
+        online.require_as_squashed(target, saved)
+        runs.confirm(f"Put back {target.name}'s migration files and django_migrations rows from before squash {saved.run} "
+                     f"(no data is touched)?", yes=yes, protected=target.protected_name(), typed=typed)
+        with runs.journalled(config, run, command="rollback", target=target.name, argument=str(path), mode=online.MODE) as record:
+            # 1-4. Save the files of the moment, put the bundle's back, the saved rows in one transaction
+            # per database, verify; a failure puts the squash's files and rows back.
+            online.unsquash(config, target, path, saved, record, log)
+    log(f"{target.name}'s squash {saved.run} is undone: the migration files and django_migrations rows are as before it, "
+        "every row of data as it is now")

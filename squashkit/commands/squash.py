@@ -1,11 +1,19 @@
-"""``squashkit squash``: migration zero on one environment, as if makemigrations ran for the first time."""
+"""``squashkit squash``: migration zero on one environment, as if makemigrations ran for the first time.
+
+A squash changes the migration files and the rows of django_migrations that name them, never
+the data: by default it rewrites those rows in one transaction on the live database
+(``online.squash``), with no copy and no session ended. ``--rebuild`` keeps the source
+procedure's full cycle instead: the data dumped and restored into a side database (or, with
+``--in-place``, the dropped and recreated one), migrate --fake, verify, swap.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from squashkit import journal, phase, plan, postgres, runs, steps
+from squashkit import journal, online, phase, plan, postgres, runs, steps
 from squashkit.config import Config
+from squashkit.errors import BadInput
 from squashkit.runs import Log, stderr_log
 from squashkit.target import resolve
 
@@ -16,6 +24,7 @@ def squash(
     env: str | None = None,
     yes: bool = False,
     dry_run: bool = False,
+    rebuild: bool = False,
     in_place: bool = False,
     typed: str | None = None,
     force: bool = False,
@@ -23,33 +32,54 @@ def squash(
     allow_drift: bool = False,
     log: Log = stderr_log,
 ) -> Path | None:
-    """Back up, delete the project's migrations, rebuild, makemigrations (plus what is carried),
-    prove the schema, migrate --fake, verify, swap; returns the bundle that undoes it."""
+    """Back up, delete the project's migrations, makemigrations (plus what is carried), prove the
+    schema, then rewrite django_migrations on the live database (``rebuild``: restore a copy,
+    migrate --fake, verify, swap); returns the bundle that undoes it."""
+    if in_place and not rebuild:
+        raise BadInput("--in-place drops and rebuilds the database: it goes with --rebuild (a squash without it copies "
+                       "no data and drops nothing); nothing was changed")
     target = resolve(config, env)
-    mode, _why = steps.choose_mode(target, in_place)
+    mode, _why = steps.choose_mode(target, in_place) if rebuild else (online.MODE, "")
     if dry_run:
         shapes = {alias: plan.live_shape(target.params(alias)) for alias in target.project.postgres_aliases()}
-        plan.print_plan(plan.build(config, squash=True, target=target, source_label=target.name,
-                                   manifest_hint="the new bundle", shapes=shapes, mode=mode))
+        if rebuild:
+            planned = plan.build(config, squash=True, target=target, source_label=target.name,
+                                 manifest_hint="the new bundle", shapes=shapes, mode=mode)
+        else:
+            planned = plan.build_squash(config, target=target, shapes=shapes)
+        plan.print_plan(planned)
         return None
     run = journal.new_run_id("squash", target.name)
     with runs.exclusive(config, run, [target]):
-        # 0. Preflight: migrations applied and complete, files committed (changes nothing).
+        # 0. Preflight: migrations applied and complete, files committed; a squash that moves no
+        # data needs a scratch database and a django_migrations it may rewrite (changes nothing).
         with postgres.connect(target.params()) as conn:
             extensions = postgres.installed_extensions(conn)
-        steps.preflight(config, target, extensions, log, source=target, files_change=True, force=force, squashing=True)
+        steps.preflight(config, target, extensions, log, source=target, files_change=True, force=force, squashing=True,
+                        rebuilds=rebuild)
+        if not rebuild:
+            online.preflight(config, target)
         # 0b. The loss report: refuse what cannot be carried over without --accept-loss (changes nothing).
         report = steps.scan_losses(target, accept_loss, log)
+        apps = len(target.project.own_apps())
         runs.confirm(
-            f"Delete the migration files of {len(target.project.own_apps())} apps and rebuild {target.name}'s database "
-            f"{target.params().dbname}?",
+            f"Delete the migration files of {apps} apps and rebuild {target.name}'s database {target.params().dbname}?"
+            if rebuild else
+            f"Regenerate the migration files of {apps} apps and rewrite their rows of django_migrations in "
+            f"{target.name}'s database {target.params().dbname} (no data is copied)?",
             yes=yes, protected=target.protected_name(), typed=typed,
         )
         with runs.journalled(config, run, command="squash", target=target.name, squash=True, mode=mode) as record:
             # 1. The bundle that undoes everything after it (changes nothing).
             made = steps.backup_step(config, target, log, record, "backup")
-            # 2-8. Delete the files, rebuild, regenerate, prove, fake, verify, swap; undone on failure.
-            phase.replace_database(config, target, made, made, squash=True, jobs=1, log=log, mode=mode, record=record,
-                                   carried=report, allow_drift=allow_drift)
-    log(f"{target.name} squashed; the previous state is in {made}")
+            if rebuild:
+                # 2-8. Delete the files, rebuild, regenerate, prove, fake, verify, swap; undone on failure.
+                phase.replace_database(config, target, made, made, squash=True, jobs=1, log=log, mode=mode, record=record,
+                                       carried=report, allow_drift=allow_drift)
+            else:
+                # 2, 5, 5b, 5c, 7. Delete the files, makemigrations and prove against scratch databases,
+                # rewrite django_migrations in one transaction, verify; undone on failure.
+                online.squash(config, target, made, record=record, log=log, carried=report, allow_drift=allow_drift)
+    log(f"{target.name} squashed; the previous state is in {made}"
+        + ("" if rebuild else f" (undo without touching the data: squashkit rollback {made} --migrations-only)"))
     return made

@@ -34,6 +34,7 @@ the seeding; ``--drop-templates`` removes them too.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -235,9 +236,17 @@ def quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+@functools.cache
 def own_apps() -> list[str]:
-    """The project's own apps (those with an apps.py in sample_project): what makemigrations is given."""
-    return sorted(path.parent.name for path in SAMPLE.glob("*/apps.py"))
+    """The project's own installed apps (what makemigrations is given), asked of Django as squashkit
+    asks it: an app folder that is not installed (fieldtypes, behind SAMPLE_FIELDTYPES) is left out."""
+    code = (
+        "from pathlib import Path; from django.apps import apps; root = Path.cwd().resolve(); "
+        "print(' '.join(a.label for a in apps.get_app_configs() if Path(a.path).resolve().is_relative_to(root)))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SAMPLE_FIELDTYPES"}
+    result = subprocess.run([PYTHON, str(SAMPLE / "manage.py"), "shell", "-v", "0", "-c", code], cwd=SAMPLE, env=env, capture_output=True, text=True, check=True)
+    return sorted(result.stdout.strip().splitlines()[-1].split())
 
 
 def write_config(project: Path, *, dev: str, prod: str, backups: Path, python: Path) -> Path:

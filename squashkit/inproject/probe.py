@@ -113,10 +113,14 @@ def _known_field_classes():
         known[pg.HStoreField] = "hstore"
         for cls in (pg.IntegerRangeField, pg.BigIntegerRangeField, pg.DecimalRangeField, pg.DateTimeRangeField, pg.DateRangeField):
             known[cls] = "range"
-    try:
-        from django.contrib.gis.db.models import GeometryField
-    except Exception:  # GDAL/GEOS not installed: no project field can be a geometry then
-        GeometryField = None
+    # Only when the project has imported GeoDjango itself: importing it loads GDAL and GEOS
+    # (30 MiB) into a probe that a project without geometry fields should not pay for.
+    GeometryField = None
+    if "django.contrib.gis.db.models" in sys.modules:
+        try:
+            from django.contrib.gis.db.models import GeometryField
+        except Exception:  # GDAL/GEOS not installed: no project field can be a geometry then
+            GeometryField = None
     if GeometryField is not None:
         known[GeometryField] = "geometry"
     return known

@@ -47,8 +47,10 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
                           applied as the scratch migrate recorded them; then 7  does the same later
     6  fake_migrations    migrate --fake per alias into an emptied              as 3
                           django_migrations (never --fake-initial)
-    7  verify             the bundle's row counts; migrate --check and          (nothing changed)
-                          makemigrations --check clean
+    7  verify             a rebuild: every table holds the bundle's content     (nothing changed)
+                          (its content hashes; row counts for older bundles);
+                          both: migrate --check and makemigrations --check
+                          clean, in one Django process
     8  swap_in            side: drop the database an earlier run kept, end      undo_side renames back
                           sessions, then in one transaction <name> ->
                           <name>__squashkit_prev, <name>__squashkit_new -> <name>

@@ -14,6 +14,14 @@ from squashkit import history, postgres, schema, steps
 from squashkit.config import Config
 from squashkit.target import Target
 
+# One snapshot: pg_dump in the background, db.json and the content hashes read beside it.
+BACKUP_COMMANDS = [
+    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()",
+    "pg_dump -Fc --exclude-table=django_migrations --snapshot=<id>",
+    "COPY (SELECT json_build_object(...) FROM <table> ORDER BY <pk>) TO STDOUT  -- per model, in the snapshot: db.json",
+    "SELECT count(*), sum(hashtextextended(ROW(...)::text, 0)), ... FROM <table>  -- per table: content hashes",
+]
+
 
 class PlannedStep(BaseModel):
     """One step of a plan, as ``--dry-run`` prints it."""
@@ -60,7 +68,7 @@ def build(
         PlannedStep(
             name="backup",
             does=f"safety bundle of {target.name} before anything is dropped",
-            commands=["pg_dump -Fc --exclude-table=django_migrations", "manage.py dumpdata --all --format jsonl"],
+            commands=BACKUP_COMMANDS,
             undo="nothing to undo",
         ),
     ]
@@ -135,7 +143,8 @@ def build(
         undo="drop the side database (the live one is untouched)" if mode == "side" else "restore from the safety bundle",
     ))
     planned.append(PlannedStep(
-        name="verify", does="row counts equal the bundle's; migrate --check and makemigrations --check clean",
+        name="verify", does="every table holds the bundle's content (its content hashes); migrate --check and "
+                            "makemigrations --check clean",
         commands=["manage.py migrate --check", "manage.py makemigrations --check --dry-run"], undo="nothing to undo",
     ))
     return planned + swaps
@@ -167,7 +176,7 @@ def build_squash(config: Config, *, target: Target, shapes: dict[str, Shape], so
             name="backup",
             does=f"a bundle of {name}: its migrations.tar.gz undoes the files; the rows django_migrations loses are "
                  f"saved beside it ({history.FILE}) before they are deleted",
-            commands=["pg_dump -Fc --exclude-table=django_migrations", "manage.py dumpdata --all --format jsonl"],
+            commands=BACKUP_COMMANDS,
             undo="nothing to undo",
         ),
         PlannedStep(

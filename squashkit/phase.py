@@ -253,7 +253,7 @@ def rebuild_from_json(
             raise
         state = steps.undo_side(config, target, record.run, live, work, None, log)
         raise OperationFailed(f"step '{step}' failed: {reason}. {state}") from None
-    log(f"{target.name} rebuilt from {(lone or bundle_dir).name}" + ("" if manifest else " (no manifest: row counts could not be verified)"))
+    log(f"{target.name} rebuilt from {(lone or bundle_dir).name}" + ("" if manifest else " (no manifest: its content could not be verified)"))
 
 
 def load_json(

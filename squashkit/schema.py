@@ -203,7 +203,7 @@ _IDENTITY = {"": "", "a": "always", "d": "by default"}
 def snapshot(conn: psycopg.Connection, *, exclude: Collection[str] = DEFAULT_EXCLUDE) -> Schema:
     """The schema of ``conn``'s database, without the tables in ``exclude`` and what belongs to them."""
     schema = Schema()
-    skip = set(exclude)
+    skip = _Excluded(exclude)
     for name, relkind, persistence in conn.execute(_TABLES).fetchall():
         if name not in skip:
             schema.tables[name] = Table(kind=_TABLE_KINDS.get((relkind, persistence), "table"), columns={})
@@ -232,6 +232,14 @@ def snapshot(conn: psycopg.Connection, *, exclude: Collection[str] = DEFAULT_EXC
     schema.functions = dict(conn.execute(_FUNCTIONS).fetchall())
     schema.extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
     return schema
+
+
+class _Excluded(set):
+    """``exclude`` names tables in public (``django_migrations``) and ``schema.name`` elsewhere; a bare
+    name counts in every schema: each alias keeps its django_migrations in its own schema."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and super().__contains__(name.rsplit(".", 1)[-1]))
 
 
 def _own_nextval(default: str | None, own_sequence: str | None) -> str | None:

@@ -115,12 +115,14 @@ def preflight(
     """
     for app in (source or target).project.own_apps():
         migration_files(app)  # an unreadable folder looks empty to Django: refused before it is taken for the repair case
+    checked = source or target
+    aliases = checked.project.postgres_aliases() if source else []
     checks = [
-        (("migrate", "--check"), "it has unapplied migrations: run migrate first"),
+        *((("squashkit-migrated", alias), "it has unapplied migrations: run migrate first" if len(aliases) == 1 else
+           f"it has unapplied migrations on {alias}: run migrate --database {alias} first") for alias in aliases),
         (("makemigrations", "--check", "--dry-run"), "its models have changes without a migration: run makemigrations first"),
     ]
-    checked = source or target
-    wanted = checks if source else checks[1:]
+    wanted = checks
     outcomes = checked.manage.checks(*(args for args, _meaning in wanted), what="preflight checks")
     for (args, meaning), (passed, crash) in zip(wanted, outcomes):
         if crash:
@@ -136,7 +138,7 @@ def preflight(
             raise BadInput(f"refusing to go on: {meaning} on {checked.name} (they would be faked and lost)")
     if manifest is not None:
         code = {app.label: app.migrations for app in target.project.apps}
-        bundle.require_matches_code(manifest, code, name="the bundle")
+        bundle.require_matches_code(manifest, code, name="the bundle", aliases={app.label: app.aliases for app in target.project.apps})
     needed = sorted(set(manifest_extensions) | set(config.extensions))
     params = target.params().with_dbname("postgres")
     admin = target.admin()
@@ -500,8 +502,7 @@ def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databa
         by_content = by_content or bool(entry.contents)
     aliases = target.project.postgres_aliases()
     *migrated, (complete, models_error) = manage.checks(
-        *(("migrate", "--check", "--database", alias) for alias in aliases), ("makemigrations", "--check", "--dry-run"),
-        what="verify checks",
+        *(("squashkit-migrated", alias) for alias in aliases), ("makemigrations", "--check", "--dry-run"), what="verify checks",
     )
     for alias, (applied, migrate_error) in zip(aliases, migrated):
         if not applied:

@@ -224,6 +224,9 @@ def test_every_command_keeps_every_row_of_every_alias_and_schema(atlas):
     for alias in ("default", "data", "analytics"):
         atlas.manage("prod", "migrate", "--check", "--database", alias)
     assert not [name for name in atlas.databases() if name.endswith(("__squashkit_new", "__squashkit_scratch"))]
+    listed = atlas.run("cleanup", "--list", "--env", "prod")  # each kept database once, not once per alias
+    kept_names = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("database")]
+    assert sorted(kept_names) == sorted(atlas.names[f"prod_{w}"] + "__squashkit_prev" for w in ("main", "analytics"))
 
 
 def make_prod(atlas: Atlas) -> dict:
@@ -284,6 +287,15 @@ def test_recreate_twice_gives_the_same_databases_with_the_fixtures_on_their_alia
     again = atlas.run("recreate", "--env", "dev", "--fixture", str(fixture), "--yes")
     assert again.code == 0, again.stderr
     assert atlas.fingerprint("dev") == once
+    # Killed once the new databases hold their tables: resume drops them, the files come back.
+    migrations = {p.name: p.read_bytes() for p in (atlas.root / "atlas" / "places" / "migrations").glob("0*.py")}
+    killed = atlas.run("recreate", "--env", "dev", "--fixture", str(fixture), "--yes", env={"SQUASHKIT_TEST_KILL_AT": "dev:verify"})
+    assert killed.code == -9, killed.stderr[-2000:]
+    resumed = atlas.run("resume", "--yes")
+    assert resumed.code == 0 and "Nothing was lost" in resumed.stdout, resumed.stderr
+    assert atlas.fingerprint("dev") == once
+    assert {p.name: p.read_bytes() for p in (atlas.root / "atlas" / "places" / "migrations").glob("0*.py")} == migrations
+    assert not [name for name in atlas.databases() if name.endswith("__squashkit_new")]
     for alias in ("default", "data", "analytics"):
         atlas.manage("dev", "migrate", "--check", "--database", alias)
 

@@ -29,10 +29,14 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
                           tarball is checked against the disk
     3  create_side_database  side: <name>__squashkit_new, like the source,      side: undo_side drops it (only a
        recreate_database  commented with the run; in place: end sessions, DROP  database whose comment names the
-                          DATABASE, CREATE DATABASE; then CREATE EXTENSION      run); in place: phase.roll_back
-                                                                                from the safety bundle
+                          DATABASE, CREATE DATABASE; then its foundation        run); in place: phase.roll_back
+                          (foundation.lay: settings, schemas, extensions in     from the safety bundle
+                          the source's schemas and their rows); once per
+                          database, however many aliases reach it
     4  pg_restore         --no-owner --no-privileges --exit-on-error, from a    as 3
-                          table of contents without the extensions' entries
+                          table of contents without what 3 made; the dump's
+                          own functions pinned to a search_path in between
+                          its definitions and its data (foundation.restore_pinned)
     5  makemigrations     squash: every project app, then the carried           as 2
                           operations (losses.carry_over); a squash that moves
                           no data points it at an empty scratch database (the
@@ -45,9 +49,11 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
                           save the project apps' rows (journal, bundle's        one transaction), then as 2;
                           history.json), delete them, insert the new files as   rollback BUNDLE --migrations-only
                           applied as the scratch migrate recorded them; then 7  does the same later
-    6  fake_migrations    migrate --fake per alias into an emptied              as 3
-                          django_migrations (never --fake-initial)
-    7  verify             the bundle's row counts; migrate --check and          (nothing changed)
+    6  fake_migrations    migrate --fake per alias (TEST DEPENDENCIES order)    as 3
+                          into the emptied django_migrations its search_path
+                          finds (never --fake-initial)
+    7  verify             the bundle's content; on every alias the migrations   (nothing changed)
+                          of the apps its router allows applied, and
                           makemigrations --check clean
     8  swap_in            side: drop the database an earlier run kept, end      undo_side renames back
                           sessions, then in one transaction <name> ->

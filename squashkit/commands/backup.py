@@ -6,15 +6,18 @@ The algorithm, in order (each step names the failure it guards against):
 2. Check the client tools against each server before writing anything
    (pg_dump refuses a newer server; better to say so than to leave a half bundle).
 3. Open a private ``.partial`` bundle directory; any failure deletes it.
-4. Per alias, export one repeatable-read snapshot and read from it the facts (row counts,
-   extensions, schemas, applied migrations, every sequence) and the content types and
-   permissions (written with their ids to contenttypes.json, so a reload can put them back).
-5. Per alias, side by side and all in that snapshot, so that the whole bundle is one moment
+4. Per database (once however many aliases reach it, ``squashkit.databases``), its foundation
+   (settings, schemas, extensions in their schemas, extension rows), then one exported
+   repeatable-read snapshot and read from it the facts (row counts, extensions, schemas, every
+   sequence) and, per alias through its own search_path, its django_migrations, its models'
+   tables and its content types and permissions (written with their ids to contenttypes.json,
+   so a reload can put them back).
+5. Per database, side by side and all in that snapshot, so that the whole bundle is one moment
    even on a database that is being written:
-   - ``pg_dump --snapshot``, in the background;
-   - db.json, rendered by PostgreSQL (``squashkit.jsonfixture``: one ``COPY (SELECT
-     json_build_object(...))`` per model, streamed to the file) on a second connection that
-     imports the snapshot; a model only Django can write (a field with its own
+   - ``pg_dump --snapshot``, in the background, every alias's django_migrations without its rows;
+   - each alias's json (db.json for default), rendered by PostgreSQL (``squashkit.jsonfixture``:
+     one ``COPY (SELECT json_build_object(...))`` per model, streamed to the file) on a
+     connection of that alias that imports the snapshot; a model only Django can write (a field with its own
      ``value_to_string``) goes through Django's serializer, in the project, in the same snapshot;
      unmanaged models are left out (migrate does not create them; a view cannot be loaded);
    - each table's content hashes (``squashkit.content``), which every restore and load of the

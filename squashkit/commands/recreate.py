@@ -234,7 +234,12 @@ def _foundation(target: Target, database: Database) -> foundation.Foundation:
         with postgres.connect(params) as conn:
             found = foundation.read(conn)
     needed = schema_swap.project_schemas(target.project, database)
-    return found.model_copy(update={"schemas": list(dict.fromkeys([*found.schemas, *needed]))})
+    extensions = list(found.extensions)
+    # GeoDjango's backend creates PostGIS at the first migrate, which only a superuser may: the admin does it first.
+    if "postgis" not in found.extension_schemas() and any(
+            "postgis" in target.project.databases[alias].get("ENGINE", "") for alias in database.aliases):
+        extensions.append(foundation.Extension(name="postgis", schema="public", version=""))
+    return found.model_copy(update={"schemas": list(dict.fromkeys([*found.schemas, *needed])), "extensions": extensions})
 
 
 def _empty(config: Config, target: Target, mode: str, live: dict[str, str], work: dict[str, str],

@@ -212,6 +212,13 @@ def test_every_command_keeps_every_row_of_every_alias_and_schema(atlas):
     assert_like_dev(atlas, dev)
     assert ewkb(atlas, "prod") == geometries
 
+    # The squash undone on dev, data untouched: every alias's django_migrations rows come back.
+    unsquashed = atlas.run("rollback", squashed.stdout.strip().splitlines()[-1], "--migrations-only", "--yes")
+    assert unsquashed.code == 0, unsquashed.stderr
+    assert atlas.fingerprint("dev") == dev
+    for alias in ("default", "data", "analytics"):
+        atlas.manage("dev", "migrate", "--check", "--database", alias)
+
     # rollback from the bundle (its dump), from its json, and back to the kept databases.
     for path, natural in ((bundle, False), (bundle / "db.json", True)):
         back = atlas.run("rollback", str(path), "--env", "prod", "--yes")

@@ -152,10 +152,16 @@ def lay(
     could not be done; the caller drops the database it just created."""
     done = []
     found = found or Foundation()
-    for setting in found.settings:
+    with postgres.connect(params) as conn:
+        roles = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles")}
+    # A role's setting goes where the role exists (another server may not have it: said, not failed).
+    settings = [s for s in found.settings if s.role is None or s.role in roles]
+    for setting in settings:
         _as_owner_or_admin(params, admin, lambda c, s=setting: _apply_setting(c, params.dbname, s), f"setting {setting.name}")
-    if found.settings:
-        done.append("settings " + ", ".join(f"{s.name}={s.value}" + (f" for {s.role}" if s.role else "") for s in found.settings))
+    if settings:
+        done.append("settings " + ", ".join(f"{s.name}={s.value}" + (f" for {s.role}" if s.role else "") for s in settings))
+    if len(settings) < len(found.settings):
+        done.append("no role " + ", ".join(sorted({s.role for s in found.settings if s not in settings})) + " here for its settings")
     with postgres.connect(params) as conn:
         for name in found.schemas:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(name)))

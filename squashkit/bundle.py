@@ -6,8 +6,9 @@ A bundle is a directory ``<backup_dir>/<env>-<UTC timestamp>/``::
     db.json              dumpdata of alias 'default' (content types and permissions by natural key,
                          datetimes to the microsecond, unmanaged models left out)
     contenttypes.json    the content types and permissions of 'default' with their ids
-    db.dump              pg_dump -Fc of 'default' without django_migrations (db.dump/ with -Fd)
-    <alias>.json/.dump   the same for every other PostgreSQL alias (<alias>.contenttypes.json too)
+    db.dump              pg_dump -Fc of 'default' without django_migrations' rows (db.dump/ with -Fd)
+    <alias>.json/.dump   the same for every other PostgreSQL alias (<alias>.contenttypes.json too); an
+                         alias reaching a database another alias has dumped has its json only
     migrations.tar.gz    every migration file of the project's own apps, as they were
     log.txt              what ran, in order (no passwords, ever)
 
@@ -32,12 +33,15 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from squashkit import content
 from squashkit.content import TableContent
 from squashkit.errors import BadInput, DiskFull
+from squashkit.foundation import Foundation
 from squashkit.postgres import DatabaseFacts, table_counts
 
 MANIFEST = "manifest.json"
 # 2: contenttypes.json, json_tables, sequences in the facts, datetimes to the microsecond.
 # 3: content hashes per table (contents), db.json rendered by PostgreSQL in the dump's snapshot.
-FORMAT_VERSION = 3
+# 4: a database several aliases reach is dumped once (dump_of); its foundation (schemas, settings,
+#    extensions in their schemas, extension rows); django_migrations dumped without its rows.
+FORMAT_VERSION = 4
 
 
 class AliasBackup(BaseModel):
@@ -67,6 +71,14 @@ class AliasBackup(BaseModel):
         default_factory=dict, description="Models Django's serializer wrote (not PostgreSQL), and why."
     )
     facts: DatabaseFacts
+    dump_of: str | None = Field(
+        None, description="Another alias reaches the same database: the alias whose entry holds its dump, content "
+        "hashes and foundation (this entry's dump is that file, its django_migrations its own). None: this entry's own.",
+    )
+    foundation: Foundation | None = Field(
+        None, description="The database's settings, schemas, extensions (with their schemas) and extension rows, laid "
+        "into a new database before pg_restore or migrate. None in bundles before format 4 and on dump_of entries.",
+    )
     contents: dict[str, TableContent] = Field(
         default_factory=dict,
         description="Per table (schema.name, django_migrations aside): its row count, row hash and column hashes, "
@@ -336,7 +348,9 @@ def verify_hashes(directory: Path, manifest: Manifest) -> None:
         )
 
 
-def require_matches_code(manifest: Manifest, code: dict[str, list[str]], *, name: str = "the bundle") -> None:
+def require_matches_code(
+    manifest: Manifest, code: dict[str, list[str]], *, name: str = "the bundle", aliases: dict[str, list[str]] | None = None,
+) -> None:
     """Refuse a bundle the code cannot take as it is: ``code`` maps every app label of the
     project to its migration names on disk.
 
@@ -368,7 +382,9 @@ def require_matches_code(manifest: Manifest, code: dict[str, list[str]], *, name
                 f"(e.g. {app}.{migration}): its schema is newer than the code; restore it with the code it was taken "
                 "with (squashkit rollback puts its migration files back); nothing was changed"
             )
-        never = sorted((app, migration) for app, names in code.items() for migration in names if (app, migration) not in applied)
+        # An app the routers keep off this alias may be recorded there or not (``aliases``: where each app migrates).
+        never = sorted((app, migration) for app, names in code.items() for migration in names
+                       if (app, migration) not in applied and (aliases is None or entry.alias in aliases.get(app, [entry.alias])))
         if never:
             app, migration = never[0]
             raise BadInput(

@@ -24,6 +24,7 @@ from squashkit.commands import backup as backup_command
 from squashkit.commands import check as check_command
 from squashkit.commands import kept as kept_command
 from squashkit.commands import promote as promote_command
+from squashkit.commands import recreate as recreate_command
 from squashkit.commands import restore as restore_command
 from squashkit.commands import resume as resume_command
 from squashkit.commands import rollback as rollback_command
@@ -229,6 +230,18 @@ def rollback(
     else:
         rollback_command.rollback(_config(), path=path, env=env, yes=yes, in_place=in_place, typed=confirm,
                                   loaddata=loaddata, log=_log)
+    _account()
+
+
+@app.command()
+def recreate(
+    env: Optional[str] = EnvOption,
+    fixture: list[Path] = typer.Option([], "--fixture", help="A fixture to load, on every alias that allows its models (repeatable)."),
+    keep_migrations: bool = typer.Option(False, "--keep-migrations", help="Migrate the migration files as they are (no regeneration)."),
+    yes: bool = YesOption,
+) -> None:
+    """CI: recreate the databases (or the project's schemas), regenerate the migrations, migrate every alias, load fixtures."""
+    recreate_command.recreate(_config(), env=env, fixtures=fixture, keep_migrations=keep_migrations, yes=yes, log=_log)
     _account()
 
 

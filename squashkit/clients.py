@@ -177,18 +177,31 @@ def dump_table_data(pg_restore: sh.Command, dump: Path, tables: Iterable[str] | 
     return {table for _line, entry in _toc(pg_restore, dump) if (table := _table_data_of(entry, tables))}
 
 
-def filtered_toc(pg_restore: sh.Command, dump: Path, skip_tables: set[str]) -> tuple[str, list[str]]:
-    """The dump's table of contents without what belongs to extensions; returns (list, dropped entries).
+def filtered_toc(
+    pg_restore: sh.Command, dump: Path, skip_tables: set[str], schemas: set[str] = frozenset()
+) -> tuple[str, list[str]]:
+    """The dump's table of contents without what the new database has already; returns (list, dropped entries).
 
-    squashkit creates the extensions itself (with the admin connection where needed), so their
-    CREATE/COMMENT entries and the data of their own tables would only fail: "must be owner of
-    extension", a duplicate spatial_ref_sys. With them gone, any error left is a real one.
+    squashkit creates the schemas, the extensions and their configuration rows itself before the
+    restore (``foundation.lay``, with the admin connection where needed), so their CREATE/COMMENT
+    entries and the data of the extensions' own tables and sequences (``skip_tables``) would only
+    fail: "must be owner of extension", a duplicate spatial_ref_sys row, "schema already exists".
+    With them gone, any error left is a real one.
     """
     kept, dropped = [], []
     for line, entry in _toc(pg_restore, dump):
         is_extension = entry.startswith(("EXTENSION ", "COMMENT - EXTENSION "))
-        if is_extension or _table_data_of(entry, skip_tables) in skip_tables:
+        made = is_extension or any(entry.startswith(f"SCHEMA - {name} ") or entry == f"SCHEMA - {name}" for name in schemas)
+        if made or _table_data_of(entry, skip_tables) in skip_tables or _sequence_set_of(entry, skip_tables) in skip_tables:
             dropped.append(entry)
         else:
             kept.append(line)
     return "\n".join(kept) + "\n", dropped
+
+
+def _sequence_set_of(entry: str, sequences: set[str]) -> str | None:
+    """``schema.sequence`` of a SEQUENCE SET entry among ``sequences``, else None."""
+    if not entry.startswith("SEQUENCE SET "):
+        return None
+    return _table_data_of("TABLE DATA " + entry.removeprefix("SEQUENCE SET "), sequences)
+

@@ -148,6 +148,45 @@ def install_server() -> Path:
     return bindir
 
 
+def install_postgis(cluster: Cluster) -> None:
+    """PostGIS for the cluster's server, and the GDAL and GEOS libraries GeoDjango loads, installed
+    with apt-get (Debian/Ubuntu, as root) when missing; ``OperationFailed`` says why when they
+    cannot be. The running server needs no restart: CREATE EXTENSION loads the library itself."""
+    if _has_extension(cluster, "postgis") and _has_gdal():
+        return
+    package = f"postgresql-{cluster.bindir.parent.name}-postgis-3"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise OperationFailed(f"PostGIS or GDAL is missing and cannot be installed here (not root, or no apt-get): install {package} and gdal-bin")
+    print(f"squashkit: installing {package} and gdal-bin with apt-get ...", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    apt = sh.Command("apt-get")
+    try:
+        try:
+            apt("install", "-y", "-q", "--no-install-recommends", package, "gdal-bin", _env=env, _err_to_out=True)
+        except sh.ErrorReturnCode:  # stale package lists: update them once and try again
+            apt("update", "-q", _env=env, _err_to_out=True)
+            apt("install", "-y", "-q", "--no-install-recommends", package, "gdal-bin", _env=env, _err_to_out=True)
+    except sh.ErrorReturnCode as exc:
+        tail = exc.stdout.decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise OperationFailed(f"apt-get could not install {package} and gdal-bin: {tail[0]}") from exc
+    if not _has_extension(cluster, "postgis"):
+        raise OperationFailed(f"{package} is installed but the server at {cluster.bindir} does not offer postgis")
+
+
+def _has_extension(cluster: Cluster, name: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(**cluster.conninfo(), autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", [name]).fetchone() is not None
+
+
+def _has_gdal() -> bool:
+    """GeoDjango finds GDAL and GEOS with ctypes, as this does."""
+    from ctypes.util import find_library
+
+    return bool(find_library("gdal") and find_library("geos_c"))
+
+
 # --- running as an unprivileged user --------------------------------------------------------
 
 

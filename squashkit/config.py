@@ -27,6 +27,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -88,7 +89,11 @@ class Environment(BaseModel):
         description="Extra environment variables for the project (e.g. DATABASE_URL).",
     )
     admin: AdminConnection | None = Field(None, description="Optional superuser connection.")
-    protected: bool = Field(False, description="Destructive commands ask for the database name.")
+    protected: bool = Field(False, description="Destructive commands ask for the database name; recreate refuses it.")
+    recreate: Literal["database", "schemas"] = Field(
+        "database", description="What squashkit recreate replaces: the whole database (built beside it and swapped in), "
+        "or only the project's schemas inside it, when the user may not drop or create the database.",
+    )
 
     def expanded_env(self) -> dict[str, str]:
         """``env`` with ``${NAME}`` replaced from squashkit's own environment, so secrets stay out of the file."""

@@ -34,15 +34,16 @@ class Header(BaseModel):
     """The first line of a journal: what was asked, so ``resume`` can act without the original command line."""
 
     run: str = Field(description="Run id, also the journal's file name.")
-    command: Literal["restore", "squash", "promote", "rollback"]
+    command: Literal["restore", "squash", "promote", "rollback", "recreate"]
     target: str = Field(description="The environment whose database is replaced.")
     source: str | None = Field(None, description="promote's source environment.")
     argument: str | None = Field(None, description="The bundle or fixture path, or promote's spec.")
     squash: bool = False
     loaddata: bool = Field(False, description="rollback: the json is loaded by Django's loaddata, not by SQL.")
-    mode: Literal["side", "in-place", "online"] = Field(
-        description="How the target's database changes: rebuilt beside it and swapped in, dropped and rebuilt, or "
-        "online (a squash or rollback --migrations-only: only django_migrations is rewritten, no data moves).")
+    mode: Literal["side", "in-place", "online", "schemas"] = Field(
+        description="How the target's database changes: rebuilt beside it and swapped in, dropped and rebuilt, "
+        "online (a squash or rollback --migrations-only: only django_migrations is rewritten, no data moves), or "
+        "schemas (recreate where the database may not be dropped: its project schemas rebuilt beside the old ones).")
     config: Path = Field(description="The config file the run used.")
     pid: int
     host: str

@@ -37,12 +37,13 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, history, journal, losses, postgres, schema, steps
+from squashkit import bundle, history, journal, losses, postgres, schema, scratch, steps
 from squashkit.config import Config
+from squashkit.databases import Database, physical, server_of
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
-from squashkit.project import ManagePy, archive_migrations, verify_archive_matches_disk
+from squashkit.project import archive_migrations, verify_archive_matches_disk
 from squashkit.target import Target, resolve
 
 Log = Callable[[str], None]
@@ -55,11 +56,11 @@ def preflight(config: Config, target: Target) -> None:
     admin = target.admin()
     for alias in target.project.postgres_aliases():
         params = target.params(alias)
-        scratch = schema.scratch_name(params.dbname)
+        scratch_name = schema.scratch_name(params.dbname)
         with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
-            if postgres.database_exists(conn, scratch):
+            if postgres.database_exists(conn, scratch_name):
                 raise BadInput(
-                    f"{scratch} is left over from an earlier run ({postgres.database_comment(conn, scratch) or 'no comment'}): "
+                    f"{scratch_name} is left over from an earlier run ({postgres.database_comment(conn, scratch_name) or 'no comment'}): "
                     "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)")
             if not postgres.database_exists(conn, params.dbname):
                 continue  # restore --squash onto an environment with no database yet: the restore makes it
@@ -74,7 +75,7 @@ def preflight(config: Config, target: Target) -> None:
                            "nothing was changed")
         if not may_create and admin is None:
             raise BadInput(
-                f"{user} may not create the scratch database {scratch} a squash proves the new migrations in: "
+                f"{user} may not create the scratch database {scratch_name} a squash proves the new migrations in: "
                 f"ALTER ROLE {user} CREATEDB, or configure an admin connection (nothing was changed)")
 
 
@@ -106,7 +107,7 @@ def squash(
             step = "makemigrations"
             record.started(step, env, databases=scratch)
             manage.run("makemigrations", *apps, "-v", "0", what="makemigrations")
-            log(f"makemigrations done for {', '.join(apps)} (pointed at the empty {', '.join(scratch.values())})")
+            log(f"makemigrations done for {', '.join(apps)} (pointed at the empty {', '.join(dict.fromkeys(scratch.values()))})")
             written = losses.carry_over(carried, target.project) if carried is not None else []
             if written:
                 log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
@@ -114,7 +115,9 @@ def squash(
             # 5b. The new files must build exactly the live schema; what their migrate records is what 5c writes.
             step = "schema equivalence"
             record.started(step, env, databases=scratch)
-            new = {alias: _prove(config, target, manage, alias, scratch[alias], apps, allow_drift, log) for alias in live}
+            new = {}
+            for database in physical(target.project):
+                new.update(_prove(target, database, scratch, apps, allow_drift, log))
             record.finished(step, env)
         # 5c. One transaction per database; undone by putting the saved rows back.
         step = "rewrite history"
@@ -141,30 +144,31 @@ def squash(
 
 @contextlib.contextmanager
 def _scratch_databases(config: Config, target: Target) -> Iterator[dict[str, str]]:
-    """An empty scratch database per alias (``<name>__squashkit_scratch``, like the live one, its
-    extensions included), dropped whatever happens."""
+    """An empty scratch database per database (``<name>__squashkit_scratch``, like the live one, its
+    foundation included), named for every alias that reaches it; dropped whatever happens."""
     with contextlib.ExitStack() as stack:
-        yield {
-            alias: stack.enter_context(schema.scratch_database(
-                target.params(alias), admin=target.admin(), extensions=config.extensions))
-            for alias in target.project.postgres_aliases()
-        }
+        names: dict[str, str] = {}
+        for database in physical(target.project):
+            names.update(stack.enter_context(scratch.empty(
+                database, target.params(database.alias), admin=target.admin(), extensions=config.extensions)))
+        yield names
 
 
 def _prove(
-    config: Config, target: Target, manage: ManagePy, alias: str, scratch: str, apps: list[str], allow_drift: bool, log: Log,
-) -> list[tuple[str, str]]:
-    """Step 5b for one alias: a real migrate of the new files into the scratch database, compared with
-    the live database; returns the project apps' rows that migrate recorded, in its order."""
-    manage.run("migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate into the scratch database {scratch}")
-    params = target.params(alias)
-    with postgres.connect(params.with_dbname(scratch)) as conn:
-        built = schema.snapshot(conn)
-        built.round_trips = schema.round_trips(conn, built)
-        recorded = [(row.app, row.name) for row in history.read(conn, apps)]
-    with postgres.connect(params) as conn:
+    target: Target, database: Database, names: dict[str, str], apps: list[str], allow_drift: bool, log: Log,
+) -> dict[str, list[tuple[str, str]]]:
+    """Step 5b for one database: a real migrate of the new files into its scratch database (every
+    alias that reaches it, in order), compared with the live database; returns, per alias, the
+    project apps' rows that migrate recorded in the django_migrations that alias finds, in its order."""
+    scratch.migrate(target.manage, target.project, database, names)
+    recorded = {}
+    for alias in database.aliases:
+        with postgres.connect(target.params(alias).with_dbname(names[alias])) as conn:
+            recorded[alias] = [(row.app, row.name) for row in history.read(conn, apps)] if history.exists(conn) else []
+    built = scratch.built(target.params(database.alias).with_dbname(names[database.alias]))
+    with postgres.connect(target.params(database.alias)) as conn:
         actual = schema.snapshot(conn)
-    steps.judge_schema(schema.compare(built, actual), alias, "live", allow_drift, log)
+    scratch.judge(schema.compare(built, actual), ", ".join(database.aliases), "live", allow_drift, log)
     return recorded
 
 
@@ -173,12 +177,19 @@ def _rewrite(target: Target, files_bundle: Path, record: Journal, apps: list[str
     """Step 5c: the locked rows saved in the journal and the bundle, then replaced, per database."""
     env = target.name
     databases = {}
+    tables: dict[tuple, str] = {}
     for alias in new:
-        with postgres.connect(target.params(alias)) as conn:
-            if history.exists(conn):
-                databases[alias] = target.params(alias)
-            else:
-                log(f"[{alias}] no django_migrations in {target.params(alias).dbname}: nothing recorded there to rewrite")
+        params = target.params(alias)
+        with postgres.connect(params) as conn:
+            table = conn.execute("SELECT to_regclass('django_migrations')::oid").fetchone()[0]
+        if table is None:
+            log(f"[{alias}] no django_migrations in {params.dbname}: nothing recorded there to rewrite")
+        elif (key := (server_of(params), params.dbname, table)) in tables:
+            # Two aliases whose search_paths find one table: rewritten once, by the first.
+            log(f"[{alias}] its django_migrations is {tables[key]}'s: rewritten with it")
+        else:
+            tables[key] = alias
+            databases[alias] = params
 
     def announce(before: dict[str, list[history.Row]], after: dict[str, list[tuple[str, str]]]) -> None:
         saved = [history.AliasHistory(alias=alias, database=databases[alias].dbname, before=before[alias], after=after[alias])

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, fixture, journal, jsonload, losses, online, postgres, steps
+from squashkit import bundle, fixture, foundation, journal, jsonload, losses, online, postgres, scratch, steps
 from squashkit.config import Config
-from squashkit.errors import OperationFailed, SquashkitError, UndoIncomplete, first_line
+from squashkit.databases import migrate_order, once_per_database, physical
+from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
 from squashkit.project import ManagePy, ProjectInfo, verify_archive_matches_disk
@@ -52,9 +53,12 @@ def replace_database(
     """
     manifest = bundle.read_manifest(source_bundle)
     safety = bundle.read_manifest(safety_bundle) if safety_bundle else None
-    entries = [e for e in manifest.databases if e.alias in target.project.postgres_aliases()]
-    live, work, side = database_names(target, [e.alias for e in entries], mode)
+    aliases = [e.alias for e in manifest.databases if e.alias in target.project.postgres_aliases()]
+    entries = dumps_to_restore(target, manifest)
+    live, work, side = database_names(target, aliases, mode)
     env = target.name
+    for entry in entries:  # refused before anything changes
+        foundation.require_same_schemas(target.params(entry.alias), entry.foundation, f"bundle {source_bundle.name}")
     record.started(
         "phase", env, mode=mode, squash=squash, source_bundle=str(source_bundle),
         safety_bundle=str(safety_bundle) if safety_bundle else None,
@@ -78,9 +82,9 @@ def replace_database(
             record.started(step, env, database=work[alias], drops=None if side else live[alias])
             changed = True
             if side:
-                steps.create_side_database(target, alias, work[alias], entry.facts, extensions, record.run, log)
+                steps.create_side_database(target, alias, work[alias], entry.facts, extensions, record.run, log, entry.foundation)
             else:
-                steps.recreate_database(target, alias, entry.facts, extensions, log)
+                steps.recreate_database(target, alias, entry.facts, extensions, log, entry.foundation)
             record.finished(step, env)
             step = f"pg_restore {alias}"
             record.started(step, env, database=work[alias])
@@ -106,7 +110,7 @@ def replace_database(
             # 5b. The new files must build exactly the restored schema (a scratch database, always dropped).
             step = "schema equivalence"
             record.started(step, env)
-            steps.require_equivalent_schema(config, target, side, allow_drift, log)
+            scratch.require_equivalent(config, target, side, allow_drift, log)
             record.finished(step, env)
         # 6. migrate --fake into an emptied django_migrations; undone as 3.
         step = "migrate --fake"
@@ -145,6 +149,22 @@ def replace_database(
         raise OperationFailed(f"step '{step}' failed: {reason}. {state}") from None
 
 
+def dumps_to_restore(target: Target, manifest: bundle.Manifest) -> list[bundle.AliasBackup]:
+    """The bundle's entries to create and restore, one per database of the target (the entry whose
+    dump it is, reached through the target's first alias of that database). A bundle whose aliases
+    reached their databases otherwise (two dumps for one database of the target) is refused."""
+    entries = {e.alias: e for e in manifest.databases}
+    chosen = []
+    for database in physical(target.project, list(entries)):
+        dumps = {entries[alias].dump_of or alias for alias in database.aliases}
+        if len(dumps) > 1:
+            raise BadInput(
+                f"the bundle holds {', '.join(sorted(dumps))} as databases of their own, but {target.name} reaches them as "
+                f"one database, {database.name}: restore it where its aliases are laid out the same (nothing was changed)")
+        chosen.append(entries[dumps.pop()])
+    return chosen
+
+
 def database_names(target: Target, aliases: list[str], mode: steps.Mode) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """(live names, the names the phase builds, the side names alone: empty in place), per alias."""
     live = {alias: target.params(alias).dbname for alias in aliases}
@@ -153,9 +173,11 @@ def database_names(target: Target, aliases: list[str], mode: steps.Mode) -> tupl
 
 
 def swap_all(target: Target, live: dict[str, str], side: dict[str, str], record: Journal, log: Log) -> None:
-    """Step 8 for every alias, each journalled before it acts."""
-    for alias in side:
+    """Step 8 for every database (once however many aliases reach it), each journalled before it acts."""
+    for alias in once_per_database(target.project, side):
         record.started(f"swap {alias}", target.name, database=live[alias], kept=steps.side_name(live[alias], steps.KEPT))
+        if _fault(f"fail-swap:{target.name}:{alias}"):  # a rename that fails after an earlier one succeeded
+            raise OperationFailed(f"renaming {side[alias]} to {live[alias]} failed: test fault")
         steps.swap_in(target, alias, side[alias], record.run, log)
         record.finished(f"swap {alias}", target.name)
 
@@ -172,8 +194,9 @@ def roll_back(config: Config, target: Target, safety_bundle: Path | None, safety
     except (SquashkitError, OSError) as exc:
         return f"Putting the migration files back failed ({exc}); {finish}"
     try:
-        for entry in safety.databases:
-            steps.recreate_database(target, entry.alias, entry.facts, [*entry.facts.extensions, *config.extensions], log)
+        for entry in dumps_to_restore(target, safety):
+            steps.recreate_database(target, entry.alias, entry.facts, [*entry.facts.extensions, *config.extensions], log,
+                                    entry.foundation)
             steps.pg_restore(config, target, entry.alias, safety_bundle / entry.dump, 1, log)
         steps.fake_migrations(target, log)
         steps.verify(target, safety, log)
@@ -192,11 +215,13 @@ def roll_back(config: Config, target: Target, safety_bundle: Path | None, safety
 
 def _rollback_json(config: Config, target: Target, bundle_dir: Path, manifest: bundle.Manifest, log: Log) -> None:
     """In place, from a safety bundle's json (the automatic rollback's last resort)."""
-    for entry in manifest.databases:
-        steps.recreate_database(target, entry.alias, entry.facts, [*entry.facts.extensions, *config.extensions], log)
-    for entry in manifest.databases:
-        target.manage.run("migrate", "--database", entry.alias, "-v", "0", what=f"migrate on {entry.alias}")
-        load_json(target.manage, target.params(entry.alias), bundle_dir, entry, target.project, log)
+    for entry in dumps_to_restore(target, manifest):
+        steps.recreate_database(target, entry.alias, entry.facts, [*entry.facts.extensions, *config.extensions], log,
+                                entry.foundation)
+    entries = {e.alias: e for e in manifest.databases}
+    for alias in [a for a in migrate_order(target.project) if a in entries]:
+        target.manage.run("migrate", "--database", alias, "-v", "0", what=f"migrate on {alias}")
+        load_json(target.manage, target.params(alias), bundle_dir, entries[alias], target.project, log)
     log(f"{target.name} rebuilt from {bundle_dir.name}'s json")
 
 
@@ -212,16 +237,21 @@ def rebuild_from_json(
     one transaction), or, with ``loaddata``, by Django's ``loaddata`` (which sends the save
     signals, ``raw=True``, that the SQL load does not)."""
     entries = {e.alias: e for e in manifest.databases} if manifest else {}
-    aliases = [a for a in (entries or ["default"]) if a in target.project.postgres_aliases()]
+    aliases = [a for a in migrate_order(target.project) if a in (entries or ["default"])]
+    created = {e.alias: e for e in dumps_to_restore(target, manifest)} if manifest else {"default": None}
     live, work, side = database_names(target, aliases, mode)
     manage = target.manage.on(side)
     env = target.name
+    for alias, entry in created.items():
+        if entry is not None:
+            foundation.require_same_schemas(target.params(alias), entry.foundation, f"bundle {bundle_dir.name}")
     record.started("phase", env, mode=mode, squash=False, source_bundle=str(bundle_dir or lone), safety_bundle=None,
                    databases={alias: {"live": live[alias], "work": work[alias]} for alias in aliases})
     step = "create"
     try:
-        for alias in aliases:
-            facts = entries[alias].facts if entries else None
+        for alias, entry in created.items():  # once per database
+            facts = entry.facts if entry else None
+            found = entry.foundation if entry else None
             extensions = [*(facts.extensions if facts else []), *config.extensions]
             step = f"create {alias}"
             record.started(step, env, database=work[alias])
@@ -229,9 +259,9 @@ def rebuild_from_json(
                 with postgres.connect(target.params(alias).with_dbname("postgres")) as conn:
                     shape = postgres.database_locale(conn, live[alias]) or postgres.database_locale(conn, "template0")
                 like = facts or postgres.DatabaseFacts.model_construct(encoding=shape[0], collate=shape[1], ctype=shape[2])
-                steps.create_side_database(target, alias, work[alias], like, extensions, record.run, log)
+                steps.create_side_database(target, alias, work[alias], like, extensions, record.run, log, found)
             else:
-                steps.recreate_database(target, alias, facts, extensions, log)
+                steps.recreate_database(target, alias, facts, extensions, log, found)
             record.finished(step, env)
         for alias in aliases:
             step = f"load json {alias}"

@@ -12,12 +12,13 @@ from pydantic import BaseModel, Field
 
 from squashkit import history, postgres, schema, steps
 from squashkit.config import Config
+from squashkit.databases import primary_aliases
 from squashkit.target import Target
 
 # One snapshot: pg_dump in the background, db.json and the content hashes read beside it.
 BACKUP_COMMANDS = [
     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()",
-    "pg_dump -Fc --exclude-table=django_migrations --snapshot=<id>",
+    "pg_dump -Fc --exclude-table-data=<each alias's django_migrations> --snapshot=<id>",
     "COPY (SELECT json_build_object(...) FROM <table> ORDER BY <pk>) TO STDOUT  -- per model, in the snapshot: db.json",
     "SELECT count(*), sum(hashtextextended(ROW(...)::text, 0)), ... FROM <table>  -- per table: content hashes",
 ]
@@ -57,6 +58,7 @@ def build(
     the source's real encoding, locale and extensions.
     """
     aliases = [alias for alias in target.project.postgres_aliases() if alias in shapes]
+    once = [alias for alias in primary_aliases(target.project) if alias in shapes]  # a database two aliases reach: once
     swaps: list[PlannedStep] = []
     planned = [
         PlannedStep(
@@ -86,7 +88,7 @@ def build(
             commands=[f"rm {a.migrations_folder_resolved}/[!_]*.py" for a in target.project.own_apps() if a.migrations_folder_resolved],
             undo="the files are put back from the bundle's migrations.tar.gz",
         ))
-    for alias in aliases:
+    for alias in once:
         params, shape = target.params(alias), shapes[alias]
         live = params.dbname
         name = steps.side_name(live, steps.SIDE) if mode == "side" else live
@@ -187,6 +189,7 @@ def build_squash(config: Config, *, target: Target, shapes: dict[str, Shape], so
         ),
     ]
     scratch_sql, rewrite_sql = [], []
+    once = primary_aliases(target.project)
     for alias in aliases:
         params, shape = target.params(alias), shapes[alias]
         scratch = schema.scratch_name(params.dbname)
@@ -195,7 +198,7 @@ def build_squash(config: Config, *, target: Target, shapes: dict[str, Shape], so
             statements = [
                 postgres.create_database_statement(scratch, owner, shape.encoding, shape.collate, shape.ctype),
                 *(postgres.create_extension_statement(ext) for ext in sorted(set(shape.extensions) | set(config.extensions)) if ext != "plpgsql"),
-            ]
+            ] if alias in once else []
             scratch_sql += [statement.as_string(conn) for statement in statements]
             rewrite = [history.timeout_statement(), history.lock_statement(), history.select_statement(apps),
                        history.delete_statement(apps)]

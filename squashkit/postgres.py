@@ -249,14 +249,7 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
         )
     ]
     tables = [TableCount(schema=schema, name=name, rows=rows) for schema, name, rows in _count_rows(conn)]
-    migrations_table = conn.execute(
-        """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.oid = to_regclass('django_migrations')"""
-    ).fetchone()
-    applied: list[tuple[str, str]] = []
-    if migrations_table:
-        query = sql.SQL("SELECT app, name FROM {} ORDER BY applied, id").format(sql.Identifier(*migrations_table))
-        applied = [(app, name) for app, name in conn.execute(query)]
+    migrations_table, applied = migration_history(conn)
     return DatabaseFacts(
         server_version=one[0],
         server_version_num=one[1],
@@ -268,9 +261,22 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
         schemas=schemas,
         tables=tables,
         applied_migrations=applied,
-        django_migrations_table=".".join(migrations_table) if migrations_table else None,
+        django_migrations_table=migrations_table,
         sequences=read_sequences(conn),
     )
+
+
+def migration_history(conn: psycopg.Connection) -> tuple[str | None, list[tuple[str, str]]]:
+    """(schema.name of the django_migrations this connection's search_path finds, as Django finds
+    it, and its (app, name) rows in the order they were applied); (None, []) when there is none."""
+    found = conn.execute(
+        """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.oid = to_regclass('django_migrations')"""
+    ).fetchone()
+    if not found:
+        return None, []
+    query = sql.SQL("SELECT app, name FROM {} ORDER BY applied, id").format(sql.Identifier(*found))
+    return ".".join(found), [(app, name) for app, name in conn.execute(query)]
 
 
 def read_sequences(conn: psycopg.Connection) -> dict[str, SequenceState]:
@@ -287,9 +293,16 @@ def read_sequences(conn: psycopg.Connection) -> dict[str, SequenceState]:
     return sequences
 
 
+def django_quoted(db_table: str) -> str:
+    """A model's db_table quoted exactly as Django quotes it (``quote_name``): in double quotes,
+    nothing escaped, so ``'data"."places_site'`` (the schema hack) names ``"data"."places_site"``."""
+    return db_table if db_table.startswith('"') and db_table.endswith('"') else f'"{db_table}"'
+
+
 def resolve_table(conn: psycopg.Connection, db_table: str) -> str | None:
-    """``schema.name`` of a Django model's db_table as this connection's search_path sees it."""
-    quoted = sql.Identifier(db_table).as_string(conn)
+    """``schema.name`` of a Django model's db_table as this connection's search_path sees it (and
+    as Django sees it: a db_table naming its schema is found in that schema)."""
+    quoted = django_quoted(db_table)
     row = conn.execute(
         """SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE c.oid = to_regclass(%s)""",
@@ -500,10 +513,11 @@ def create_extension(params: ConnectionParams, admin: ConnectionParams | None, n
 
 
 def extension_tables(conn: psycopg.Connection) -> set[str]:
-    """``schema.table`` of every table that belongs to an extension (PostGIS's spatial_ref_sys, ...)."""
+    """``schema.table`` of every table and sequence that belongs to an extension (PostGIS's
+    spatial_ref_sys, postgis_topology's topology and its id sequence, ...)."""
     rows = conn.execute(
         """SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
-           WHERE c.relkind IN ('r', 'p')"""
+           WHERE c.relkind IN ('r', 'p', 'S')"""
     ).fetchall()
     return {row[0] for row in rows}

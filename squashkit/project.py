@@ -108,9 +108,35 @@ class ProjectInfo(BaseModel):
     naive_time_zones: dict[str, str] = Field(
         default_factory=dict, description="alias -> time zone of its naive datetimes, when USE_TZ is False."
     )
+    vendors: dict[str, str] = Field(
+        default_factory=dict, description="alias -> connection.vendor: 'postgresql' for every PostgreSQL backend "
+        "(PostGIS, django-tenants, psqlextra), whatever its ENGINE is called.",
+    )
 
     def postgres_aliases(self) -> list[str]:
+        """The PostgreSQL aliases squashkit works on, in settings order: all of them but those
+        ``left_alone`` names (a test mirror, a read replica)."""
+        return [alias for alias in self._postgres() if alias not in self.left_alone()]
+
+    def _postgres(self) -> list[str]:
+        if self.vendors:
+            return [alias for alias, vendor in self.vendors.items() if vendor == "postgresql"]
         return [alias for alias, conf in self.databases.items() if conf.get("ENGINE") in POSTGRES_ENGINES]
+
+    def left_alone(self) -> dict[str, str]:
+        """PostgreSQL aliases that are never dumped, rebuilt or swapped, and why: a ``TEST["MIRROR"]``
+        of another alias (a replica Django's test runner does not create either), and one no app
+        migrates to (a read replica: the routers' ``allow_migrate`` refuse every app there).
+        ``default`` always counts: Django keeps django_migrations there whatever the routers say."""
+        migrated = {alias for app in self.apps for alias in app.aliases}
+        why = {}
+        for alias in self._postgres():
+            mirror = (self.databases[alias].get("TEST") or {}).get("MIRROR")
+            if mirror:
+                why[alias] = f"a test mirror of {mirror}"
+            elif alias != "default" and alias not in migrated:
+                why[alias] = "no app migrates to it (a read replica)"
+        return why
 
     def connection(self, alias: str) -> ConnectionParams:
         return ConnectionParams.from_django(self.databases[alias])

@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 
-from squashkit import bundle, journal, locks
+from squashkit import bundle, databases, journal, locks
 from squashkit.config import Config
 from squashkit.errors import BadInput, Interrupted, UndoIncomplete, first_line
 from squashkit.journal import Journal
@@ -61,7 +61,7 @@ def exclusive(config: Config, run: str, targets: list[Target]) -> Iterator[None]
     with contextlib.ExitStack() as stack:
         stack.enter_context(locks.migration_files(targets[0].manage.cwd, run))
         for target in targets:
-            for alias in target.project.postgres_aliases():
+            for alias in databases.primary_aliases(target.project):  # a database reached by two aliases is locked once
                 stack.enter_context(locks.database(target.params(alias), run))
         left = journal.interrupted(config.backup_dir, {target.name for target in targets})
         if left:

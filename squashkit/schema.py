@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, Field
 
-from squashkit import postgres
+from squashkit import foundation, postgres
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.postgres import ConnectionParams
 from squashkit.project import ManagePy
@@ -203,7 +203,7 @@ _IDENTITY = {"": "", "a": "always", "d": "by default"}
 def snapshot(conn: psycopg.Connection, *, exclude: Collection[str] = DEFAULT_EXCLUDE) -> Schema:
     """The schema of ``conn``'s database, without the tables in ``exclude`` and what belongs to them."""
     schema = Schema()
-    skip = set(exclude)
+    skip = _Excluded(exclude)
     for name, relkind, persistence in conn.execute(_TABLES).fetchall():
         if name not in skip:
             schema.tables[name] = Table(kind=_TABLE_KINDS.get((relkind, persistence), "table"), columns={})
@@ -232,6 +232,14 @@ def snapshot(conn: psycopg.Connection, *, exclude: Collection[str] = DEFAULT_EXC
     schema.functions = dict(conn.execute(_FUNCTIONS).fetchall())
     schema.extensions = dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
     return schema
+
+
+class _Excluded(set):
+    """``exclude`` names tables in public (``django_migrations``) and ``schema.name`` elsewhere; a bare
+    name counts in every schema: each alias keeps its django_migrations in its own schema."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and super().__contains__(name.rsplit(".", 1)[-1]))
 
 
 def _own_nextval(default: str | None, own_sequence: str | None) -> str | None:
@@ -466,7 +474,8 @@ def scratch_database(
     copy_extensions: bool = True,
     suffix: str = SCRATCH_SUFFIX,
 ) -> Iterator[str]:
-    """An empty database like ``params``' one (encoding, locale, extensions), dropped whatever happens.
+    """An empty database like ``params``' one (encoding, locale, its foundation: settings, schemas,
+    extensions in their schemas and their rows), dropped whatever happens.
 
     It is owned by ``params``' user, so ``manage.py migrate`` works in it as in the real one;
     created through ``admin`` when that user may not create databases or an extension. A
@@ -481,8 +490,9 @@ def scratch_database(
         owner, may_create = conn.execute(
             "SELECT current_user, rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
         ).fetchone()
-        copied = postgres.installed_extensions(conn) if copy_extensions else []
-        wanted = sorted((set(copied) | set(extensions)) - {"plpgsql"})
+        found = foundation.read(conn)
+    if not copy_extensions:
+        found = found.model_copy(update={"extensions": [], "config_rows": []})
     if not may_create and admin is None:
         raise BadInput(f"{owner} may not create the scratch database {name}: ALTER ROLE {owner} CREATEDB, or configure an admin connection")
     creator = params if may_create else admin
@@ -497,8 +507,7 @@ def scratch_database(
         except psycopg.Error as exc:
             raise OperationFailed(f"creating the scratch database {name} failed: {_first_line(exc)}") from None
     try:
-        for extension in wanted:
-            postgres.create_extension(params.with_dbname(name), admin, extension)
+        foundation.lay(params.with_dbname(name), admin, found, extra_extensions=sorted(extensions))
         yield name
     finally:
         with postgres.connect(creator) as conn:

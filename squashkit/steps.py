@@ -29,28 +29,34 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
                           tarball is checked against the disk
     3  create_side_database  side: <name>__squashkit_new, like the source,      side: undo_side drops it (only a
        recreate_database  commented with the run; in place: end sessions, DROP  database whose comment names the
-                          DATABASE, CREATE DATABASE; then CREATE EXTENSION      run); in place: phase.roll_back
-                                                                                from the safety bundle
+                          DATABASE, CREATE DATABASE; then its foundation        run); in place: phase.roll_back
+                          (foundation.lay: settings, schemas, extensions in     from the safety bundle
+                          the source's schemas and their rows); once per
+                          database, however many aliases reach it
     4  pg_restore         --no-owner --no-privileges --exit-on-error, from a    as 3
-                          table of contents without the extensions' entries
+                          table of contents without what 3 made; the dump's
+                          own functions pinned to a search_path in between
+                          its definitions and its data (foundation.restore_pinned)
     5  makemigrations     squash: every project app, then the carried           as 2
                           operations (losses.carry_over); a squash that moves
                           no data points it at an empty scratch database (the
                           live django_migrations still names the old files)
-    5b require_equivalent_schema  squash: a scratch database built by a real   the scratch database is always
-       (online: judge_schema) migrate of the new files must match the restored  dropped
+    5b scratch.require_equivalent squash: a scratch database built by a real   the scratch database is always
+       (online: judge)    migrate of the new files must match the restored  dropped
                           one (the live one when no data moves)
     5c history.rewrite    squash that moves no data, instead of 3-8: per        before COMMIT: as 2; after:
                           database one transaction: lock django_migrations,     history.put_back (the saved rows,
                           save the project apps' rows (journal, bundle's        one transaction), then as 2;
                           history.json), delete them, insert the new files as   rollback BUNDLE --migrations-only
                           applied as the scratch migrate recorded them; then 7  does the same later
-    6  fake_migrations    migrate --fake per alias into an emptied              as 3
-                          django_migrations (never --fake-initial)
+    6  fake_migrations    migrate --fake per alias (TEST DEPENDENCIES order)    as 3
+                          into the emptied django_migrations its search_path
+                          finds (never --fake-initial)
     7  verify             a rebuild: every table holds the bundle's content     (nothing changed)
                           (its content hashes; row counts for older bundles);
-                          both: migrate --check and makemigrations --check
-                          clean, in one Django process
+                          both: on every alias the migrations of the apps its
+                          router allows applied, and makemigrations --check
+                          clean
     8  swap_in            side: drop the database an earlier run kept, end      undo_side renames back
                           sessions, then in one transaction <name> ->
                           <name>__squashkit_prev, <name>__squashkit_new -> <name>
@@ -64,6 +70,7 @@ The README's step table says the same.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tarfile
 import tempfile
@@ -74,9 +81,10 @@ from typing import Literal
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from squashkit import bundle, clients, losses, postgres, schema
+from squashkit import bundle, clients, foundation, losses, postgres
 from squashkit.commands.backup import backup
 from squashkit.config import Config
+from squashkit.databases import migrate_order, once_per_database, paths_of, primary_aliases, sharing
 from squashkit.errors import BadInput, OperationFailed, first_line
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
@@ -115,12 +123,14 @@ def preflight(
     """
     for app in (source or target).project.own_apps():
         migration_files(app)  # an unreadable folder looks empty to Django: refused before it is taken for the repair case
+    checked = source or target
+    aliases = checked.project.postgres_aliases() if source else []
     checks = [
-        (("migrate", "--check"), "it has unapplied migrations: run migrate first"),
+        *((("squashkit-migrated", alias), "it has unapplied migrations: run migrate first" if len(aliases) == 1 else
+           f"it has unapplied migrations on {alias}: run migrate --database {alias} first") for alias in aliases),
         (("makemigrations", "--check", "--dry-run"), "its models have changes without a migration: run makemigrations first"),
     ]
-    checked = source or target
-    wanted = checks if source else checks[1:]
+    wanted = checks
     outcomes = checked.manage.checks(*(args for args, _meaning in wanted), what="preflight checks")
     for (args, meaning), (passed, crash) in zip(wanted, outcomes):
         if crash:
@@ -136,7 +146,7 @@ def preflight(
             raise BadInput(f"refusing to go on: {meaning} on {checked.name} (they would be faked and lost)")
     if manifest is not None:
         code = {app.label: app.migrations for app in target.project.apps}
-        bundle.require_matches_code(manifest, code, name="the bundle")
+        bundle.require_matches_code(manifest, code, name="the bundle", aliases={app.label: app.aliases for app in target.project.apps})
     needed = sorted(set(manifest_extensions) | set(config.extensions))
     params = target.params().with_dbname("postgres")
     admin = target.admin()
@@ -151,10 +161,20 @@ def preflight(
     if rebuilds:
         require_safe_to_drop(target)
         require_no_leftovers(target)
+        for alias in primary_aliases(target.project):  # an extension in another schema on the target
+            found = {e.alias: e.foundation for e in manifest.databases}.get(alias) if manifest else _live_foundation(source, alias)
+            foundation.require_same_schemas(target.params(alias), found, f"{(source or target).name if source else 'the bundle'}")
     require_connection_headroom(target, jobs)
     if files_change:
         require_committed_migrations(target, force, log)
     log(f"preflight ok: migrations applied and complete on {(source or target).name}; extensions {', '.join(needed) or 'none'} available")
+
+
+def _live_foundation(source: Target | None, alias: str) -> foundation.Foundation | None:
+    if source is None or alias not in source.project.postgres_aliases():
+        return None
+    with postgres.connect(source.params(alias)) as conn:
+        return foundation.read(conn)
 
 
 def _lost_migration_files(target: Target) -> list[str]:
@@ -206,7 +226,7 @@ def require_safe_to_drop(target: Target) -> None:
     the migration files were already deleted.
     """
     admin = target.admin()
-    for alias in target.project.postgres_aliases():
+    for alias in primary_aliases(target.project):
         params = target.params(alias)
         with postgres.connect(params.with_dbname("postgres")) as conn:
             blocking = [] if admin else postgres.sessions_we_cannot_end(conn, params.dbname)
@@ -225,7 +245,7 @@ def require_safe_to_drop(target: Target) -> None:
 
 def require_no_leftovers(target: Target) -> None:
     """A side database left by an earlier run is named, never reused or silently dropped."""
-    for alias in target.project.postgres_aliases():
+    for alias in primary_aliases(target.project):
         live = target.params(alias).dbname
         with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
             name = live + SIDE
@@ -240,40 +260,6 @@ def _may_create_databases(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
 
 
-def require_equivalent_schema(config: Config, target: Target, databases: dict[str, str], allow_drift: bool, log: Log) -> None:
-    """Before ``migrate --fake`` tells Django the database looks like the new migrations, prove it:
-    build a scratch database from the new migration files alone (a real ``migrate``, the same
-    extensions) and compare its catalogs with the restored database, definition by definition.
-    Names that differ only because of old renames are reported, not refused."""
-    admin = target.admin()
-    manage = target.manage.on(databases)
-    for alias in target.project.postgres_aliases():
-        params = target.params(alias)
-        params = params.with_dbname(databases.get(alias, params.dbname))
-        expected = schema.migrations_schema(manage, alias, params, admin=admin, extensions=config.extensions)
-        with postgres.connect(params) as conn:
-            actual = schema.snapshot(conn)
-        judge_schema(schema.compare(expected, actual), alias, "restored", allow_drift, log)
-
-
-def judge_schema(diff: schema.SchemaDiff, alias: str, against: str, allow_drift: bool, log: Log) -> None:
-    """What the new migrations build, held against the ``against`` (restored, live) database: cosmetic
-    differences are reported, any real one stops the squash unless ``--allow-drift``."""
-    if diff.cosmetic:
-        log(f"[{alias}] {len(diff.cosmetic)} name(s) differ only because of old renames (harmless): "
-            + "; ".join(d.summary() for d in diff.cosmetic[:3]))
-    if diff.matches:
-        log(f"[{alias}] the new migrations build exactly the {against} schema")
-        return
-    log(f"[{alias}] the new migrations do not build the {against} schema:\n{diff.render()}")
-    if not allow_drift:
-        raise OperationFailed(
-            f"the new migrations do not build {alias}'s schema ({diff.summary()}): faking them would hide it; "
-            "fix the models or the database, or pass --allow-drift to fake them anyway"
-        )
-    log("--allow-drift: recording the new migrations as applied despite the differences above")
-
-
 def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:
     """Before any file is deleted: what regenerated migrations would forget, what is carried over,
     and a refusal (without --accept-loss) for what cannot be."""
@@ -285,7 +271,7 @@ def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:
 
 def backup_step(config: Config, target: Target, log: Log, record: Journal, step: str) -> Path:
     record.started(step, target.name)
-    made = backup(config, target=target, log=log)
+    made = backup(config, target=target, log=log, skip_missing=step == "backup target")
     record.finished(step, target.name, bundle=str(made))
     return made
 
@@ -378,7 +364,7 @@ def choose_mode(target: Target, in_place: bool) -> tuple[Mode, str]:
     """Side database unless asked otherwise, and why, as ``check`` and the plan say it."""
     if in_place:
         return "in-place", "--in-place: drop and recreate the database under its own name (no second copy on the server)"
-    names = [target.params(alias).dbname for alias in target.project.postgres_aliases()]
+    names = [target.params(alias).dbname for alias in primary_aliases(target.project)]
     for name in names:
         side_name(name, SIDE)
     return "side", (
@@ -387,8 +373,12 @@ def choose_mode(target: Target, in_place: bool) -> tuple[Mode, str]:
     )
 
 
-def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts | None, extensions: list[str], log: Log) -> None:
-    """Step 3: end other sessions, drop, create from template0 like the source, create extensions.
+def recreate_database(
+    target: Target, alias: str, like: postgres.DatabaseFacts | None, extensions: list[str], log: Log,
+    found: foundation.Foundation | None = None,
+) -> None:
+    """Step 3: end other sessions, drop, create from template0 like the source, lay its foundation
+    (settings, schemas, extensions in their schemas and their rows: ``foundation.lay``).
 
     ``like`` gives the encoding and locale; None keeps the dropped database's own (UTF8 and the
     server's defaults when there was none).
@@ -419,14 +409,13 @@ def recreate_database(target: Target, alias: str, like: postgres.DatabaseFacts |
         except psycopg.Error as exc:
             raise OperationFailed(f"recreating {params.dbname} failed: {first_line(exc)}") from None
     log(f"recreated database {params.dbname} owned by {owner}")
-    for name in sorted(set(extensions) - {"plpgsql"}):
-        postgres.create_extension(params, admin, name)
-    if set(extensions) - {"plpgsql"}:
-        log(f"created extensions {', '.join(sorted(set(extensions) - {'plpgsql'}))}")
+    # A bundle older than its foundation record gets the extensions alone, in their default schemas.
+    log(f"{params.dbname}: " + "; ".join(foundation.lay(params, admin, found, extra_extensions=extensions) or ["empty"]))
 
 
 def create_side_database(
-    target: Target, alias: str, name: str, like: postgres.DatabaseFacts, extensions: list[str], run: str, log: Log
+    target: Target, alias: str, name: str, like: postgres.DatabaseFacts, extensions: list[str], run: str, log: Log,
+    found: foundation.Foundation | None = None,
 ) -> None:
     """Side mode's step 3: a new database ``name`` like the source, owned by the target's user,
     its comment naming the run so that only this run's undo or ``resume`` ever drops it."""
@@ -444,8 +433,7 @@ def create_side_database(
         except psycopg.Error as exc:
             raise OperationFailed(f"creating {name} failed: {first_line(exc)}") from None
     log(f"created side database {name} owned by {owner}")
-    for extension in sorted(set(extensions) - {"plpgsql"}):
-        postgres.create_extension(params.with_dbname(name), admin, extension)
+    log(f"{name}: " + "; ".join(foundation.lay(params.with_dbname(name), admin, found, extra_extensions=extensions) or ["empty"]))
 
 
 def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int, log: Log, *, dbname: str | None = None) -> None:
@@ -460,15 +448,23 @@ def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int
     program = clients.client_program("pg_restore", config.pg_bin)
     with postgres.connect(params) as conn:
         skip = postgres.extension_tables(conn)
-    toc, dropped = clients.filtered_toc(program, dump, skip)
+        made = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+        extension_schemas = [row[0] for row in conn.execute(
+            "SELECT DISTINCT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE n.nspname <> 'pg_catalog'")]
+    toc, dropped = clients.filtered_toc(program, dump, skip, made)
     with tempfile.TemporaryDirectory(prefix="squashkit-toc-") as private:
         listing = Path(private) / "toc.list"
         listing.write_text(toc)
         args = ["-w", "--no-owner", "--no-privileges", "--exit-on-error", "-L", str(listing)]
         args += ["-d", make_conninfo(dbname=params.dbname)]
         args += [f"--jobs={jobs}"] if dump.is_dir() and jobs > 1 else ["--single-transaction"]
-        log(f"[{alias}] pg_restore of {dump.name} into {params.describe()} ({len(dropped)} extension entries left to CREATE EXTENSION)")
-        clients.run_client(program, [*args, str(dump)], params, what=f"pg_restore into {params.dbname}")
+        what = f"pg_restore into {params.dbname}"
+        log(f"[{alias}] pg_restore of {dump.name} into {params.describe()} ({len(dropped)} entries the new database has already)")
+        run = lambda more: clients.run_client(program, [*args, *more, str(dump)], params, what=what)  # noqa: E731
+        if not re.search(r"^\d+; \d+ \d+ (FUNCTION|PROCEDURE) ", toc, re.MULTILINE):
+            run([])
+        else:  # functions of its own may call extensions unqualified: foundation.restore_pinned says why
+            foundation.restore_pinned(run, params, [*paths_of(target.project, sharing(target.project, alias)), *extension_schemas])
 
 
 def fake_migrations(target: Target, log: Log, *, databases: dict[str, str] | None = None) -> None:
@@ -479,15 +475,19 @@ def fake_migrations(target: Target, log: Log, *, databases: dict[str, str] | Non
     which runs contrib migrations for real against existing tables. ``databases`` points the
     aliases at the side databases being built.
     """
-    databases = databases or {}
-    manage = target.manage.on(databases) if databases else target.manage
-    for alias in target.project.postgres_aliases():
+    names = databases or {}
+    manage = target.manage.on(names) if names else target.manage
+    order = migrate_order(target.project)
+    # Emptied first, all of them: two aliases whose search_paths find one django_migrations share it.
+    for alias in order:
         params = target.params(alias)
-        with postgres.connect(params.with_dbname(databases.get(alias, params.dbname))) as conn:
+        with postgres.connect(params.with_dbname(names.get(alias, params.dbname))) as conn:
             if conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
                 conn.execute("TRUNCATE django_migrations")
+    # In the order the test runner migrates them: the first alias decides where a shared table goes.
+    for alias in order:
         manage.run("migrate", "--fake", "--database", alias, "-v", "0", what=f"migrate --fake on {alias}")
-    log("migrate --fake done on " + ", ".join(target.project.postgres_aliases()))
+    log("migrate --fake done on " + ", ".join(order))
 
 
 def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databases: dict[str, str] | None = None) -> None:
@@ -499,8 +499,8 @@ def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databa
     manage = target.manage.on(databases) if databases else target.manage
     by_content = False
     for entry in manifest.databases if manifest else []:
-        if entry.alias not in target.project.postgres_aliases():
-            continue
+        if entry.alias not in target.project.postgres_aliases() or entry.dump_of:
+            continue  # another alias's entry holds that database's tables
         params = target.params(entry.alias)
         with postgres.connect(params.with_dbname(databases.get(entry.alias, params.dbname))) as conn:
             problems = bundle.holds_what_was_recorded(conn, entry)
@@ -508,11 +508,14 @@ def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databa
             more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
             raise OperationFailed(f"verify on {entry.alias}: {problems[0]}{more}")
         by_content = by_content or bool(entry.contents)
-    (migrated, migrate_error), (complete, models_error) = manage.checks(
-        ("migrate", "--check"), ("makemigrations", "--check", "--dry-run"), what="verify checks"
+    aliases = target.project.postgres_aliases()
+    *migrated, (complete, models_error) = manage.checks(
+        *(("squashkit-migrated", alias) for alias in aliases), ("makemigrations", "--check", "--dry-run"), what="verify checks",
     )
-    if not migrated:
-        raise OperationFailed(f"verify: migrate --check failed: {migrate_error or 'not every migration is applied'}")
+    for alias, (applied, migrate_error) in zip(aliases, migrated):
+        if not applied:
+            on = f" on {alias}" if len(aliases) > 1 else ""
+            raise OperationFailed(f"verify: migrate --check{on} failed: {migrate_error or 'not every migration is applied'}")
     if not complete:
         raise OperationFailed(f"verify: makemigrations --check failed: {models_error or 'the models have changes no migration holds'}")
     held = ("every table holds the bundle's content; " if by_content else "every table has the bundle's row count; ") if manifest else ""
@@ -568,8 +571,9 @@ def undo_side(
     config: Config, target: Target, run: str, live: dict[str, str], work: dict[str, str], files_from: Path | None, log: Log
 ) -> str:
     """Undo a side-mode phase, whatever point it reached: drop the side databases this run made,
-    swap back any it already swapped in, and put the migration files back from ``files_from``."""
-    for alias, name in live.items():
+    swap back any it already swapped in, and put the migration files back from ``files_from``.
+    A database two aliases reach is undone once."""
+    for alias, name in once_per_database(target.project, live).items():
         server = target.server(alias).with_dbname("postgres")
         kept = side_name(name, KEPT)
         with postgres.connect(server) as conn:

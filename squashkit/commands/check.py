@@ -17,8 +17,9 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import clients, journal, postgres, schema
+from squashkit import clients, journal, placement, postgres, schema, scratch
 from squashkit.config import Config
+from squashkit.databases import Database, physical
 from squashkit.errors import BadInput, SquashkitError
 from squashkit.project import AppInfo, ManagePy, ProjectInfo, introspect, manage_py
 
@@ -57,30 +58,44 @@ def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
     except SquashkitError as exc:
         add("admin connection", "fail", str(exc))
         admin = None
-    for alias in project.postgres_aliases():
-        _check_alias(config, manage, admin, project, alias, add)
+    for alias, why in project.left_alone().items():
+        add(f"alias {alias}", "ok", f"left alone ({why}): squashkit never dumps, rebuilds or swaps it")
+    for database in physical(project):
+        if len(database.aliases) > 1:
+            add(f"database {database.name}", "ok", f"reached by {', '.join(database.aliases)}: dumped, rebuilt and swapped "
+                "once; each alias keeps the django_migrations its search_path finds")
+        diff: list = []
+        for alias in database.aliases:
+            _check_alias(config, manage, admin, project, alias, add, database=database, diff=diff)
     for run in journal.interrupted(config.backup_dir, {env_name}):
         add("runs", "fail", f"{run.describe()}: run squashkit resume to finish or undo it before anything else")
     return results
 
 
 def _check_alias(
-    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, alias: str, add
+    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, alias: str, add,
+    *, database: Database, diff: list,
 ) -> None:
+    """What concerns the database is checked through its first alias; ``diff`` carries its schema
+    comparison to the other aliases that reach it (each has its own django_migrations)."""
     params = project.connection(alias)
+    first = alias == database.alias
     try:
         with postgres.connect(params) as conn:
             add(f"connection ({alias})", "ok", params.describe())
-            server_num = conn.info.server_version
-            add(f"server ({alias})", "ok", f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]}")
-            _check_clients(config, server_num, alias, add)
-            _check_privileges(conn, config, admin is not None, alias, add)
-            _check_connections(conn, alias, add)
-            _check_mode(conn, admin is not None, params.dbname, alias, add)
-            _check_squash(conn, admin is not None, params.dbname, alias, add)
+            if first:
+                server_num = conn.info.server_version
+                add(f"server ({alias})", "ok", f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]}")
+                _check_clients(config, server_num, alias, add)
+                _check_privileges(conn, config, admin is not None, alias, add)
+                _check_connections(conn, alias, add)
+                _check_mode(conn, admin is not None, params.dbname, alias, add)
+                _check_squash(conn, admin is not None, params.dbname, alias, add)
             applied = _applied_migrations(conn)
-        diff = _check_schema(config, manage, admin, params, alias, add)
-        _check_migrations(project, applied, diff, alias, add)
+            placement.report(project, alias, conn, add)
+        if first:
+            diff.append(_check_schema(config, manage, admin, project, database, add))
+        _check_migrations(project, applied, diff[0] if diff else None, alias, add)
     except SquashkitError as exc:
         add(f"connection ({alias})", "fail", str(exc))
     except psycopg.Error as exc:
@@ -204,12 +219,15 @@ def _check_models(manage: ManagePy, add) -> None:
 
 
 def _check_schema(
-    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, params: postgres.ConnectionParams, alias: str, add
+    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, database: Database, add
 ) -> schema.SchemaDiff | None:
-    """Build what the migration files make in a scratch database and compare it with the real one."""
+    """Build what the migration files make in a scratch database (every alias that reaches the
+    database migrated into it) and compare it with the real one."""
     started = time.monotonic()
+    alias = ", ".join(database.aliases)
     try:
-        diff = schema.drift(manage, alias, params, admin=admin, extensions=config.extensions)
+        diff = scratch.drift(manage, project, database, project.connection(database.alias), admin=admin,
+                             extensions=config.extensions)
     except BadInput as exc:  # no right to create the scratch database, or a leftover holds its name
         add(f"schema ({alias})", "warn", f"not compared: {exc}")
         return None
@@ -239,6 +257,12 @@ def _app_tables(app: AppInfo) -> set[str]:
     }
 
 
+def _same_table(db_table: str, name: str) -> bool:
+    """Whether a model's db_table is the table a schema comparison calls ``name`` (``schema.table``
+    outside public, where the search_path or a db_table naming its schema put it)."""
+    return db_table.replace('"."', ".") == name or name.endswith("." + db_table)
+
+
 def _check_migrations(
     project: ProjectInfo, applied: set[tuple[str, str]], diff: schema.SchemaDiff | None, alias: str, add
 ) -> None:
@@ -247,7 +271,8 @@ def _check_migrations(
         if alias not in app.aliases:
             continue
         rows = sorted(name for label, name in applied if label == app.label)
-        drifted = None if drifted_tables is None else bool(_app_tables(app) & drifted_tables)
+        drifted = None if drifted_tables is None else any(
+            _same_table(table, name) for table in _app_tables(app) for name in drifted_tables)
         status, detail = migration_finding(app.label, app.migrations, rows, drifted)
         if status == "ok":
             folder = app.migrations_folder

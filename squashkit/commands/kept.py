@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from squashkit import bundle, journal, postgres, runs, schema, steps
 from squashkit.config import Config
+from squashkit.databases import primary_aliases
 from squashkit.runs import Log, stderr_log
 from squashkit.target import resolve
 
@@ -40,7 +41,7 @@ def kept(config: Config, *, env: str | None = None, keep_bundles: int = 3) -> li
     names = [env] if env else list(config.environments)
     for env_name in names:
         target = resolve(config, env_name)
-        for alias in target.project.postgres_aliases():
+        for alias in primary_aliases(target.project):  # once per database, however many aliases reach it
             live = target.params(alias).dbname
             with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
                 for name in (live + steps.KEPT, live + steps.SIDE, schema.scratch_name(live), schema.scratch_name(live + steps.SIDE)):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from squashkit import journal, lineage, online, phase, plan, postgres, runs, steps
 from squashkit.config import Config
+from squashkit.databases import primary_aliases
 from squashkit.errors import BadInput, OperationFailed, UndoIncomplete
 from squashkit.runs import Log, stderr_log
 from squashkit.target import Target, resolve
@@ -112,8 +113,7 @@ def _require_target_unchanged(config: Config, source: Target, target: Target, fo
     with postgres.connect(params.with_dbname("postgres")) as conn:
         if not postgres.database_exists(conn, params.dbname):
             return
-    with postgres.connect(params) as conn:
-        current = lineage.fingerprint(conn)
+    current = _fingerprint(target)
     found = lineage.require_unchanged(config.backup_dir, source_env=source.name, target_env=target.name, current=current, force=force)
     if found:
         log(f"--force: {target.name} took writes since {source.name} was refreshed from it; they are replaced: " + "; ".join(found[:5]))
@@ -121,19 +121,38 @@ def _require_target_unchanged(config: Config, source: Target, target: Target, fo
         log(f"{target.name} has taken no writes since {source.name} was refreshed from it")
 
 
+def _fingerprint(env: Target, *, history_only: bool = False) -> lineage.Fingerprint:
+    """Every database of ``env`` (once each, however many aliases reach it) as one fingerprint; a
+    table of a database other than default's is named ``<alias>:<schema>``. ``history_only``: the
+    django_migrations tables alone."""
+    found = None
+    for alias in primary_aliases(env.project):
+        with postgres.connect(env.params(alias).with_dbname("postgres")) as conn:
+            if alias != "default" and not postgres.database_exists(conn, env.params(alias).dbname):
+                continue  # not made yet: it holds nothing
+        with postgres.connect(env.params(alias)) as conn:
+            ignore = lineage.IGNORED_TABLES
+            if history_only:
+                ignore = tuple(f"{schema}.{name}" for schema, name in postgres.user_tables(conn) if name != "django_migrations")
+            one = lineage.fingerprint(conn, ignore=ignore)
+        if found is None:
+            found = one
+        else:
+            renamed = [t.model_copy(update={"schema_name": f"{alias}:{t.schema_name}"}) for t in one.tables]
+            found = found.model_copy(update={"tables": [*found.tables, *renamed]})
+    return found
+
+
 def _source_fingerprint(source: Target):
     """The source's fingerprint, taken before its backup: a write that lands in between is in the
     copy but not in the record, which can only make a later drift check stricter, never blind."""
-    with postgres.connect(source.params()) as conn:
-        return lineage.fingerprint(conn)
+    return _fingerprint(source)
 
 
 def _with_history_of(source: Target, fingerprint: lineage.Fingerprint) -> lineage.Fingerprint:
     """The source's fingerprint with its django_migrations as the squash left it: the squash changed
-    that table alone, and a later promote back must not take the squash itself for a write."""
-    with postgres.connect(source.params()) as conn:
-        others = tuple(f"{schema}.{name}" for schema, name in postgres.user_tables(conn) if name != "django_migrations")
-        now = {(t.schema_name, t.name): t for t in lineage.fingerprint(conn, ignore=others).tables}
+    those tables alone, and a later promote back must not take the squash itself for a write."""
+    now = {(t.schema_name, t.name): t for t in _fingerprint(source, history_only=True).tables}
     tables = [now.get((t.schema_name, t.name), t) for t in fingerprint.tables]
     return fingerprint.model_copy(update={"tables": tables})
 
@@ -151,7 +170,6 @@ def _resync_lineage(config: Config, source: Target, target: Target, log: Log) ->
     earlier = lineage.read(config.backup_dir, source.name)
     if earlier is None or earlier.source_env != target.name:
         return
-    with postgres.connect(target.params()) as conn:
-        current = lineage.fingerprint(conn)
+    current = _fingerprint(target)
     lineage.record(config.backup_dir, source_env=target.name, target_env=source.name, database=target.params().dbname,
                    fingerprint=current, bundle=earlier.bundle)

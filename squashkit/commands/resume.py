@@ -16,8 +16,8 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from squashkit import history, journal, locks, online, phase, postgres, runs, schema, steps
-from squashkit.commands import rollback
+from squashkit import databases, history, journal, locks, online, phase, postgres, runs, schema, steps
+from squashkit.commands import recreate, rollback
 from squashkit.config import Config
 from squashkit.errors import BadInput, first_line
 from squashkit.journal import Journal
@@ -48,7 +48,7 @@ def resume(config: Config, *, run_id: str | None = None, yes: bool = False, log:
     with contextlib.ExitStack() as stack:
         stack.enter_context(locks.migration_files(target.manage.cwd, run.header.run + " (resume)"))
         for env in envs:
-            for alias in env.project.postgres_aliases():
+            for alias in databases.primary_aliases(env.project):
                 stack.enter_context(locks.database(env.params(alias), run.header.run + " (resume)"))
         runs.confirm(f"Resume {run.describe()}?", yes=yes)
         record = Journal.reopen(run)
@@ -70,6 +70,8 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
     _drop_scratch_databases(config, phases, log)
     if not phases:
         return "nothing to do", "the run had changed nothing yet; its half-written bundles were removed"
+    if h.command == "recreate":
+        return recreate.resume(config, run, log)
     if h.command == "rollback" and h.mode == online.MODE:
         log("a rollback --migrations-only is finished by doing it again")
         path = Path(h.argument)

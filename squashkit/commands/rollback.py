@@ -16,6 +16,7 @@ import psycopg
 
 from squashkit import bundle, history, journal, online, phase, postgres, runs, steps
 from squashkit.config import Config
+from squashkit.databases import primary_aliases
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, first_line
 from squashkit.journal import Journal
 from squashkit.project import archive_migrations
@@ -67,7 +68,7 @@ def rollback_kept(
     with the migration files it goes with; the database it replaces becomes the kept one, so a
     second ``rollback --kept`` undoes the first and nothing is ever dropped."""
     target = resolve(config, env)
-    aliases = target.project.postgres_aliases()
+    aliases = primary_aliases(target.project)  # a database two aliases reach is exchanged once
     live = {alias: target.params(alias).dbname for alias in aliases}
     origins = set()
     comments: dict[str, str] = {}

@@ -11,6 +11,11 @@ It must not import squashkit. Its arguments arrive as the global ``SQUASHKIT_CHE
 (a list of argv lists) and ``output`` (a private file the result goes to, one JSON document:
 ``[{"argv": [...], "passed": bool, "error": str | null}, ...]``; settings and apps are free to
 print on stdout). A check that crashes (a traceback, not a plain "no") has its last line in ``error``.
+
+One check is squashkit's own, ``["squashkit-migrated", ALIAS]``: ``migrate --check --database ALIAS``
+counting only the apps whose models the routers allow there. A project migrated app by app on its
+aliases, as the seed's CI script does (``migrate auth --database=auth``), records each app on its
+own alias only; plain ``migrate --check`` would call every other app unapplied there.
 """
 
 import io
@@ -34,7 +39,10 @@ def _run(databases, checks):
         sink = io.StringIO()
         try:
             with redirect_stdout(sink), redirect_stderr(sink):
-                call_command(*argv)
+                if argv[0] == "squashkit-migrated":
+                    passed = not _unapplied_here(argv[1])
+                else:
+                    call_command(*argv)
         except SystemExit as exc:
             passed = exc.code in (0, None)
         except Exception as exc:  # a crash, not a "no": reported with its own words
@@ -43,6 +51,21 @@ def _run(databases, checks):
             error = lines[-1].strip() if lines else type(exc).__name__
         results.append({"argv": argv, "passed": passed, "error": error})
     return results
+
+
+def _unapplied_here(alias):
+    """The migrations not applied on ``alias`` of the apps that have a model the routers allow there."""
+    from django.apps import apps
+    from django.db import connections, router
+    from django.db.migrations.executor import MigrationExecutor
+
+    here = {
+        config.label for config in apps.get_app_configs()
+        if any(router.allow_migrate_model(alias, model) for model in config.get_models(include_auto_created=True))
+    }
+    executor = MigrationExecutor(connections[alias])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return [migration for migration, _backwards in plan if migration.app_label in here]
 
 
 if __name__ == "__squashkit_checks__":

@@ -271,9 +271,12 @@ def probe():
         "django_version": django.get_version(),
         "python": sys.executable,
         "databases": {
-            alias: {key: value for key, value in conf.items() if key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS")}
+            alias: {key: value for key, value in conf.items()
+                    if key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS", "TEST")}
             for alias, conf in settings.DATABASES.items()
         },
+        # The backend's own word: a custom ENGINE (PostGIS, django-tenants) is still 'postgresql'.
+        "vendors": {alias: connections[alias].vendor for alias in aliases},
         "apps": app_list,
         # USE_TZ = False: Django reads and writes datetimes as naive times of this zone.
         "naive_time_zones": {} if settings.USE_TZ else {alias: connections[alias].timezone_name for alias in aliases},

@@ -15,8 +15,15 @@ print on stdout). A check that crashes (a traceback, not a plain "no") has its l
 
 import io
 import json
+import runpy
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+
+def _unscoped():
+    """Scoped managers switched off, as for every command squashkit runs (``scopes.py``)."""
+    return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
 
 
 def _run(databases, checks):
@@ -33,7 +40,7 @@ def _run(databases, checks):
         passed, error = True, None
         sink = io.StringIO()
         try:
-            with redirect_stdout(sink), redirect_stderr(sink):
+            with redirect_stdout(sink), redirect_stderr(sink), _unscoped():
                 call_command(*argv)
         except SystemExit as exc:
             passed = exc.code in (0, None)

@@ -23,6 +23,8 @@ It needs psycopg 3 (the text form of a value is its dumper's).
 
 import json
 import re
+import runpy
+from pathlib import Path
 
 # The head of one object line, in either comma shape and with PostgreSQL's or Python's spacing.
 LINE = re.compile(rb'^\s*,?\s*\{"model"\s*:\s*"([^"]+)"')
@@ -95,6 +97,11 @@ def rows(obj, natural, alias, connection, transformer):
             yield row
 
 
+def _unscoped():
+    """Scoped managers switched off: the Deserializer may look objects up through a default manager."""
+    return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
+
+
 def main(arguments):
     from django.db import connections
     from psycopg.adapt import Transformer
@@ -103,7 +110,7 @@ def main(arguments):
     connection = connections[alias]
     connection.ensure_connection()
     transformer = Transformer(connection.connection)
-    with open(arguments["fixture"], "rb") as source, open(arguments["output"], "w", encoding="utf-8") as out:
+    with _unscoped(), open(arguments["fixture"], "rb") as source, open(arguments["output"], "w", encoding="utf-8") as out:
         for raw in source:
             match = LINE.match(raw)
             if match is None or match.group(1).decode() not in wanted:

@@ -243,12 +243,15 @@ def _check_migrations(
     project: ProjectInfo, applied: set[tuple[str, str]], diff: schema.SchemaDiff | None, alias: str, add
 ) -> None:
     drifted_tables = {d.table or d.name for d in diff.real} if diff is not None else None
+    squashed = {(app.label, name): keys for app in project.apps for name, keys in app.replaces.items()}
     for app in project.own_apps():
-        if alias not in app.aliases:
+        if alias not in app.aliases and app.models:  # an app without models migrates everywhere
             continue
         rows = sorted(name for label, name in applied if label == app.label)
         drifted = None if drifted_tables is None else bool(_app_tables(app) & drifted_tables)
-        status, detail = migration_finding(app.label, app.migrations, rows, drifted)
+        replaces = {name: [n for a, n in keys if a == app.label] for (label, name), keys in squashed.items() if label == app.label}
+        replaced = {n for (_label, _name), keys in squashed.items() for a, n in keys if a == app.label}
+        status, detail = migration_finding(app.label, app.migrations, rows, drifted, replaces=replaces, replaced=replaced)
         if status == "ok":
             folder = app.migrations_folder
             where = f"{folder}" + (f" -> {app.migrations_folder_resolved}" if folder and folder != app.migrations_folder_resolved else "")
@@ -256,15 +259,22 @@ def _check_migrations(
         add(f"migrations {app.label} ({alias})", status, detail)
 
 
-def migration_finding(app: str, files: list[str], rows: list[str], drifted: bool | None) -> tuple[Status, str]:
+def migration_finding(
+    app: str, files: list[str], rows: list[str], drifted: bool | None, *,
+    replaces: dict[str, list[str]] | None = None, replaced: set[str] | None = None,
+) -> tuple[Status, str]:
     """What an app's migration files and its django_migrations rows say together, and what repairs them.
 
     ``drifted``: whether the app's tables differ from what its files build (None: not known).
     The dangerous case is a regenerated ``0001_initial`` whose name an old row already holds:
     Django counts it applied and never runs it, so the changes it carries never reach the tables.
+    ``replaces`` (squashed migration -> the names it replaces) and ``replaced`` (every name a
+    squashed migration replaces): Django records the replaced names and needs no file for them, and
+    counts a squashed migration applied once all it replaces are.
     """
-    unapplied = [name for name in files if name not in rows]
-    without_file = [name for name in rows if name not in files]
+    replaces, replaced = replaces or {}, replaced or set()
+    unapplied = [name for name in files if name not in rows and not (replaces.get(name) and set(replaces[name]) <= set(rows))]
+    without_file = [name for name in rows if name not in files and name not in replaced]
     listed = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
     by_hand = (
         f"with the models as the tables are (set newer changes aside): manage.py makemigrations {app}, "
@@ -295,4 +305,5 @@ def migration_finding(app: str, files: list[str], rows: list[str], drifted: bool
         return "warn", f"{len(without_file)} applied migrations have no file ({listed(without_file)}): {meaning}"
     if drifted:
         return "warn", f"all {len(files)} applied, but its tables differ from what they build (see schema)"
-    return "ok", f"{len(files)} applied"
+    held = len({name for name in rows if name in replaced})
+    return "ok", f"{len(files)} applied" + (f" ({held} recorded rows are migrations a squashed one replaces)" if held else "")

@@ -18,11 +18,12 @@ import typer
 from rich.console import Console
 from typer.exceptions import TyperException
 
-from squashkit import __version__, bundle, cluster, project
+from squashkit import __version__, bundle, cluster, losses, project
 from squashkit import config as config_module
 from squashkit.commands import backup as backup_command
 from squashkit.commands import check as check_command
 from squashkit.commands import kept as kept_command
+from squashkit.commands import losses as losses_command
 from squashkit.commands import promote as promote_command
 from squashkit.commands import restore as restore_command
 from squashkit.commands import resume as resume_command
@@ -106,6 +107,20 @@ def check(
             out.print(f"[{colour[result.status]}]{result.status:<4}[/] {result.name}: {result.detail}", soft_wrap=True)
     if any(r.status == "fail" for r in results):
         raise typer.Exit(FAILED)
+
+
+@app.command(name="losses")
+def losses_report(
+    env: Optional[str] = EnvOption,
+    full: bool = typer.Option(False, "--full", help="Every reason whole, not cut to one line per operation."),
+    as_json: bool = typer.Option(False, "--json", help="Print every operation, its verdict and reason as JSON."),
+) -> None:
+    """What a squash would forget and what it carries over, app by app (changes nothing)."""
+    report = losses_command.losses(_config(), env=env)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(losses.render(report, full=full))
 
 
 def _log(message: str) -> None:

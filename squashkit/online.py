@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, history, journal, losses, postgres, schema, steps
+from squashkit import bundle, carry, history, journal, postgres, schema, steps
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
 from squashkit.journal import Journal
@@ -107,7 +107,7 @@ def squash(
             record.started(step, env, databases=scratch)
             manage.run("makemigrations", *apps, "-v", "0", what="makemigrations")
             log(f"makemigrations done for {', '.join(apps)} (pointed at the empty {', '.join(scratch.values())})")
-            written = losses.carry_over(carried, target.project) if carried is not None else []
+            written = carry.carry_over(carried, target.project) if carried is not None else []
             if written:
                 log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
             record.finished(step, env)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, fixture, journal, jsonload, losses, online, postgres, steps
+from squashkit import bundle, carry, fixture, journal, jsonload, online, postgres, steps
 from squashkit.config import Config
 from squashkit.errors import OperationFailed, SquashkitError, UndoIncomplete, first_line
 from squashkit.journal import Journal
@@ -99,7 +99,7 @@ def replace_database(
             target.manage.on(side).run("makemigrations", *labels, "-v", "0", what="makemigrations")
             log(f"makemigrations done for {', '.join(labels)}")
             if carried is not None:
-                written = losses.carry_over(carried, target.project)
+                written = carry.carry_over(carried, target.project)
                 if written:
                     log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
             record.finished(step, env)

@@ -34,7 +34,7 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
     4  pg_restore         --no-owner --no-privileges --exit-on-error, from a    as 3
                           table of contents without the extensions' entries
     5  makemigrations     squash: every project app, then the carried           as 2
-                          operations (losses.carry_over); a squash that moves
+                          operations (carry.carry_over); a squash that moves
                           no data points it at an empty scratch database (the
                           live django_migrations still names the old files)
     5b require_equivalent_schema  squash: a scratch database built by a real   the scratch database is always
@@ -272,12 +272,22 @@ def judge_schema(diff: schema.SchemaDiff, alias: str, against: str, allow_drift:
     log("--allow-drift: recording the new migrations as applied despite the differences above")
 
 
-def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:
+def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Path | None = None) -> LossReport:
     """Before any file is deleted: what regenerated migrations would forget, what is carried over,
-    and a refusal (without --accept-loss) for what cannot be."""
+    and a refusal (without --accept-loss) for what cannot be. ``full_report``: a file the report is
+    written to with every reason whole (a large history's report is cut to one line per operation)."""
     report = losses.scan(target.manage, target.project)
-    log("what the regenerated migrations would forget:\n" + losses.render(report))
-    losses.require_nothing_lost(report, accept_loss)
+    if full_report is not None and report.operations:
+        try:
+            full_report.parent.mkdir(parents=True, exist_ok=True)
+            full_report.write_text(losses.render(report, full=True) + "\n")
+        except OSError as exc:
+            log(f"the full loss report could not be written to {full_report}: {exc.strerror}")
+            full_report = None
+    full_report = full_report if report.operations else None
+    where = f" (every reason whole: {full_report})" if full_report else ""
+    log(f"what the regenerated migrations would forget{where}:\n" + losses.render(report))
+    losses.require_nothing_lost(report, accept_loss, full_report=full_report)
     return report
 
 

@@ -95,9 +95,11 @@ def backup(
 def check(
     env: Optional[str] = EnvOption,
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build the schema the migration files make afresh, even if kept."),
 ) -> None:
     """Check connection, server and client versions, privileges, connections and migrations."""
-    results = check_command.check(_config(), env=env)
+    results = check_command.check(_config(), env=env, use_cache=not no_cache)
+    _account()
     if as_json:
         print(json.dumps([r.model_dump() for r in results], indent=2))
     else:

@@ -113,7 +113,17 @@ def scan(manage: ManagePy, project: ProjectInfo) -> LossReport:
             file = _file_of(entry, project, manage.cwd)
             judged = _judge(entry, file, connection_for(entry["app"]), tables, operations)
             operations.append(_refuse_clash(judged, operations))
-    return LossReport(operations=operations)
+    return LossReport(operations=[_into_initial(op, project) for op in operations])
+
+
+def _into_initial(op: LostOperation, project: ProjectInfo) -> LostOperation:
+    """An app with no models gets no migration from makemigrations: what it carries goes into a 0001_initial."""
+    app = next((app for app in project.own_apps() if app.label == op.app), None)
+    if op.verdict != "carried" or app is None or app.models:
+        return op
+    said = f"{op.app}'s {CARRIED_NAME} migration"
+    into = f"{op.app}'s 0001_initial (it has no models, so makemigrations writes none: squashkit writes this one)"
+    return op.model_copy(update={"reason": op.reason.replace(said, into)})
 
 
 def _run_in_project(manage: ManagePy, apps: list[str]) -> list[dict]:

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, carry, history, journal, postgres, schema, steps
+from squashkit import bundle, carry, drift, history, journal, postgres, schema, scratch_cache, steps
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
 from squashkit.journal import Journal
@@ -57,10 +58,11 @@ def preflight(config: Config, target: Target) -> None:
         params = target.params(alias)
         scratch = schema.scratch_name(params.dbname)
         with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
-            if postgres.database_exists(conn, scratch):
-                raise BadInput(
-                    f"{scratch} is left over from an earlier run ({postgres.database_comment(conn, scratch) or 'no comment'}): "
-                    "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)")
+            for leftover in (scratch, schema.scratch_name(params.dbname, schema.OLD_BUILD_SUFFIX)):
+                if postgres.database_exists(conn, leftover):
+                    raise BadInput(
+                        f"{leftover} is left over from an earlier run ({postgres.database_comment(conn, leftover) or 'no comment'}): "
+                        "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)")
             if not postgres.database_exists(conn, params.dbname):
                 continue  # restore --squash onto an environment with no database yet: the restore makes it
         with postgres.connect(params) as conn:
@@ -94,6 +96,7 @@ def squash(
                    databases={alias: {"live": name, "work": name} for alias, name in live.items()})
     step = "create scratch"
     try:
+        old_build = _old_build(config, target, files_bundle, log)  # reads the old files while they are on disk
         with _scratch_databases(config, target) as scratch:
             manage = target.manage.on(scratch)
             # 2. Delete the migration files; undone by putting them back from the tarball.
@@ -114,7 +117,7 @@ def squash(
             # 5b. The new files must build exactly the live schema; what their migrate records is what 5c writes.
             step = "schema equivalence"
             record.started(step, env, databases=scratch)
-            new = {alias: _prove(config, target, manage, alias, scratch[alias], apps, allow_drift, log) for alias in live}
+            new = {alias: _prove(config, target, manage, alias, scratch[alias], apps, allow_drift, log, old_build) for alias in live}
             record.finished(step, env)
         # 5c. One transaction per database; undone by putting the saved rows back.
         step = "rewrite history"
@@ -153,19 +156,74 @@ def _scratch_databases(config: Config, target: Target) -> Iterator[dict[str, str
 
 def _prove(
     config: Config, target: Target, manage: ManagePy, alias: str, scratch: str, apps: list[str], allow_drift: bool, log: Log,
+    old_build: Callable[[str], schema.Schema],
 ) -> list[tuple[str, str]]:
     """Step 5b for one alias: a real migrate of the new files into the scratch database, compared with
-    the live database; returns the project apps' rows that migrate recorded, in its order."""
-    manage.run("migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate into the scratch database {scratch}")
+    the live database; returns the project apps' rows that migrate recorded, in its order.
+
+    What the live database has, the old history built too and the new files do not (drift.strays)
+    is carried into the new files first, and the scratch migrated once more to prove them."""
+    started = time.monotonic()
+    migrate = ("migrate", "--database", alias, "--no-input", "-v", "0")
+    manage.run(*migrate, what=f"migrate into the scratch database {scratch}")
     params = target.params(alias)
+    built, diff = _built_and_diff(params, scratch)
+    if drift.candidates(diff):
+        found = drift.strays(diff, old_build(alias), drift.owners(target.project))
+        if found:
+            written = drift.carry_strays(found, target.project)
+            log(f"[{alias}] carried what the old history built and no model declares, with its exact definition, into "
+                f"{', '.join(str(p.relative_to(target.manage.cwd)) for p in written)}: {', '.join(s.describe() for s in found)}")
+            manage.run(*migrate, what=f"migrate the carried schema into the scratch database {scratch}")
+            built, diff = _built_and_diff(params, scratch)
+    steps.judge_schema(diff, alias, "live", allow_drift, log)
+    with postgres.connect(params.with_dbname(scratch)) as conn:
+        recorded = [(row.app, row.name) for row in history.read(conn, apps)]
+    # The next check finds these files' build here instead of migrating them again.
+    scratch_cache.keep_build(config.backup_dir, target.manage, target.project, alias, params, built,
+                             extensions=config.extensions, made_by="squash", seconds=time.monotonic() - started, log=log)
+    return recorded
+
+
+def _built_and_diff(params: postgres.ConnectionParams, scratch: str) -> tuple[schema.Schema, schema.SchemaDiff]:
     with postgres.connect(params.with_dbname(scratch)) as conn:
         built = schema.snapshot(conn)
         built.round_trips = schema.round_trips(conn, built)
-        recorded = [(row.app, row.name) for row in history.read(conn, apps)]
     with postgres.connect(params) as conn:
         actual = schema.snapshot(conn)
-    steps.judge_schema(schema.compare(built, actual), alias, "live", allow_drift, log)
-    return recorded
+    return built, schema.compare(built, actual)
+
+
+def _old_build(config: Config, target: Target, files_bundle: Path, log: Log) -> Callable[[str], schema.Schema]:
+    """alias -> the schema the OLD migration files build, for telling their leftovers from drift.
+
+    Keyed now, while the old files are on disk; looked up (``check`` keeps its build) or built
+    only when asked: the old files are put back from the bundle for that while (``drift.old_files_on_disk``)."""
+    keys = {alias: scratch_cache.key(target.manage, target.project, alias, target.params(alias), config.extensions)
+            for alias in target.project.postgres_aliases()}
+    manifest = bundle.read_manifest(files_bundle)
+
+    def old_build(alias: str) -> schema.Schema:
+        digest, files = keys[alias]
+        cached = scratch_cache.load(config.backup_dir, digest)
+        if cached is not None:
+            log(f"[{alias}] the old history's schema is {cached.describe()}")
+            return cached.schema_
+        log(f"[{alias}] the live database has objects the new files do not build: building the old history in a scratch "
+            "database to see whether they are its own (kept for the next check)")
+        started = time.monotonic()
+        with drift.old_files_on_disk(
+            target.project, target.manage.cwd,
+            lambda: steps.put_back_migrations(files_bundle, target.manage.cwd, manifest, log, target.project),
+            lambda saved: steps.put_back_saved(target, saved, log),
+        ):
+            built = schema.migrations_schema(target.manage, alias, target.params(alias), admin=target.admin(),
+                                             extensions=config.extensions, suffix=schema.OLD_BUILD_SUFFIX)
+        scratch_cache.save(config.backup_dir, digest, built, alias=alias, made_by="squash (the old history)",
+                           seconds=time.monotonic() - started, files=files, log=log)
+        return built
+
+    return old_build
 
 
 def _rewrite(target: Target, files_bundle: Path, record: Journal, apps: list[str],

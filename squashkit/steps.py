@@ -72,7 +72,7 @@ from typing import Literal
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from squashkit import bundle, clients, losses, postgres, schema
+from squashkit import bundle, clients, drift, losses, postgres, schema
 from squashkit.commands.backup import backup
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, first_line
@@ -264,10 +264,16 @@ def judge_schema(diff: schema.SchemaDiff, alias: str, against: str, allow_drift:
         log(f"[{alias}] the new migrations build exactly the {against} schema")
         return
     log(f"[{alias}] the new migrations do not build the {against} schema:\n{diff.render()}")
+    statements = drift.ddl_for(diff)
+    if statements:
+        log(f"[{alias}] what would bring the {against} database to what the models declare (review it; squashkit runs "
+            "none of it):\n  " + "\n  ".join(statements))
     if not allow_drift:
+        hint = drift.refusal_hint(diff)
         raise OperationFailed(
             f"the new migrations do not build {alias}'s schema ({diff.summary()}): faking them would hide it; "
-            "fix the models or the database, or pass --allow-drift to fake them anyway"
+            + (f"{hint}; " if hint else "")
+            + "then squash again, or pass --allow-drift to fake them anyway"
         )
     log("--allow-drift: recording the new migrations as applied despite the differences above")
 

@@ -11,13 +11,12 @@ migration history and the database disagree, the finding says what happened and 
 from __future__ import annotations
 
 import re
-import time
 from typing import Literal
 
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import clients, journal, postgres, schema
+from squashkit import clients, drift, journal, postgres, schema, scratch_cache
 from squashkit.config import Config
 from squashkit.errors import BadInput, SquashkitError
 from squashkit.project import AppInfo, ManagePy, ProjectInfo, introspect, manage_py
@@ -33,8 +32,11 @@ class CheckResult(BaseModel):
     detail: str = Field(description="What was found, and what to do when it is not ok.")
 
 
-def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
-    """Run every check on the environment; never raises for a failed check, only reports it."""
+def check(config: Config, *, env: str | None = None, use_cache: bool = True) -> list[CheckResult]:
+    """Run every check on the environment; never raises for a failed check, only reports it.
+
+    ``use_cache``: take the schema the migration files build from the scratch build kept for
+    exactly these files, apps and server (``scratch_cache``), when there is one."""
     results: list[CheckResult] = []
     add = lambda name, status, detail: results.append(CheckResult(name=name, status=status, detail=detail))  # noqa: E731
 
@@ -58,14 +60,15 @@ def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
         add("admin connection", "fail", str(exc))
         admin = None
     for alias in project.postgres_aliases():
-        _check_alias(config, manage, admin, project, alias, add)
+        _check_alias(config, manage, admin, project, alias, add, use_cache)
     for run in journal.interrupted(config.backup_dir, {env_name}):
         add("runs", "fail", f"{run.describe()}: run squashkit resume to finish or undo it before anything else")
     return results
 
 
 def _check_alias(
-    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, alias: str, add
+    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, alias: str, add,
+    use_cache: bool,
 ) -> None:
     params = project.connection(alias)
     try:
@@ -79,7 +82,7 @@ def _check_alias(
             _check_mode(conn, admin is not None, params.dbname, alias, add)
             _check_squash(conn, admin is not None, params.dbname, alias, add)
             applied = _applied_migrations(conn)
-        diff = _check_schema(config, manage, admin, params, alias, add)
+        diff = _check_schema(config, manage, project, admin, params, alias, add, use_cache)
         _check_migrations(project, applied, diff, alias, add)
     except SquashkitError as exc:
         add(f"connection ({alias})", "fail", str(exc))
@@ -204,23 +207,31 @@ def _check_models(manage: ManagePy, add) -> None:
 
 
 def _check_schema(
-    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, params: postgres.ConnectionParams, alias: str, add
+    config: Config, manage: ManagePy, project: ProjectInfo, admin: postgres.ConnectionParams | None,
+    params: postgres.ConnectionParams, alias: str, add, use_cache: bool,
 ) -> schema.SchemaDiff | None:
-    """Build what the migration files make in a scratch database and compare it with the real one."""
-    started = time.monotonic()
+    """Build what the migration files make in a scratch database (or take the build kept for exactly
+    these files, apps and server) and compare it with the real one; print the DDL that would mend it."""
     try:
-        diff = schema.drift(manage, alias, params, admin=admin, extensions=config.extensions)
+        expected, cached, seconds = scratch_cache.migrations_schema(
+            config.backup_dir, manage, project, alias, params, admin=admin, extensions=config.extensions, use_cache=use_cache)
     except BadInput as exc:  # no right to create the scratch database, or a leftover holds its name
         add(f"schema ({alias})", "warn", f"not compared: {exc}")
         return None
     except SquashkitError as exc:
         add(f"schema ({alias})", "fail", f"the migration files do not build a database from scratch: {exc}")
         return None
-    seconds = time.monotonic() - started
+    with postgres.connect(params) as conn:
+        diff = schema.compare(expected, schema.snapshot(conn))
+    how = f"{cached.describe()}, for these very files, apps and server" if cached else f"scratch migrate, {seconds:.1f} s"
     if diff.matches:
-        add(f"schema ({alias})", "ok", f"the database has the schema its migration files build (scratch migrate, {seconds:.1f} s)")
+        add(f"schema ({alias})", "ok", f"the database has the schema its migration files build ({how})")
     else:
-        add(f"schema ({alias})", "fail", f"the database differs from what its migration files build: {diff.summary()}")
+        add(f"schema ({alias})", "fail", f"the database differs from what its migration files build ({how}): {diff.summary()}")
+        ddl = drift.ddl_for(diff)
+        if ddl:
+            add(f"schema ddl ({alias})", "warn", "what would bring the database to what the migration files build, for you "
+                "to review and run (squashkit applies none of it): " + " ".join(ddl))
     if diff.cosmetic:
         names = ", ".join(d.summary() for d in diff.cosmetic[:5]) + (", ..." if len(diff.cosmetic) > 5 else "")
         add(f"schema names ({alias})", "ok", f"{len(diff.cosmetic)} objects keep a name from an old rename (harmless): {names}")

@@ -20,6 +20,7 @@ lines in. It must not import squashkit. Its arguments arrive as the global
 ``SQUASHKIT_SERIALIZE``: ``alias``, ``snapshot`` (or None), ``models`` (label -> output file).
 """
 
+import importlib
 import itertools
 import json
 import math
@@ -43,16 +44,17 @@ def _unscoped():
 
 def _enter_snapshot(connection, snapshot):
     """Make the open transaction see exactly the backup's snapshot (it must be its first statement)."""
-    try:  # the project's own driver: SET takes no bind parameters, so the id is quoted by it
-        from psycopg import sql
-    except ImportError:
-        from psycopg2 import sql
+    # The driver Django uses (psycopg or psycopg2; a project may have both installed): SET takes no
+    # bind parameters, so the id is quoted by it, and handed over as text: a project's execute
+    # wrappers (query taggers, tracing) edit the statement as a string.
+    sql = importlib.import_module(f"{connection.Database.__name__}.sql")
     with connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if snapshot:
             if not SNAPSHOT_ID.match(snapshot):
                 raise ValueError(f"not a snapshot id: {snapshot!r}")
-            cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            statement = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+            cursor.execute(statement.as_string(connection.connection))
 
 
 def _attach_m2m(objects, model, alias):

@@ -11,14 +11,12 @@ a running site.
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 
 import psycopg
 import pytest
 
-from tests.conftest import OWNER, OWNER_PASSWORD, SAMPLE, create_database, drop_database, manage, table_fingerprints, unique_name
-from tests.test_pipeline import PROD_OWNER, PROD_PASSWORD, Project, prod_role  # noqa: F401 (fixture)
+from tests.conftest import create_database, drop_database, manage, table_fingerprints
+from tests.test_pipeline import PROD_OWNER, PROD_PASSWORD, Project, prod_role, project_copy  # noqa: F401 (fixture)
 from tests.test_squash_moves_no_data import assert_clean
 
 LARGEAPP = {"SAMPLE_LARGEAPP": "1"}
@@ -42,22 +40,7 @@ def largeapp_template(pg) -> str:
 def largeapp(pg, largeapp_template, prod_role, tmp_path, monkeypatch) -> Project:
     """A copy of sample_project with the large-app apps installed, a seeded dev and a prod name."""
     monkeypatch.setenv("SAMPLE_LARGEAPP", "1")  # every manage.py and squashkit run below inherits it
-    root = tmp_path / "project"
-    shutil.copytree(SAMPLE, root, symlinks=True, ignore=shutil.ignore_patterns("backups", "__pycache__"))
-    (root / "pyproject.toml").unlink()
-    dev = create_database(pg, unique_name("largeapp_dev"), template=largeapp_template)
-    prod = unique_name("largeapp_prod")
-    dev_url = pg.url(dev, user=OWNER, password=OWNER_PASSWORD)
-    prod_url = pg.url(prod, user=PROD_OWNER, password=PROD_PASSWORD)
-    (root / "squashkit.toml").write_text(
-        f'python = "{sys.executable}"\nbackup_dir = "backups"\ndefault_env = "dev"\n'
-        f'[environments.dev]\nsettings = "sample_project.settings"\nenv = {{ DATABASE_URL = "{dev_url}" }}\n'
-        f'[environments.prod]\nsettings = "sample_project.settings"\nenv = {{ DATABASE_URL = "{prod_url}" }}\n'
-    )
-    yield Project(pg, root, dev, prod)
-    for name in (dev, prod):
-        for suffix in ("", "__squashkit_new", "__squashkit_prev", "__squashkit_scratch", "__squashkit_oldbuild", "_fresh"):
-            drop_database(pg, name + suffix)
+    yield from project_copy(pg, tmp_path, largeapp_template, prefix="largeapp_")
 
 
 def findings(result) -> dict[str, dict]:

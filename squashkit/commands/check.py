@@ -256,9 +256,9 @@ def _check_migrations(
     drifted_tables = {d.table or d.name for d in diff.real} if diff is not None else None
     squashed = {(app.label, name): keys for app in project.apps for name, keys in app.replaces.items()}
     for app in project.own_apps():
-        if alias not in app.aliases and app.models:  # an app without models migrates everywhere
-            continue
         rows = sorted(name for label, name in applied if label == app.label)
+        if (alias not in app.aliases and app.models) or not (app.migrations or rows):
+            continue  # an app without models migrates everywhere; one without migrations has nothing to say
         drifted = None if drifted_tables is None else bool(_app_tables(app) & drifted_tables)
         replaces = {name: [n for a, n in keys if a == app.label] for (label, name), keys in squashed.items() if label == app.label}
         replaced = {n for (_label, _name), keys in squashed.items() for a, n in keys if a == app.label}

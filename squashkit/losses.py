@@ -475,7 +475,8 @@ def require_nothing_lost(report: LossReport, accept_loss: bool, *, full_report: 
     lost = report.with_verdict("lost")
     if not lost or accept_loss:
         return
-    listed = "; ".join(f"{op.label()}: {op.summary} ({op.reason})" for op in lost[:3])
+    # A few: each with its reason; many: the first named, every reason in the report and its file.
+    listed = "; ".join(f"{op.label()}: {op.summary}" + (f" ({op.reason})" if len(lost) <= 3 else "") for op in lost[:3])
     if len(lost) > 3:
         per_app = _counts(lost, key=lambda op: op.app)
         listed += f"; and {len(lost) - 3} more ({', '.join(f'{app} {n}' for app, n in per_app.items())} in all)"

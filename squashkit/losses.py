@@ -488,6 +488,19 @@ def require_nothing_lost(report: LossReport, accept_loss: bool, *, full_report: 
     )
 
 
+def write_full(report: LossReport, path: Path, log: Callable[[str], None]) -> Path | None:
+    """The report with every reason whole, in ``path``; None when there is nothing to report or it cannot be written."""
+    if not report.operations:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(report, full=True) + "\n")
+    except OSError as exc:
+        log(f"the full loss report could not be written to {path}: {exc.strerror}")
+        return None
+    return path
+
+
 VERDICT_ORDER: tuple[Verdict, ...] = ("lost", "carried", "not_needed")
 LINE_WIDTH = 160
 

@@ -283,14 +283,7 @@ def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Pat
     and a refusal (without --accept-loss) for what cannot be. ``full_report``: a file the report is
     written to with every reason whole (a large history's report is cut to one line per operation)."""
     report = losses.scan(target.manage, target.project)
-    if full_report is not None and report.operations:
-        try:
-            full_report.parent.mkdir(parents=True, exist_ok=True)
-            full_report.write_text(losses.render(report, full=True) + "\n")
-        except OSError as exc:
-            log(f"the full loss report could not be written to {full_report}: {exc.strerror}")
-            full_report = None
-    full_report = full_report if report.operations else None
+    full_report = losses.write_full(report, full_report, log) if full_report else None
     where = f" (every reason whole: {full_report})" if full_report else ""
     log(f"what the regenerated migrations would forget{where}:\n" + losses.render(report))
     losses.require_nothing_lost(report, accept_loss, full_report=full_report)

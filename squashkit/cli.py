@@ -18,11 +18,12 @@ import typer
 from rich.console import Console
 from typer.exceptions import TyperException
 
-from squashkit import __version__, bundle, cluster, project
+from squashkit import __version__, bundle, cluster, losses, project
 from squashkit import config as config_module
 from squashkit.commands import backup as backup_command
 from squashkit.commands import check as check_command
 from squashkit.commands import kept as kept_command
+from squashkit.commands import losses as losses_command
 from squashkit.commands import promote as promote_command
 from squashkit.commands import recreate as recreate_command
 from squashkit.commands import restore as restore_command
@@ -95,9 +96,11 @@ def backup(
 def check(
     env: Optional[str] = EnvOption,
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build the schema the migration files make afresh, even if kept."),
 ) -> None:
     """Check connection, server and client versions, privileges, connections and migrations."""
-    results = check_command.check(_config(), env=env)
+    results = check_command.check(_config(), env=env, use_cache=not no_cache)
+    _account()
     if as_json:
         print(json.dumps([r.model_dump() for r in results], indent=2))
     else:
@@ -107,6 +110,20 @@ def check(
             out.print(f"[{colour[result.status]}]{result.status:<4}[/] {result.name}: {result.detail}", soft_wrap=True)
     if any(r.status == "fail" for r in results):
         raise typer.Exit(FAILED)
+
+
+@app.command(name="losses")
+def losses_report(
+    env: Optional[str] = EnvOption,
+    full: bool = typer.Option(False, "--full", help="Every reason whole, not cut to one line per operation."),
+    as_json: bool = typer.Option(False, "--json", help="Print every operation, its verdict and reason as JSON."),
+) -> None:
+    """What a squash would forget and what it carries over, app by app (changes nothing)."""
+    report = losses_command.losses(_config(), env=env)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(losses.render(report, full=full))
 
 
 def _log(message: str) -> None:

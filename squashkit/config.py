@@ -7,6 +7,7 @@ Example (pyproject.toml)::
     default_env = "dev"
     exclude = ["audit.Snapshot"]      # dumpdata excludes on top of the standard ones
     extensions = ["pg_trgm"]          # created on every recreated database
+    unscoped = ["tenants.context.all_tenants"]  # entered around squashkit's ORM use (default: django-scopes')
 
     [tool.squashkit.environments.dev]
     settings = "mysite.settings"
@@ -131,6 +132,12 @@ class Config(BaseModel):
     default_env: str | None = Field(None, description="Environment used when none is given.")
     exclude: list[str] = Field(default_factory=list, description="Extra dumpdata excludes.")
     extensions: list[str] = Field(default_factory=list, description="Extra extensions to create.")
+    unscoped: list[str] | None = Field(
+        None,
+        description="Dotted paths of context managers (or callables returning one) entered around everything squashkit "
+        "runs in the project, so scoped default managers see every row; unset: django_scopes.scopes_disabled when the "
+        "project has django-scopes; [] enters nothing.",
+    )
     environments: dict[str, Environment] = Field(description="Named environments.")
 
     @field_validator("environments")
@@ -149,6 +156,14 @@ class Config(BaseModel):
         for label in value:
             if not _APP_OR_MODEL.match(label):
                 raise ValueError(f"{label!r} is not an app label or app_label.ModelName")
+        return value
+
+    @field_validator("unscoped")
+    @classmethod
+    def _dotted_paths(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+", name):
+                raise ValueError(f"{name!r} is not a dotted path to a context manager (module.name)")
         return value
 
     @field_validator("extensions")

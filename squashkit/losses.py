@@ -1,4 +1,4 @@
-"""What a squash would forget, and carrying it over into the regenerated migrations (issue 5).
+"""What a squash would forget, and whether it can be carried over into the regenerated migrations (issue 5).
 
 ``makemigrations`` writes migrations from the models, so regenerating them forgets everything
 no model says: the views, functions and triggers of RunSQL, extensions, data migrations. A
@@ -8,22 +8,16 @@ then lack them, silently. So, before any file is deleted:
     report = losses.scan(manage, project)              # what each such operation is and needs
     losses.require_nothing_lost(report, accept_loss)   # refuse, naming the files, unless accepted
     ... delete the migration files, makemigrations ...
-    losses.carry_over(report, project)                 # write what can be carried into the new files
+    carry.carry_over(report, project)                  # write what can be carried into the new files
 
-Each operation is **carried** (with how), **not needed** (a no-op, or what it made was dropped
-since) or **lost** (it cannot move as it is), with the reason. Carried operations go:
-
-- extensions (and collations): first in the app's first regenerated migration, before the
-  models whose indexes or fields need them, so ``migrate`` works on an empty database;
-- RunSQL and RunPython: in their original order into ``NNNN_squashkit_carried.py``, after the
-  app's last regenerated migration and after those of the apps whose tables they use.
+Each operation is **carried** (with how: ``carry`` writes it), **not needed** (a no-op, or what
+it made was dropped since) or **lost** (it cannot move as it is), with the reason.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import datetime
 import io
 import json
 import re
@@ -119,7 +113,17 @@ def scan(manage: ManagePy, project: ProjectInfo) -> LossReport:
             file = _file_of(entry, project, manage.cwd)
             judged = _judge(entry, file, connection_for(entry["app"]), tables, operations)
             operations.append(_refuse_clash(judged, operations))
-    return LossReport(operations=operations)
+    return LossReport(operations=[_into_initial(op, project) for op in operations])
+
+
+def _into_initial(op: LostOperation, project: ProjectInfo) -> LostOperation:
+    """An app with no models gets no migration from makemigrations: what it carries goes into a 0001_initial."""
+    app = next((app for app in project.own_apps() if app.label == op.app), None)
+    if op.verdict != "carried" or app is None or app.models:
+        return op
+    said = f"{op.app}'s {CARRIED_NAME} migration"
+    into = f"{op.app}'s 0001_initial (it has no models, so makemigrations writes none: squashkit writes this one)"
+    return op.model_copy(update={"reason": op.reason.replace(said, into)})
 
 
 def _run_in_project(manage: ManagePy, apps: list[str]) -> list[dict]:
@@ -460,167 +464,73 @@ def _one_line(python: str) -> str:
     return re.sub(r"\(\s*\)$", "()", python.strip())
 
 
-# --- carry_over -----------------------------------------------------------------------------------
-
-
-def carry_over(report: LossReport, project: ProjectInfo, *, now: datetime.datetime | None = None) -> list[Path]:
-    """After makemigrations: write the carried operations into the regenerated migrations.
-
-    Extensions go first into each app's first regenerated migration (its models' indexes may
-    need them); RunSQL and RunPython go, in their original order, into a new
-    ``NNNN_squashkit_carried.py`` after the app's last one. Returns the files written, as the
-    apps see them. ``project`` is the introspection from before the squash (folders do not move).
-    """
-    carried = report.with_verdict("carried")
-    apps = {app.label: app for app in project.own_apps()}
-    regenerated = {label: _regenerated(app.migrations_folder) for label, app in apps.items() if app.migrations_folder}
-    written = []
-    for label in dict.fromkeys(op.app for op in carried):
-        files = regenerated.get(label) or []
-        if not files:
-            raise OperationFailed(f"{label} has no regenerated migration to carry operations into: run makemigrations first")
-        first = [op for op in carried if op.app == label and op.carry.where == "first_migration"]
-        after = [op for op in carried if op.app == label and op.carry.where == "carried_migration"]
-        if first:
-            written.append(_insert_before_models(files[0], first))
-        if after:
-            path = files[-1].with_name(f"{int(files[-1].name[:4]) + 1:04d}_{CARRIED_NAME}.py")
-            dependencies = _dependencies(label, after, regenerated)
-            _write_python(path, _carried_module(after, dependencies, now or datetime.datetime.now()))
-            written.append(path)
-    return written
-
-
-def _regenerated(folder: Path) -> list[Path]:
-    """The migration files makemigrations wrote, in order."""
-    if not folder.is_dir():
-        return []
-    return sorted(path for path in folder.iterdir() if re.fullmatch(r"\d{4}_\w+\.py", path.name))
-
-
-def _dependencies(label: str, ops: list[LostOperation], regenerated: dict[str, list[Path]]) -> list[tuple[str, str]]:
-    """The app's last migration, and the last of every app whose tables or models the operations use."""
-    others = sorted({app for op in ops for app in op.carry.depends_on} - {label})
-    dependencies = [(label, regenerated[label][-1].stem)]
-    for app in others:
-        files = regenerated.get(app)
-        # A third-party app keeps its migrations: its latest one, whatever its name.
-        dependencies.append((app, files[-1].stem if files else "__latest__"))
-    return dependencies
-
-
-def _insert_before_models(path: Path, ops: list[LostOperation]) -> Path:
-    """Put the operations at the head of a generated migration's operations list, imports merged."""
-    text = path.read_text()
-    marker = "\n    operations = [\n"
-    if marker not in text:
-        raise OperationFailed(f"{path} is not laid out as makemigrations writes it: add {ops[0].summary} to it by hand")
-    items = "".join(f"        # Carried by squashkit from {op.file}.\n{_indented(op.carry.python, 8)},\n" for op in ops)
-    text = text.replace(marker, marker + items, 1)
-    text = _merge_imports(text, [line for op in ops for line in op.carry.imports])
-    _write_python(path, text)
-    return path
-
-
-def _carried_module(ops: list[LostOperation], dependencies: list[tuple[str, str]], now: datetime.datetime) -> str:
-    """A migration module laid out as makemigrations writes one, with the carried code above the class."""
-    sources = [f"#   {op.file} #{op.index + 1}: {op.summary}" for op in ops]
-    header = (
-        f"# Generated by squashkit on {now:%Y-%m-%d %H:%M}\n#\n"
-        "# What the migrations deleted by a squash did that no model says, so makemigrations could\n"
-        "# not write it again; carried as it was written, in its original order, from:\n" + "\n".join(sources) + "\n"
-    )
-    imports = _sorted_imports([line for op in ops for line in op.carry.imports])
-    definitions = list(dict.fromkeys(d.source for op in ops for d in op.carry.definitions))
-    body = _joined(definitions)
-    deps = "".join(f"        ({app!r}, {name!r}),\n" for app, name in dependencies)
-    operations = "".join(f"        # {op.file}\n{_indented(op.carry.python, 8)},\n" for op in ops)
-    return (
-        f"{header}\n" + "\n".join(imports) + "\n\n" + (f"{body}\n\n\n" if body else "\n")
-        + "class Migration(migrations.Migration):\n\n"
-        + f"    dependencies = [\n{deps}    ]\n\n"
-        + f"    operations = [\n{operations}    ]\n"
-    )
-
-
-def _joined(definitions: list[str]) -> str:
-    """Top-level statements spaced as black spaces them: two blank lines around a def or class, one between constants."""
-    text = definitions[0] if definitions else ""
-    for before, after in zip(definitions, definitions[1:]):
-        blocks = any(part.lstrip().startswith(("def ", "class ", "async def ", "@")) for part in (before, after))
-        text += ("\n\n\n" if blocks else "\n\n") + after
-    return text
-
-
-def _indented(python: str, spaces: int) -> str:
-    return "\n".join(" " * spaces + line if line else line for line in python.splitlines())
-
-
-def _sorted_imports(lines: list[str]) -> list[str]:
-    """Imports as makemigrations writes them: ``import`` lines first, by module, names of one module merged."""
-    plain, names = set(), {}
-    for line in lines:
-        if match := re.fullmatch(r"from (\S+) import (.+)", line.strip()):
-            names.setdefault(match[1], set()).update(n.strip() for n in match[2].split(","))
-        else:
-            plain.add(line.strip())
-    merged = [f"from {module} import {', '.join(sorted(found))}" for module, found in names.items()]
-    return sorted(plain | set(merged), key=lambda line: (line.split()[0] == "from", line.split()[1]))
-
-
-def _merge_imports(text: str, new: list[str]) -> str:
-    """Add ``new`` to a generated migration's import block (the lines starting with import or from)."""
-    lines = text.split("\n")
-    block = [i for i, line in enumerate(lines) if line.startswith(("import ", "from "))]
-    if not block:
-        return "\n".join(_sorted_imports(new)) + "\n" + text
-    first, last = block[0], block[-1]
-    merged = _sorted_imports([*lines[first:last + 1], *new])
-    return "\n".join(lines[:first] + merged + lines[last + 1:])
-
-
-def _write_python(path: Path, text: str) -> None:
-    """Write a module only when it compiles: a broken migration would fail the next migrate, far from here."""
-    try:
-        compile(text, str(path), "exec")
-    except SyntaxError as exc:
-        raise OperationFailed(f"the carried migration {path} would not compile ({exc.msg}, line {exc.lineno}): nothing written") from None
-    path.write_text(text)
-
-
 # --- require_nothing_lost and render --------------------------------------------------------------
 
 
-def require_nothing_lost(report: LossReport, accept_loss: bool) -> None:
-    """Refuse, before any file is deleted, when regenerated migrations would lose an operation."""
+def require_nothing_lost(report: LossReport, accept_loss: bool, *, full_report: Path | None = None) -> None:
+    """Refuse, before any file is deleted, when regenerated migrations would lose an operation.
+
+    One line, however many: the first few named, the rest counted per app; ``full_report`` (the
+    file with every reason) is named when there is one."""
     lost = report.with_verdict("lost")
     if not lost or accept_loss:
         return
-    listed = "; ".join(f"{op.label()}: {op.summary} ({op.reason})" for op in lost)
+    # A few: each with its reason; many: the first named, every reason in the report and its file.
+    listed = "; ".join(f"{op.label()}: {op.summary}" + (f" ({op.reason})" if len(lost) <= 3 else "") for op in lost[:3])
+    if len(lost) > 3:
+        per_app = _counts(lost, key=lambda op: op.app)
+        listed += f"; and {len(lost) - 3} more ({', '.join(f'{app} {n}' for app, n in per_app.items())} in all)"
+    where = f"; every one with its reason: {full_report}" if full_report else ""
     raise BadInput(
         f"refusing to squash: {len(lost)} operation(s) of the migrations cannot be carried into the regenerated "
-        f"ones and would be lost: {listed}. Move them into the models or a new migration, or pass --accept-loss "
+        f"ones and would be lost: {listed}{where}. Move them into the models or a new migration, or pass --accept-loss "
         "to drop them knowingly (nothing was changed)"
     )
 
 
-def render(report: LossReport) -> str:
-    """The report file by file, for a terminal: what is carried and how, lost and why, not needed."""
+def write_full(report: LossReport, path: Path, log: Callable[[str], None]) -> Path | None:
+    """The report with every reason whole, in ``path``; None when there is nothing to report or it cannot be written."""
+    if not report.operations:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(report, full=True) + "\n")
+    except OSError as exc:
+        log(f"the full loss report could not be written to {path}: {exc.strerror}")
+        return None
+    return path
+
+
+VERDICT_ORDER: tuple[Verdict, ...] = ("lost", "carried", "not_needed")
+LINE_WIDTH = 160
+
+
+def render(report: LossReport, *, full: bool = False) -> str:
+    """The report for a terminal: counts first, then app by app and verdict by verdict, one line per
+    operation. Reasons are cut to fit a line unless ``full`` (the report file, ``--json`` has them too)."""
     if not report.operations:
         return "nothing to carry: every operation of the migrations is written again from the models"
-    counts = {verdict: len(report.with_verdict(verdict)) for verdict in ("carried", "lost", "not_needed")}
+    total = _counts(report.operations, key=lambda op: op.verdict)
     lines = [
         f"{len(report.operations)} operation(s) makemigrations will not write again: "
-        f"{counts['carried']} carried, {counts['lost']} lost, {counts['not_needed']} not needed"
+        + ", ".join(f"{total.get(verdict, 0)} {verdict.replace('_', ' ')}" for verdict in ("carried", "lost", "not_needed"))
     ]
-    by_file: dict[str, list[LostOperation]] = {}
+    by_app: dict[str, list[LostOperation]] = {}
     for op in report.operations:
-        by_file.setdefault(op.file, []).append(op)
-    for file in sorted(by_file):
-        lines.append(f"\n{file}")
-        for op in by_file[file]:
-            lines.append(f"  {op.verdict.replace('_', ' '):<10} #{op.index + 1} {op.summary}")
-            lines.append(f"             {op.reason}")
-            if op.note:
-                lines.append(f"             note: {op.note}")
+        by_app.setdefault(op.app, []).append(op)
+    for app, ops in by_app.items():
+        counts = _counts(ops, key=lambda op: op.verdict)
+        lines.append(f"{app}: " + ", ".join(f"{counts[v]} {v.replace('_', ' ')}" for v in VERDICT_ORDER if v in counts))
+        for verdict in VERDICT_ORDER:
+            for op in (op for op in ops if op.verdict == verdict):
+                reason = op.reason + (f" (note: {op.note})" if op.note and full else "")
+                line = f"  {verdict.replace('_', ' '):<10} {op.file} #{op.index + 1} {op.summary}: {reason}"
+                lines.append(line if full or len(line) <= LINE_WIDTH else line[:LINE_WIDTH - 1] + "…")
     return "\n".join(lines)
+
+
+def _counts(ops: list[LostOperation], *, key: Callable[[LostOperation], str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[key(op)] = counts.get(key(op), 0) + 1
+    return counts

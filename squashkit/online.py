@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, history, journal, losses, postgres, schema, scratch, steps
+from squashkit import bundle, carry, drift, history, journal, postgres, schema, scratch, scratch_cache, steps
 from squashkit.config import Config
 from squashkit.databases import Database, physical, server_of
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
@@ -58,10 +59,11 @@ def preflight(config: Config, target: Target) -> None:
         params = target.params(alias)
         scratch_name = schema.scratch_name(params.dbname)
         with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
-            if postgres.database_exists(conn, scratch_name):
-                raise BadInput(
-                    f"{scratch_name} is left over from an earlier run ({postgres.database_comment(conn, scratch_name) or 'no comment'}): "
-                    "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)")
+            for leftover in (scratch_name, schema.scratch_name(params.dbname, schema.OLD_BUILD_SUFFIX)):
+                if postgres.database_exists(conn, leftover):
+                    raise BadInput(
+                        f"{leftover} is left over from an earlier run ({postgres.database_comment(conn, leftover) or 'no comment'}): "
+                        "run squashkit resume, or squashkit cleanup to remove it (nothing was changed)")
             if not postgres.database_exists(conn, params.dbname):
                 continue  # restore --squash onto an environment with no database yet: the restore makes it
         with postgres.connect(params) as conn:
@@ -95,6 +97,7 @@ def squash(
                    databases={alias: {"live": name, "work": name} for alias, name in live.items()})
     step = "create scratch"
     try:
+        old_build = _old_build(config, target, files_bundle, log)  # reads the old files while they are on disk
         with _scratch_databases(config, target) as scratch:
             manage = target.manage.on(scratch)
             # 2. Delete the migration files; undone by putting them back from the tarball.
@@ -108,7 +111,7 @@ def squash(
             record.started(step, env, databases=scratch)
             manage.run("makemigrations", *apps, "-v", "0", what="makemigrations")
             log(f"makemigrations done for {', '.join(apps)} (pointed at the empty {', '.join(dict.fromkeys(scratch.values()))})")
-            written = losses.carry_over(carried, target.project) if carried is not None else []
+            written = carry.carry_over(carried, target.project) if carried is not None else []
             if written:
                 log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
             record.finished(step, env)
@@ -117,7 +120,7 @@ def squash(
             record.started(step, env, databases=scratch)
             new = {}
             for database in physical(target.project):
-                new.update(_prove(target, database, scratch, apps, allow_drift, log))
+                new.update(_prove(config, target, database, scratch, apps, allow_drift, log, old_build))
             record.finished(step, env)
         # 5c. One transaction per database; undone by putting the saved rows back.
         step = "rewrite history"
@@ -155,21 +158,78 @@ def _scratch_databases(config: Config, target: Target) -> Iterator[dict[str, str
 
 
 def _prove(
-    target: Target, database: Database, names: dict[str, str], apps: list[str], allow_drift: bool, log: Log,
+    config: Config, target: Target, database: Database, names: dict[str, str], apps: list[str], allow_drift: bool,
+    log: Log, old_build: Callable[[Database], schema.Schema],
 ) -> dict[str, list[tuple[str, str]]]:
     """Step 5b for one database: a real migrate of the new files into its scratch database (every
     alias that reaches it, in order), compared with the live database; returns, per alias, the
-    project apps' rows that migrate recorded in the django_migrations that alias finds, in its order."""
+    project apps' rows that migrate recorded in the django_migrations that alias finds, in its order.
+
+    What the live database has, the old history built too and the new files do not (drift.strays)
+    is carried into the new files first, and the scratch migrated once more to prove them."""
+    started = time.monotonic()
+    label = ", ".join(database.aliases)
+    params = target.params(database.alias)
     scratch.migrate(target.manage, target.project, database, names)
+    built, diff = _built_and_diff(params, names[database.alias])
+    if drift.candidates(diff):
+        found = drift.strays(diff, old_build(database), drift.owners(target.project))
+        if found:
+            written = drift.carry_strays(found, target.project)
+            log(f"[{label}] carried what the old history built and no model declares, with its exact definition, into "
+                f"{', '.join(str(p.relative_to(target.manage.cwd)) for p in written)}: {', '.join(s.describe() for s in found)}")
+            scratch.migrate(target.manage, target.project, database, names)
+            built, diff = _built_and_diff(params, names[database.alias])
+    scratch.judge(diff, label, "live", allow_drift, log)
     recorded = {}
     for alias in database.aliases:
         with postgres.connect(target.params(alias).with_dbname(names[alias])) as conn:
             recorded[alias] = [(row.app, row.name) for row in history.read(conn, apps)] if history.exists(conn) else []
-    built = scratch.built(target.params(database.alias).with_dbname(names[database.alias]))
-    with postgres.connect(target.params(database.alias)) as conn:
-        actual = schema.snapshot(conn)
-    scratch.judge(schema.compare(built, actual), ", ".join(database.aliases), "live", allow_drift, log)
+    # The next check finds these files' build here instead of migrating them again.
+    scratch_cache.keep_build(config.backup_dir, target.manage, target.project, database, params, built,
+                             extensions=config.extensions, made_by="squash", seconds=time.monotonic() - started, log=log)
     return recorded
+
+
+def _built_and_diff(params: postgres.ConnectionParams, name: str) -> tuple[schema.Schema, schema.SchemaDiff]:
+    built = scratch.built(params.with_dbname(name))
+    with postgres.connect(params) as conn:
+        actual = schema.snapshot(conn)
+    return built, schema.compare(built, actual)
+
+
+def _old_build(config: Config, target: Target, files_bundle: Path, log: Log) -> Callable[[Database], schema.Schema]:
+    """database -> the schema the OLD migration files build for it, for telling their leftovers from drift.
+
+    Keyed now, while the old files are on disk; looked up (``check`` keeps its build) or built
+    only when asked: the old files are put back from the bundle for that while (``drift.old_files_on_disk``)."""
+    keys = {database.alias: scratch_cache.key(target.manage, target.project, database, target.params(database.alias),
+                                              config.extensions)
+            for database in physical(target.project)}
+    manifest = bundle.read_manifest(files_bundle)
+
+    def old_build(database: Database) -> schema.Schema:
+        label = ", ".join(database.aliases)
+        digest, files = keys[database.alias]
+        cached = scratch_cache.load(config.backup_dir, digest)
+        if cached is not None:
+            log(f"[{label}] the old history's schema is {cached.describe()}")
+            return cached.schema_
+        log(f"[{label}] the live database has objects the new files do not build: building the old history in a scratch "
+            "database to see whether they are its own (kept for the next check)")
+        started = time.monotonic()
+        with drift.old_files_on_disk(
+            target.project, target.manage.cwd,
+            lambda: steps.put_back_migrations(files_bundle, target.manage.cwd, manifest, log, target.project),
+            lambda saved: steps.put_back_saved(target, saved, log),
+        ):
+            built = scratch.build(target.manage, target.project, database, target.params(database.alias),
+                                  admin=target.admin(), extensions=config.extensions, suffix=schema.OLD_BUILD_SUFFIX)
+        scratch_cache.save(config.backup_dir, digest, built, alias=label, made_by="squash (the old history)",
+                           seconds=time.monotonic() - started, files=files, log=log)
+        return built
+
+    return old_build
 
 
 def _rewrite(target: Target, files_bundle: Path, record: Journal, apps: list[str],

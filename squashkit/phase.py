@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, fixture, foundation, journal, jsonload, losses, online, postgres, scratch, steps
+from squashkit import bundle, carry, fixture, foundation, journal, jsonload, online, postgres, scratch, steps
 from squashkit.config import Config
 from squashkit.databases import migrate_order, once_per_database, physical
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
@@ -103,7 +103,7 @@ def replace_database(
             target.manage.on(side).run("makemigrations", *labels, "-v", "0", what="makemigrations")
             log(f"makemigrations done for {', '.join(labels)}")
             if carried is not None:
-                written = losses.carry_over(carried, target.project)
+                written = carry.carry_over(carried, target.project)
                 if written:
                     log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
             record.finished(step, env)

@@ -28,6 +28,7 @@ from squashkit.postgres import ConnectionParams
 PROBE = inproject.runner("probe")
 COMMAND_RUNNER = inproject.runner("command")
 CHECKS_RUNNER = inproject.runner("checks")
+UNSCOPED_VARIABLE = "SQUASHKIT_UNSCOPED"  # read by inproject/scopes.py
 POSTGRES_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
 
 # The procedure's excludes: rows that `migrate` recreates (permissions, content types) or
@@ -95,9 +96,17 @@ class AppInfo(BaseModel):
     migrations_module: str | None
     migrations_folder: Path | None = Field(description="The migrations folder as the app sees it.")
     migrations_folder_resolved: Path | None = Field(description="The same folder with symlinks resolved.")
-    migrations: list[str] = Field(description="Migration names on disk.")
+    migrations: list[str] = Field(description="Migration names on disk, as migrate plans them (a squashed one instead of those it replaces).")
+    replaces: dict[str, list[tuple[str, str]]] = Field(
+        default_factory=dict,
+        description="Squashed migration name -> the (app, name) it replaces: rows Django records without a file for them.",
+    )
     aliases: list[str] = Field(description="Aliases this app migrates to (the routers' allow_migrate).")
     models: list[ModelInfo]
+
+    def replaced(self) -> set[tuple[str, str]]:
+        """Every (app, name) a squashed migration of this app replaces."""
+        return {tuple(key) for keys in self.replaces.values() for key in keys}
 
 
 class ProjectInfo(BaseModel):
@@ -218,8 +227,11 @@ class ManagePy(BaseModel):
         return self.model_copy(update={"databases": {**self.databases, **databases}})
 
     def argv(self, *args: str) -> list[str]:
-        """The arguments after the interpreter: ``manage.py ARGS``, or through the runner that renames databases."""
-        if not self.databases:
+        """The arguments after the interpreter: ``manage.py ARGS`` run through ``inproject/command.py``,
+        which points aliases at other databases and switches scoped managers off, as the project's
+        own commands do (a data migration or a loaddata reading through django-scopes' managers).
+        A ``shell`` on the settings' databases runs as it is: squashkit's runners enter that context themselves."""
+        if args[:1] == ("shell",) and not self.databases:
             return [str(self.script), *args]
         arguments = {"databases": self.databases, "argv": list(args)}
         code = (
@@ -267,6 +279,8 @@ def manage_py(config: Config, env_name: str, environment: Environment) -> Manage
     env["DJANGO_SETTINGS_MODULE"] = environment.settings
     env["SQUASHKIT_ENV_NAME"] = env_name
     env["PYTHONUNBUFFERED"] = "1"
+    if config.unscoped is not None:
+        env[UNSCOPED_VARIABLE] = json.dumps(config.unscoped)
     return ManagePy(python=config.python, script=config.manage_py, cwd=config.manage_py.parent, env=env)
 
 

@@ -34,6 +34,7 @@ from squashkit.project import ManagePy
 # django_migrations records history, not schema: a squashed or faked database differs there by design.
 DEFAULT_EXCLUDE = ("django_migrations",)
 SCRATCH_SUFFIX = "__squashkit_scratch"
+OLD_BUILD_SUFFIX = "__squashkit_oldbuild"  # a squash's build of the old history, beside its scratch (drift.py)
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer database names
 
 
@@ -523,13 +524,14 @@ def migrations_schema(
     extensions: Iterable[str] = (),
     copy_extensions: bool = True,
     exclude: Collection[str] = DEFAULT_EXCLUDE,
+    suffix: str = SCRATCH_SUFFIX,
 ) -> Schema:
     """The schema a real ``manage.py migrate --database alias`` builds from the migration files on disk.
 
     Built in a scratch database like ``params``' one, as Django's test runner builds its test
     database, then read and dropped.
     """
-    with scratch_database(params, admin=admin, extensions=extensions, copy_extensions=copy_extensions) as name:
+    with scratch_database(params, admin=admin, extensions=extensions, copy_extensions=copy_extensions, suffix=suffix) as name:
         manage.on({alias: name}).run(
             "migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate into the scratch database {name}"
         )

@@ -9,7 +9,7 @@ would show as a difference that is not one (``check`` counted 11 for ``default``
 with a ``data`` alias).
 
 A squash uses it to prove the new migration files against the live (or restored) database,
-``check`` to report drift; both compare the whole database at once.
+``check`` (through ``scratch_cache``) to report drift; both compare the whole database at once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Collection, Iterable, Iterator
 
-from squashkit import postgres, schema
+from squashkit import drift, postgres, schema
 from squashkit.config import Config
 from squashkit.databases import Database, migrate_order, physical
 from squashkit.errors import OperationFailed
@@ -31,11 +31,12 @@ Log = Callable[[str], None]
 @contextlib.contextmanager
 def empty(
     database: Database, params: ConnectionParams, *, admin: ConnectionParams | None = None,
-    extensions: Iterable[str] = (), copy_extensions: bool = True,
+    extensions: Iterable[str] = (), copy_extensions: bool = True, suffix: str = schema.SCRATCH_SUFFIX,
 ) -> Iterator[dict[str, str]]:
     """An empty scratch database like ``params``' (the live or restored one), dropped whatever
     happens; yields ``alias -> its name`` for every alias of ``database``, for ``ManagePy.on``."""
-    with schema.scratch_database(params, admin=admin, extensions=extensions, copy_extensions=copy_extensions) as name:
+    with schema.scratch_database(params, admin=admin, extensions=extensions, copy_extensions=copy_extensions,
+                                 suffix=suffix) as name:
         yield {alias: name for alias in database.aliases}
 
 
@@ -54,17 +55,16 @@ def built(params: ConnectionParams, *, exclude: Collection[str] = schema.DEFAULT
     return found
 
 
-def drift(
+def build(
     manage: ManagePy, project: ProjectInfo, database: Database, params: ConnectionParams, *,
-    admin: ConnectionParams | None = None, extensions: Iterable[str] = (), exclude: Collection[str] = schema.DEFAULT_EXCLUDE,
-) -> schema.SchemaDiff:
-    """How the database ``params`` (reached by ``database``'s aliases) differs from what its migration files build."""
-    with empty(database, params, admin=admin, extensions=extensions) as names:
+    admin: ConnectionParams | None = None, extensions: Iterable[str] = (), suffix: str = schema.SCRATCH_SUFFIX,
+    exclude: Collection[str] = schema.DEFAULT_EXCLUDE,
+) -> schema.Schema:
+    """The schema the migration files on disk build for ``database`` (every alias that reaches it),
+    in a scratch database like ``params``' one, read and dropped."""
+    with empty(database, params, admin=admin, extensions=extensions, suffix=suffix) as names:
         migrate(manage, project, database, names)
-        expected = built(params.with_dbname(names[database.alias]), exclude=exclude)
-    with postgres.connect(params) as conn:
-        actual = schema.snapshot(conn, exclude=exclude)
-    return schema.compare(expected, actual)
+        return built(params.with_dbname(names[database.alias]), exclude=exclude)
 
 
 def require_equivalent(config: Config, target: Target, databases: dict[str, str], allow_drift: bool, log: Log) -> None:
@@ -95,9 +95,15 @@ def judge(diff: schema.SchemaDiff, alias: str, against: str, allow_drift: bool, 
         log(f"[{alias}] the new migrations build exactly the {against} schema")
         return
     log(f"[{alias}] the new migrations do not build the {against} schema:\n{diff.render()}")
+    statements = drift.ddl_for(diff)
+    if statements:
+        log(f"[{alias}] what would bring the {against} database to what the models declare (review it; squashkit runs "
+            "none of it):\n  " + "\n  ".join(statements))
     if not allow_drift:
+        hint = drift.refusal_hint(diff)
         raise OperationFailed(
             f"the new migrations do not build {alias}'s schema ({diff.summary()}): faking them would hide it; "
-            "fix the models or the database, or pass --allow-drift to fake them anyway"
+            + (f"{hint}; " if hint else "")
+            + "then squash again, or pass --allow-drift to fake them anyway"
         )
     log("--allow-drift: recording the new migrations as applied despite the differences above")

@@ -38,7 +38,7 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
                           own functions pinned to a search_path in between
                           its definitions and its data (foundation.restore_pinned)
     5  makemigrations     squash: every project app, then the carried           as 2
-                          operations (losses.carry_over); a squash that moves
+                          operations (carry.carry_over); a squash that moves
                           no data points it at an empty scratch database (the
                           live django_migrations still names the old files)
     5b scratch.require_equivalent squash: a scratch database built by a real   the scratch database is always
@@ -260,12 +260,15 @@ def _may_create_databases(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
 
 
-def scan_losses(target: Target, accept_loss: bool, log: Log) -> LossReport:
+def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Path | None = None) -> LossReport:
     """Before any file is deleted: what regenerated migrations would forget, what is carried over,
-    and a refusal (without --accept-loss) for what cannot be."""
+    and a refusal (without --accept-loss) for what cannot be. ``full_report``: a file the report is
+    written to with every reason whole (a large history's report is cut to one line per operation)."""
     report = losses.scan(target.manage, target.project)
-    log("what the regenerated migrations would forget:\n" + losses.render(report))
-    losses.require_nothing_lost(report, accept_loss)
+    full_report = losses.write_full(report, full_report, log) if full_report else None
+    where = f" (every reason whole: {full_report})" if full_report else ""
+    log(f"what the regenerated migrations would forget{where}:\n" + losses.render(report))
+    losses.require_nothing_lost(report, accept_loss, full_report=full_report)
     return report
 
 

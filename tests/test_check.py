@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from squashkit import schema
+from squashkit.commands.check import migration_finding
 from tests.conftest import project_env, squashkit, write_config
 from tests.test_schema import copy_project, database_exists
 
@@ -155,3 +156,20 @@ def test_check_takes_seconds_not_minutes(sample_db, tmp_path):
     took = time.monotonic() - started
     assert result.code == 0, result.stdout + result.stderr
     assert took < 30, f"check took {took:.1f} s"
+
+
+def test_rows_a_squashed_migration_replaces_are_not_migrations_without_a_file():
+    """Django records the migrations a squashed one replaces, and needs no file for them; the squashed
+    one counts as applied once all it replaces are recorded (migrate writes its own row later)."""
+    files = ["0001_squashed_0003_ticket", "0004_index"]
+    replaces = {"0001_squashed_0003_ticket": ["0001_initial", "0002_starts_at", "0003_ticket"]}
+    replaced = set(replaces["0001_squashed_0003_ticket"])
+    rows = ["0001_initial", "0002_starts_at", "0003_ticket", "0004_index"]
+
+    assert migration_finding("events", files, rows, False, replaces=replaces, replaced=replaced) == (
+        "ok", "2 applied (3 recorded rows are migrations a squashed one replaces)")
+    assert migration_finding("events", files, rows + ["0001_squashed_0003_ticket"], False, replaces=replaces, replaced=replaced)[0] == "ok"
+    status, detail = migration_finding("events", files, rows[:2] + ["0004_index"], False, replaces=replaces, replaced=replaced)
+    assert status == "warn" and "0001_squashed_0003_ticket" in detail  # half of what it replaces: not applied
+    status, detail = migration_finding("events", files, rows, False)  # what check said before it read replaces
+    assert status == "warn" and "3 recorded migrations have no file" in detail

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from squashkit import losses
+from squashkit import carry, losses
 from squashkit.errors import BadInput
 from squashkit.steps import delete_migrations
 from squashkit.project import ManagePy, ProjectInfo, introspect
@@ -137,7 +137,7 @@ def test_carried_migrations_build_an_empty_database_with_view_trigger_extension_
     delete_migrations(copy.project, lambda message: None)
     copy.manage.run("makemigrations", *OWN_APPS, what="makemigrations")
 
-    written = losses.carry_over(report, copy.project)
+    written = carry.carry_over(report, copy.project)
 
     assert sorted(str(path.relative_to(copy.root)) for path in written) == [
         "catalog/migrations/0001_initial.py",  # the extension, before the models
@@ -216,7 +216,7 @@ def test_a_trigger_dropped_and_created_again_is_carried_with_its_drop_and_builds
 
     delete_migrations(copy.project, lambda message: None)
     copy.manage.run("makemigrations", *OWN_APPS, what="makemigrations")
-    losses.carry_over(report, copy.project)
+    carry.carry_over(report, copy.project)
     scratch = create_database(pg, unique_name("losses_rebuild"))
     try:
         copy.manage.on({"default": scratch}).run("migrate", "-v", "0", what="migrate of the carried migrations")

@@ -73,11 +73,16 @@ class Project:
 
 @pytest.fixture
 def project(pg, seeded_template, prod_role, tmp_path):
+    yield from project_copy(pg, tmp_path, seeded_template)
+
+
+def project_copy(pg, tmp_path: Path, template: str, prefix: str = ""):
+    """A copy of sample_project, a dev copied from ``template`` and a prod name; dropped afterwards."""
     root = tmp_path / "project"
     shutil.copytree(SAMPLE, root, symlinks=True, ignore=shutil.ignore_patterns("backups", "__pycache__"))
     (root / "pyproject.toml").unlink()
-    dev = create_database(pg, unique_name("dev"), template=seeded_template)
-    prod = unique_name("prod")
+    dev = create_database(pg, unique_name(prefix + "dev"), template=template)
+    prod = unique_name(prefix + "prod")
     dev_url = pg.url(dev, user=OWNER, password=OWNER_PASSWORD)
     prod_url = pg.url(prod, user=PROD_OWNER, password=PROD_PASSWORD)
     (root / "squashkit.toml").write_text(
@@ -87,7 +92,8 @@ def project(pg, seeded_template, prod_role, tmp_path):
     )
     yield Project(pg, root, dev, prod)
     for name in (dev, prod):
-        for suffix in ("", "__squashkit_new", "__squashkit_prev", "__squashkit_scratch", "__squashkit_new__squashkit_scratch"):
+        for suffix in ("", "__squashkit_new", "__squashkit_prev", "__squashkit_scratch", "__squashkit_new__squashkit_scratch",
+                       "__squashkit_oldbuild", "_fresh"):
             drop_database(pg, name + suffix)
 
 

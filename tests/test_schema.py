@@ -290,3 +290,33 @@ def test_a_disabled_trigger_is_a_real_difference(pg, empty_databases):
     with admin(pg, second) as conn:
         conn.execute("ALTER TABLE t ENABLE TRIGGER t_touch")
         assert schema.compare(expected, schema.snapshot(conn)).matches
+
+
+def test_each_difference_says_the_statement_that_brings_the_database_to_what_the_files_build():
+    from squashkit import drift
+    from squashkit.schema import Difference, SchemaDiff
+
+    real = [
+        Difference(kind="index", name="t_a_idx", table="t", expected="CREATE INDEX ON public.t USING btree (a)", actual=None),
+        Difference(kind="index", name="t_b_like", table="t", expected=None, actual="CREATE INDEX ON public.t USING btree (b varchar_pattern_ops)"),
+        Difference(kind="index", name="u_c", table="s.u", expected="CREATE UNIQUE INDEX ON s.u USING btree (c)", actual="CREATE UNIQUE INDEX ON s.u USING btree (c, d)"),
+        Difference(kind="check", name="t_positive", table="t", expected="CHECK ((n > 0))", actual=None),
+        Difference(kind="unique", name="t_old_key", table="t", expected=None, actual="UNIQUE (a)"),
+        Difference(kind="column", name="t.note", table="t", expected=None, actual="text"),
+        Difference(kind="column", name="t.size", table="t", expected="integer NOT NULL", actual=None),
+        Difference(kind="column", name="t.kind", table="t", expected="character varying(10)", actual="text"),
+        Difference(kind="trigger", name="t_audit", table="t", expected=None, actual="CREATE TRIGGER BEFORE INSERT ON public.t ..."),
+    ]
+    assert drift.ddl_for(SchemaDiff(real=real)) == [
+        'CREATE INDEX CONCURRENTLY "t_a_idx" ON public.t USING btree (a);',
+        'DROP INDEX CONCURRENTLY "t_b_like";',
+        'DROP INDEX CONCURRENTLY "s"."u_c";',
+        'CREATE UNIQUE INDEX CONCURRENTLY "u_c" ON s.u USING btree (c);',
+        'ALTER TABLE "t" ADD CONSTRAINT "t_positive" CHECK ((n > 0));',
+        'ALTER TABLE "t" DROP CONSTRAINT "t_old_key";',
+        'ALTER TABLE "t" DROP COLUMN "note";',
+        'ALTER TABLE "t" ADD COLUMN "size" integer NOT NULL;',
+        'DROP TRIGGER "t_audit" ON "t";',
+    ]
+    hint = drift.refusal_hint(SchemaDiff(real=real))
+    assert "no statement is suggested for column t.kind" in hint  # a type change is the user's to plan

@@ -332,6 +332,8 @@ class _Checker:
                 return None  # query += sql.SQL(...): still psycopg's
             return "a string built with an operator (% or +)"
         if isinstance(expr, ast.Call):
+            if isinstance(expr.func, ast.Attribute) and expr.func.attr == "as_string" and self.is_composable(expr.func.value, function, depth):
+                return None  # psycopg's own rendering of its sql objects (for execute wrappers that edit text)
             return None if self.is_composable(expr, function, depth) else f"the result of {ast.unparse(expr.func)}()"
         if isinstance(expr, ast.Name):
             values = self.assigned(expr.id, function)
@@ -418,6 +420,10 @@ GOOD_EXAMPLES = {
     "literal": 'def f(conn, name):\n    conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])\n',
     "composed": 'from psycopg import sql\ndef f(conn, name):\n    conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))\n',
     "composed-variable": 'from psycopg import sql\nQ = "SELECT {}"\ndef f(conn, name):\n    query = sql.SQL(Q).format(sql.Identifier(name))\n    conn.execute(query)\n',
+    "rendered-by-psycopg": (
+        'from psycopg import sql\ndef f(cursor, conn, value):\n    statement = sql.SQL("SET x = {}").format(sql.Literal(value))\n'
+        '    cursor.execute(statement.as_string(conn))\n'
+    ),
     "statement-function": (
         'from psycopg import sql\ndef stmt(name) -> sql.Composed:\n    return sql.SQL("DROP DATABASE {}").format(sql.Identifier(name))\n'
         'def f(conn, name):\n    statement = stmt(name)\n    conn.execute(statement)\n'

@@ -82,3 +82,29 @@ def test_the_repair_case_is_explained_by_check_and_mended_by_squash(project):
     assert project.fingerprint(project.dev) == before
     after = project.run("check")
     assert after.code == 0 and " fail " not in after.stdout, after.stdout
+
+
+def test_a_missing_index_is_refused_with_its_create_index_and_creating_it_by_hand_lets_the_squash_pass(project):
+    """Drift squashkit cannot carry (no history builds it that way): the refusal names the index and
+    prints the statement that mends the live database; squashkit runs none of it itself."""
+    with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as conn:
+        index, definition = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'community_comment' AND indexname NOT LIKE '%pkey' "
+            "AND indexdef NOT LIKE '%UNIQUE%' ORDER BY indexname LIMIT 1").fetchone()
+        conn.execute(f'DROP INDEX "{index}"')  # test-only name read from the catalog
+    before, files = project.fingerprint(project.dev), project.migration_files()
+
+    refused = project.run("squash", "--yes", "--accept-loss")
+
+    assert refused.code == 1, refused.stderr
+    error = refused.stderr.strip().splitlines()[-1]
+    wanted = definition.replace(f"CREATE INDEX {index} ON", f'CREATE INDEX CONCURRENTLY "{index}" ON') + ";"
+    assert f"missing index {index}" in error and wanted in error and "squashkit applies none of it" in error, error
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files
+    with psycopg.connect(**project.pg.conninfo(project.dev), autocommit=True) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", [index]).fetchone()  # not applied silently
+        conn.execute(wanted.rstrip(";"))  # the user reviews it and runs it; the test runs exactly what was printed
+
+    passed = project.run("squash", "--yes", "--accept-loss")
+    assert passed.code == 0, passed.stderr
+    assert project.fingerprint(project.dev) == before

@@ -42,6 +42,11 @@ INSTALLED_APPS = [
 # One model per field type, for squashkit's fast-fixture tests only (tests/test_fastjson.py).
 if os.environ.get("SAMPLE_FIELDTYPES") == "1":
     INSTALLED_APPS.append("fieldtypes")
+# What a large application brings (squashkit's tests/test_largeapp.py): django-scopes managers,
+# a history squashed with squashmigrations, an index only its history declares, a plugin app
+# with no models and a data migration.
+if os.environ.get("SAMPLE_LARGEAPP") == "1":
+    INSTALLED_APPS += ["events", "boxoffice"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

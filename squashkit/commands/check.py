@@ -11,13 +11,12 @@ migration history and the database disagree, the finding says what happened and 
 from __future__ import annotations
 
 import re
-import time
 from typing import Literal
 
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import clients, journal, placement, postgres, schema, scratch
+from squashkit import clients, drift, journal, placement, postgres, schema, scratch_cache
 from squashkit.config import Config
 from squashkit.databases import Database, physical
 from squashkit.errors import BadInput, SquashkitError
@@ -34,8 +33,11 @@ class CheckResult(BaseModel):
     detail: str = Field(description="What was found, and what to do when it is not ok.")
 
 
-def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
-    """Run every check on the environment; never raises for a failed check, only reports it."""
+def check(config: Config, *, env: str | None = None, use_cache: bool = True) -> list[CheckResult]:
+    """Run every check on the environment; never raises for a failed check, only reports it.
+
+    ``use_cache``: take the schema the migration files build from the scratch build kept for
+    exactly these files, apps and server (``scratch_cache``), when there is one."""
     results: list[CheckResult] = []
     add = lambda name, status, detail: results.append(CheckResult(name=name, status=status, detail=detail))  # noqa: E731
 
@@ -66,7 +68,7 @@ def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
                 "once; each alias keeps the django_migrations its search_path finds")
         diff: list = []
         for alias in database.aliases:
-            _check_alias(config, manage, admin, project, alias, add, database=database, diff=diff)
+            _check_alias(config, manage, admin, project, alias, add, database=database, diff=diff, use_cache=use_cache)
     for run in journal.interrupted(config.backup_dir, {env_name}):
         add("runs", "fail", f"{run.describe()}: run squashkit resume to finish or undo it before anything else")
     return results
@@ -74,7 +76,7 @@ def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
 
 def _check_alias(
     config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, alias: str, add,
-    *, database: Database, diff: list,
+    *, database: Database, diff: list, use_cache: bool,
 ) -> None:
     """What concerns the database is checked through its first alias; ``diff`` carries its schema
     comparison to the other aliases that reach it (each has its own django_migrations)."""
@@ -94,7 +96,7 @@ def _check_alias(
             applied = _applied_migrations(conn)
             placement.report(project, alias, conn, add)
         if first:
-            diff.append(_check_schema(config, manage, admin, project, database, add))
+            diff.append(_check_schema(config, manage, admin, project, database, add, use_cache))
         _check_migrations(project, applied, diff[0] if diff else None, alias, add)
     except SquashkitError as exc:
         add(f"connection ({alias})", "fail", str(exc))
@@ -219,26 +221,35 @@ def _check_models(manage: ManagePy, add) -> None:
 
 
 def _check_schema(
-    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, database: Database, add
+    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo, database: Database, add,
+    use_cache: bool,
 ) -> schema.SchemaDiff | None:
     """Build what the migration files make in a scratch database (every alias that reaches the
-    database migrated into it) and compare it with the real one."""
-    started = time.monotonic()
+    database migrated into it), or take the build kept for exactly these files, apps and server,
+    and compare it with the real one; print the DDL that would mend it."""
     alias = ", ".join(database.aliases)
+    params = project.connection(database.alias)
     try:
-        diff = scratch.drift(manage, project, database, project.connection(database.alias), admin=admin,
-                             extensions=config.extensions)
+        expected, cached, seconds = scratch_cache.migrations_schema(
+            config.backup_dir, manage, project, database, params, admin=admin, extensions=config.extensions,
+            use_cache=use_cache)
     except BadInput as exc:  # no right to create the scratch database, or a leftover holds its name
         add(f"schema ({alias})", "warn", f"not compared: {exc}")
         return None
     except SquashkitError as exc:
         add(f"schema ({alias})", "fail", f"the migration files do not build a database from scratch: {exc}")
         return None
-    seconds = time.monotonic() - started
+    with postgres.connect(params) as conn:
+        diff = schema.compare(expected, schema.snapshot(conn))
+    how = f"{cached.describe()}, for these very files, apps and server" if cached else f"scratch migrate, {seconds:.1f} s"
     if diff.matches:
-        add(f"schema ({alias})", "ok", f"the database has the schema its migration files build (scratch migrate, {seconds:.1f} s)")
+        add(f"schema ({alias})", "ok", f"the database has the schema its migration files build ({how})")
     else:
-        add(f"schema ({alias})", "fail", f"the database differs from what its migration files build: {diff.summary()}")
+        add(f"schema ({alias})", "fail", f"the database differs from what its migration files build ({how}): {diff.summary()}")
+        ddl = drift.ddl_for(diff)
+        if ddl:
+            add(f"schema ddl ({alias})", "warn", "what would bring the database to what the migration files build, for you "
+                "to review and run (squashkit applies none of it): " + " ".join(ddl))
     if diff.cosmetic:
         names = ", ".join(d.summary() for d in diff.cosmetic[:5]) + (", ..." if len(diff.cosmetic) > 5 else "")
         add(f"schema names ({alias})", "ok", f"{len(diff.cosmetic)} objects keep a name from an old rename (harmless): {names}")
@@ -267,13 +278,16 @@ def _check_migrations(
     project: ProjectInfo, applied: set[tuple[str, str]], diff: schema.SchemaDiff | None, alias: str, add
 ) -> None:
     drifted_tables = {d.table or d.name for d in diff.real} if diff is not None else None
+    squashed = {(app.label, name): keys for app in project.apps for name, keys in app.replaces.items()}
     for app in project.own_apps():
-        if alias not in app.aliases:
-            continue
         rows = sorted(name for label, name in applied if label == app.label)
+        if (alias not in app.aliases and app.models) or not (app.migrations or rows):
+            continue  # an app without models migrates everywhere; one without migrations has nothing to say
         drifted = None if drifted_tables is None else any(
             _same_table(table, name) for table in _app_tables(app) for name in drifted_tables)
-        status, detail = migration_finding(app.label, app.migrations, rows, drifted)
+        replaces = {name: [n for a, n in keys if a == app.label] for (label, name), keys in squashed.items() if label == app.label}
+        replaced = {n for (_label, _name), keys in squashed.items() for a, n in keys if a == app.label}
+        status, detail = migration_finding(app.label, app.migrations, rows, drifted, replaces=replaces, replaced=replaced)
         if status == "ok":
             folder = app.migrations_folder
             where = f"{folder}" + (f" -> {app.migrations_folder_resolved}" if folder and folder != app.migrations_folder_resolved else "")
@@ -281,15 +295,22 @@ def _check_migrations(
         add(f"migrations {app.label} ({alias})", status, detail)
 
 
-def migration_finding(app: str, files: list[str], rows: list[str], drifted: bool | None) -> tuple[Status, str]:
+def migration_finding(
+    app: str, files: list[str], rows: list[str], drifted: bool | None, *,
+    replaces: dict[str, list[str]] | None = None, replaced: set[str] | None = None,
+) -> tuple[Status, str]:
     """What an app's migration files and its django_migrations rows say together, and what repairs them.
 
     ``drifted``: whether the app's tables differ from what its files build (None: not known).
     The dangerous case is a regenerated ``0001_initial`` whose name an old row already holds:
     Django counts it applied and never runs it, so the changes it carries never reach the tables.
+    ``replaces`` (squashed migration -> the names it replaces) and ``replaced`` (every name a
+    squashed migration replaces): Django records the replaced names and needs no file for them, and
+    counts a squashed migration applied once all it replaces are.
     """
-    unapplied = [name for name in files if name not in rows]
-    without_file = [name for name in rows if name not in files]
+    replaces, replaced = replaces or {}, replaced or set()
+    unapplied = [name for name in files if name not in rows and not (replaces.get(name) and set(replaces[name]) <= set(rows))]
+    without_file = [name for name in rows if name not in files and name not in replaced]
     listed = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
     by_hand = (
         f"with the models as the tables are (set newer changes aside): manage.py makemigrations {app}, "
@@ -320,4 +341,5 @@ def migration_finding(app: str, files: list[str], rows: list[str], drifted: bool
         return "warn", f"{len(without_file)} applied migrations have no file ({listed(without_file)}): {meaning}"
     if drifted:
         return "warn", f"all {len(files)} applied, but its tables differ from what they build (see schema)"
-    return "ok", f"{len(files)} applied"
+    held = len({name for name in rows if name in replaced})
+    return "ok", f"{len(files)} applied" + (f" ({held} recorded rows are migrations a squashed one replaces)" if held else "")

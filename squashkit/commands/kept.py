@@ -44,7 +44,8 @@ def kept(config: Config, *, env: str | None = None, keep_bundles: int = 3) -> li
         for alias in primary_aliases(target.project):  # once per database, however many aliases reach it
             live = target.params(alias).dbname
             with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
-                for name in (live + steps.KEPT, live + steps.SIDE, schema.scratch_name(live), schema.scratch_name(live + steps.SIDE)):
+                for name in (live + steps.KEPT, live + steps.SIDE, schema.scratch_name(live), schema.scratch_name(live + steps.SIDE),
+                             schema.scratch_name(live, schema.OLD_BUILD_SUFFIX)):
                     if postgres.database_exists(conn, name):
                         found.append(Kept(kind="database", name=name, env=env_name, alias=alias,
                                           detail=postgres.database_comment(conn, name) or "no comment"))

@@ -53,7 +53,7 @@ def promote(
         report = None
         if squash:
             online.preflight(config, source)
-            report = steps.scan_losses(source, accept_loss, log)
+            report = steps.scan_losses(source, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt")
         _require_target_unchanged(config, source, target, force, log)
         runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {source.name}'s data?",
                 yes=yes, protected=target.protected_name(), typed=typed)

@@ -56,7 +56,7 @@ def restore(
         steps.preflight(config, target, extensions, log, manifest=manifest, files_change=squash, force=force, jobs=jobs)
         # 0b. With --squash, what regenerated migrations would forget, and what the squash needs
         # once the restore is done: a scratch database, a django_migrations to rewrite (changes nothing).
-        report = steps.scan_losses(target, accept_loss, log) if squash else None
+        report = steps.scan_losses(target, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt") if squash else None
         if squash:
             online.preflight(config, target)
         runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {bundle_path.name}?",

@@ -137,11 +137,12 @@ def _drop_scratch_databases(config: Config, phases: list[journal.Entry], log: Lo
     for started in phases:
         target = resolve(config, started.env)
         for alias, names in started.changed["databases"].items():
-            name = schema.scratch_name(names["work"])
-            with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
-                if postgres.database_exists(conn, name):
-                    postgres.drop_database(conn, name)
-                    log(f"dropped the scratch database {name} the run left")
+            for suffix in (schema.SCRATCH_SUFFIX, schema.OLD_BUILD_SUFFIX):
+                name = schema.scratch_name(names["work"], suffix)
+                with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
+                    if postgres.database_exists(conn, name):
+                        postgres.drop_database(conn, name)
+                        log(f"dropped the scratch database {name} the run left")
 
 
 def _remove_partial_bundles(config: Config, run: journal.Run, log: Log) -> None:

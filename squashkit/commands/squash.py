@@ -60,7 +60,7 @@ def squash(
         if not rebuild:
             online.preflight(config, target)
         # 0b. The loss report: refuse what cannot be carried over without --accept-loss (changes nothing).
-        report = steps.scan_losses(target, accept_loss, log)
+        report = steps.scan_losses(target, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt")
         apps = len(target.project.own_apps())
         runs.confirm(
             f"Delete the migration files of {apps} apps and rebuild {target.name}'s database {target.params().dbname}?"

@@ -20,8 +20,15 @@ own alias only; plain ``migrate --check`` would call every other app unapplied t
 
 import io
 import json
+import runpy
 import traceback
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+
+def _unscoped():
+    """Scoped managers switched off, as for every command squashkit runs (``scopes.py``)."""
+    return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
 
 
 def _run(databases, checks):
@@ -38,7 +45,7 @@ def _run(databases, checks):
         passed, error = True, None
         sink = io.StringIO()
         try:
-            with redirect_stdout(sink), redirect_stderr(sink):
+            with redirect_stdout(sink), redirect_stderr(sink), _unscoped():
                 if argv[0] == "squashkit-migrated":
                     passed = not _unapplied_here(argv[1])
                 else:

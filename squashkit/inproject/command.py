@@ -7,11 +7,22 @@ own way), so this does what Django's test runner does for test databases: it cha
 ``NAME`` in the connection's settings before the first query, then runs the command as
 ``manage.py`` would, exit code included.
 
+Every management command squashkit runs goes through here, also against the settings' own
+databases: it runs with scoped managers switched off (``scopes.py``), as the project's own
+commands do, so a data migration, a ``post_migrate`` handler or a ``loaddata`` that reads
+through a scoped default manager sees every row instead of failing.
+
 It must not import squashkit. Its arguments arrive as the global ``SQUASHKIT_COMMAND``
 (``runpy.run_path(init_globals=...)``): ``databases`` (alias -> database name) and ``argv``.
 """
 
+import runpy
 import sys
+from pathlib import Path
+
+
+def _unscoped():
+    return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
 
 
 def _run(databases, argv):
@@ -23,7 +34,8 @@ def _run(databases, argv):
         connections[alias].close()
         connections[alias].settings_dict["NAME"] = name
         settings.DATABASES[alias]["NAME"] = name
-    ManagementUtility(["manage.py", *argv]).execute()
+    with _unscoped():
+        ManagementUtility(["manage.py", *argv]).execute()
 
 
 if __name__ == "__squashkit_command__":

@@ -18,21 +18,43 @@ loaddata leaves them.
 
 It must not import squashkit. Its arguments arrive as the global ``SQUASHKIT_DESERIALIZE``:
 ``alias``, ``fixture``, ``output``, ``models`` (label -> {field name: "contenttype" | "permission"}).
-It needs psycopg 3 (the text form of a value is its dumper's).
+With psycopg 3 the text form of a value is its dumper's; with psycopg2, PostgreSQL's cast of its literal.
 """
 
 import json
 import re
+import runpy
+from pathlib import Path
 
 # The head of one object line, in either comma shape and with PostgreSQL's or Python's spacing.
 LINE = re.compile(rb'^\s*,?\s*\{"model"\s*:\s*"([^"]+)"')
 
 
-def _texts(transformer, values):
-    from psycopg.adapt import PyFormat
+def _text_forms(connection):
+    """values -> the text PostgreSQL's input function reads for each, by the driver Django uses."""
+    if connection.Database.__name__ == "psycopg":
+        from psycopg.adapt import PyFormat, Transformer
 
-    dumped = transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
-    return [None if value is None else bytes(value).decode() for value in dumped]
+        transformer = Transformer(connection.connection)
+
+        def texts(values):
+            dumped = transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
+            return [None if value is None else bytes(value).decode() for value in dumped]
+
+        return texts
+    # psycopg2 has no text dumpers: it writes each value as an SQL literal, which PostgreSQL casts
+    # to text (one query per object; only the few models only Django can read come here).
+    from psycopg2 import sql
+
+    def texts(values):
+        if not values:
+            return []
+        query = sql.SQL("SELECT {}").format(sql.SQL(", ").join(sql.SQL("({})::text").format(sql.Placeholder()) for _ in values))
+        with connection.connection.cursor() as cursor:  # the driver's own: no execute wrapper edits it
+            cursor.execute(query, list(values))
+            return list(cursor.fetchone())
+
+    return texts
 
 
 def _held_back(model, fields, natural):
@@ -50,7 +72,7 @@ def _held_back(model, fields, natural):
     return held
 
 
-def rows(obj, natural, alias, connection, transformer):
+def rows(obj, natural, alias, connection, texts):
     from django.apps import apps
     from django.core.serializers import python
 
@@ -70,7 +92,7 @@ def rows(obj, natural, alias, connection, transformer):
             continue
         columns.append(field.column)
         values.append(field.get_db_prep_save(getattr(instance, field.attname), connection))
-    values = dict(zip(columns, _texts(transformer, values)))
+    values = dict(zip(columns, texts(values)))
     yield {**base, "object": True, "table": meta.db_table, "values": values, "natural": references}
 
     for field in meta.local_many_to_many:
@@ -79,13 +101,12 @@ def rows(obj, natural, alias, connection, transformer):
             continue
         source = through._meta.get_field(field.m2m_field_name())
         target = through._meta.get_field(field.m2m_reverse_field_name())
-        (owner,) = _texts(transformer, [source.get_db_prep_save(instance.pk, connection)])
+        (owner,) = texts([source.get_db_prep_save(instance.pk, connection)])
         kind, keys = held.get(field.name, (None, []))
         links = [(None, key) for key in keys if isinstance(key, list)]
         ids = [target.target_field.to_python(key) for key in keys if not isinstance(key, list)]
         ids += deserialized.m2m_data.get(field.name, [])
-        texts = _texts(transformer, [target.get_db_prep_save(value, connection) for value in ids])
-        links += [(text, None) for text in texts]
+        links += [(text, None) for text in texts([target.get_db_prep_save(value, connection) for value in ids])]
         for text, key in links:
             row = {**base, "table": through._meta.db_table, "values": {source.column: owner}, "natural": {}}
             if key is None:
@@ -95,21 +116,25 @@ def rows(obj, natural, alias, connection, transformer):
             yield row
 
 
+def _unscoped():
+    """Scoped managers switched off: the Deserializer may look objects up through a default manager."""
+    return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
+
+
 def main(arguments):
     from django.db import connections
-    from psycopg.adapt import Transformer
 
     alias, wanted = arguments["alias"], arguments["models"]
     connection = connections[alias]
     connection.ensure_connection()
-    transformer = Transformer(connection.connection)
-    with open(arguments["fixture"], "rb") as source, open(arguments["output"], "w", encoding="utf-8") as out:
+    texts = _text_forms(connection)
+    with _unscoped(), open(arguments["fixture"], "rb") as source, open(arguments["output"], "w", encoding="utf-8") as out:
         for raw in source:
             match = LINE.match(raw)
             if match is None or match.group(1).decode() not in wanted:
                 continue
             obj = json.loads(raw.strip().strip(b","))
-            for row in rows(obj, wanted[obj["model"]], alias, connection, transformer):
+            for row in rows(obj, wanted[obj["model"]], alias, connection, texts):
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

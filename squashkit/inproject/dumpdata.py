@@ -15,8 +15,10 @@ with the traceback on stderr, which squashkit turns into one line.
 """
 
 import datetime
+import runpy
 import sys
 import types
+from pathlib import Path
 
 FORMAT = "squashkit_jsonl"
 MODULE = "squashkit_full_precision_jsonl"
@@ -66,15 +68,18 @@ def main(arguments):
     from django.core.management import call_command
 
     _register()
-    call_command(
-        "dumpdata",
-        format=FORMAT,
-        use_base_manager=True,  # --all: a custom default manager must not hide rows
-        database=arguments["alias"],
-        exclude=list(arguments["exclude"]),
-        output=arguments["output"],
-        verbosity=0,
-    )
+    # Many-to-many lists go through the target's default manager: scoped ones are switched off.
+    unscoped = runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]
+    with unscoped():
+        call_command(
+            "dumpdata",
+            format=FORMAT,
+            use_base_manager=True,  # --all: a custom default manager must not hide rows
+            database=arguments["alias"],
+            exclude=list(arguments["exclude"]),
+            output=arguments["output"],
+            verbosity=0,
+        )
 
 
 if __name__ == "__squashkit_dumpdata__":

@@ -22,7 +22,9 @@ import ast
 import builtins
 import inspect
 import json
+import runpy
 import traceback
+from pathlib import Path
 from textwrap import dedent
 
 # Operations that create database objects no model describes, so regenerated migrations lose them.
@@ -294,9 +296,15 @@ def scan(app_labels):
     return {"operations": operations, "plan": [list(node) for node in plan if node[0] in app_labels]}
 
 
+def _unscoped():
+    """Scoped managers switched off, as for everything squashkit runs in the project (``scopes.py``)."""
+    return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
+
+
 def main(arguments):
     try:
-        result = {"ok": scan(arguments["apps"])}
+        with _unscoped():
+            result = {"ok": scan(arguments["apps"])}
     except Exception as exc:  # reported to squashkit as one line, with the traceback for -v
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     with open(arguments["output"], "w") as handle:

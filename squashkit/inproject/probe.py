@@ -8,6 +8,7 @@ apps are free to print on stdout.
 
 import json
 import os
+import runpy
 import sys
 import traceback
 from importlib import util
@@ -224,6 +225,12 @@ def probe():
     aliases = list(settings.DATABASES)
     loader = MigrationLoader(None, ignore_no_migrations=True)
     graph_nodes = sorted(loader.graph.nodes)
+    # Squashed migrations (``replaces``): Django records the migrations they replace as applied and
+    # needs no file for them; without a connection the graph holds the squashed ones instead.
+    replaces = {}
+    for (label, name), migration in sorted(loader.disk_migrations.items()):
+        if migration.replaces and (label, name) in loader.graph.nodes:
+            replaces.setdefault(label, {})[name] = [list(key) for key in migration.replaces]
     known = _known_field_classes()
 
     app_list = []
@@ -260,6 +267,7 @@ def probe():
                 "migrations_folder": folder,
                 "migrations_folder_resolved": real,
                 "migrations": [name for app, name in graph_nodes if app == app_config.label],
+                "replaces": replaces.get(app_config.label, {}),
                 "aliases": [
                     a for a in aliases
                     if any(router.allow_migrate_model(a, m) for m in app_config.get_models(include_auto_created=True))
@@ -283,10 +291,16 @@ def probe():
     }
 
 
+def _unscoped():
+    """Scoped managers switched off, as for everything squashkit runs in the project (``scopes.py``)."""
+    return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
+
+
 def main():
     out = os.environ["SQUASHKIT_PROBE_OUTPUT"]
     try:
-        result = {"ok": probe()}
+        with _unscoped():
+            result = {"ok": probe()}
     except Exception as exc:  # reported to squashkit as one line, with the traceback for -v
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     with open(out, "w") as handle:

@@ -10,7 +10,7 @@ As ``dumpdata --all`` does, with three differences:
 - many-to-many lists come from the join table itself: dumpdata asks the target's *default*
   manager, which may filter rows out (their links would be lost) or refuse to run outside a
   scope (django-scopes); here each chunk's lists are read once and handed to the serializer
-  as its prefetch cache, with django-scopes disabled when it is installed;
+  as its prefetch cache, with scoped managers switched off (``scopes.py``);
 - floats that JSON cannot hold (NaN, infinities) are written as the strings ``FloatField``
   reads back, so PostgreSQL's jsonb (squashkit's loader) can parse every line.
 
@@ -20,7 +20,7 @@ lines in. It must not import squashkit. Its arguments arrive as the global
 ``SQUASHKIT_SERIALIZE``: ``alias``, ``snapshot`` (or None), ``models`` (label -> output file).
 """
 
-import contextlib
+import importlib
 import itertools
 import json
 import math
@@ -37,26 +37,24 @@ def _encoder():
     return namespace["full_precision_encoder"]()
 
 
-def _scopes_disabled():
-    try:
-        from django_scopes import scopes_disabled
-    except ImportError:
-        return contextlib.nullcontext()
-    return scopes_disabled()
+def _unscoped():
+    """Scoped managers switched off (django-scopes by default, or what squashkit's ``unscoped`` names)."""
+    return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
 
 
 def _enter_snapshot(connection, snapshot):
     """Make the open transaction see exactly the backup's snapshot (it must be its first statement)."""
-    try:  # the project's own driver: SET takes no bind parameters, so the id is quoted by it
-        from psycopg import sql
-    except ImportError:
-        from psycopg2 import sql
+    # The driver Django uses (psycopg or psycopg2; a project may have both installed): SET takes no
+    # bind parameters, so the id is quoted by it, and handed over as text: a project's execute
+    # wrappers (query taggers, tracing) edit the statement as a string.
+    sql = importlib.import_module(f"{connection.Database.__name__}.sql")
     with connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if snapshot:
             if not SNAPSHOT_ID.match(snapshot):
                 raise ValueError(f"not a snapshot id: {snapshot!r}")
-            cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            statement = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+            cursor.execute(statement.as_string(connection.connection))
 
 
 def _attach_m2m(objects, model, alias):
@@ -110,7 +108,7 @@ def main(arguments):
     alias = arguments["alias"]
     encoder = _encoder()
     connections[alias].ensure_connection()  # its set-up queries run before the transaction
-    with _scopes_disabled(), transaction.atomic(using=alias):
+    with _unscoped(), transaction.atomic(using=alias):
         _enter_snapshot(connections[alias], arguments["snapshot"])
         for label, output in arguments["models"].items():
             serialize(apps.get_model(label), alias, output, encoder)

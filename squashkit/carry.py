@@ -1,0 +1,189 @@
+"""Writing what a squash carries over into the regenerated migration files.
+
+``losses.scan`` judges every operation makemigrations will not write again; after step 5's
+``makemigrations`` this writes those it carries, and what the schema proof finds the old
+history built that the new files do not (``drift.carry_stray_objects``):
+
+- extensions (and collations): at the head of the app's first regenerated migration, before
+  the models whose indexes or fields need them, so ``migrate`` works on an empty database;
+- RunSQL and RunPython: in their original order into ``NNNN_squashkit_carried.py``, after the
+  app's last regenerated migration and after those of the apps whose tables they use;
+- an app makemigrations writes nothing for (no models of its own: a plugin whose migrations
+  only move data) gets a ``0001_initial.py`` holding its carried operations, so it can still
+  be squashed and a fresh ``migrate`` still runs them.
+
+Every module is laid out as makemigrations writes one, and written only when it compiles.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+
+from squashkit.errors import OperationFailed
+from squashkit.losses import CARRIED_NAME, LostOperation, LossReport
+from squashkit.project import ProjectInfo
+
+INITIAL_NAME = "0001_initial"
+
+
+def carry_over(report: LossReport, project: ProjectInfo, *, now: datetime.datetime | None = None) -> list[Path]:
+    """After makemigrations: write the carried operations into the regenerated migrations.
+
+    Returns the files written, as the apps see them. ``project`` is the introspection from
+    before the squash (folders do not move).
+    """
+    carried = report.with_verdict("carried")
+    apps = {app.label: app for app in project.own_apps()}
+    regenerated = {label: regenerated_files(app.migrations_folder) for label, app in apps.items() if app.migrations_folder}
+    now = now or datetime.datetime.now()
+    written = []
+    for label in dict.fromkeys(op.app for op in carried):
+        files = regenerated.get(label) or []
+        first = [op for op in carried if op.app == label and op.carry.where == "first_migration"]
+        after = [op for op in carried if op.app == label and op.carry.where == "carried_migration"]
+        if not files:
+            folder = apps[label].migrations_folder if label in apps else None
+            if folder is None or not folder.is_dir():
+                raise OperationFailed(f"{label} has no migrations folder to carry {len(first) + len(after)} operation(s) into")
+            # No model of its own, so makemigrations wrote nothing: an initial migration holds them.
+            path = folder / f"{INITIAL_NAME}.py"
+            ops = first + after
+            write_python(path, _carried_module(ops, _dependencies(label, ops, regenerated, own=False), now, initial=True))
+            regenerated[label] = [path]
+            written.append(path)
+            continue
+        if first:
+            written.append(_insert_before_models(files[0], first))
+        if after:
+            path = next_migration(files, CARRIED_NAME)
+            write_python(path, _carried_module(after, _dependencies(label, after, regenerated), now))
+            regenerated[label] = [*files, path]
+            written.append(path)
+    return written
+
+
+def regenerated_files(folder: Path) -> list[Path]:
+    """The migration files makemigrations wrote, in order."""
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if re.fullmatch(r"\d{4}_\w+\.py", path.name))
+
+
+def next_migration(files: list[Path], name: str) -> Path:
+    """``NNNN_name.py`` after the last of ``files``."""
+    return files[-1].with_name(f"{int(files[-1].name[:4]) + 1:04d}_{name}.py")
+
+
+def _dependencies(
+    label: str, ops: list[LostOperation], regenerated: dict[str, list[Path]], *, own: bool = True
+) -> list[tuple[str, str]]:
+    """The app's last migration (``own``), and the last of every app whose tables or models the operations use."""
+    others = sorted({app for op in ops for app in op.carry.depends_on} - {label})
+    dependencies = [(label, regenerated[label][-1].stem)] if own else []
+    for app in others:
+        files = regenerated.get(app)
+        # A third-party app keeps its migrations: its latest one, whatever its name.
+        dependencies.append((app, files[-1].stem if files else "__latest__"))
+    return dependencies
+
+
+def _insert_before_models(path: Path, ops: list[LostOperation]) -> Path:
+    """Put the operations at the head of a generated migration's operations list, imports merged."""
+    text = path.read_text()
+    marker = "\n    operations = [\n"
+    if marker not in text:
+        raise OperationFailed(f"{path} is not laid out as makemigrations writes it: add {ops[0].summary} to it by hand")
+    items = "".join(f"        # Carried by squashkit from {op.file}.\n{_indented(op.carry.python, 8)},\n" for op in ops)
+    text = text.replace(marker, marker + items, 1)
+    text = _merge_imports(text, [line for op in ops for line in op.carry.imports])
+    write_python(path, text)
+    return path
+
+
+def _carried_module(
+    ops: list[LostOperation], dependencies: list[tuple[str, str]], now: datetime.datetime, *, initial: bool = False
+) -> str:
+    """A migration module laid out as makemigrations writes one, with the carried code above the class."""
+    sources = [f"  {op.file} #{op.index + 1}: {op.summary}" for op in ops]
+    return migration_module(
+        header=(
+            "What the migrations deleted by a squash did that no model says, so makemigrations could\n"
+            "not write it again; carried as it was written, in its original order, from:\n" + "\n".join(sources)
+        ),
+        imports=[line for op in ops for line in op.carry.imports],
+        definitions=[d.source for op in ops for d in op.carry.definitions],
+        dependencies=dependencies,
+        operations=[(op.file, op.carry.python) for op in ops],
+        now=now,
+        initial=initial,
+    )
+
+
+def migration_module(
+    *, header: str, imports: list[str], definitions: list[str], dependencies: list[tuple[str, str]],
+    operations: list[tuple[str, str]], now: datetime.datetime, initial: bool = False,
+) -> str:
+    """A migration module: ``header`` as a comment, the imports and module-level ``definitions``,
+    then the Migration class; ``operations`` are (comment, Python of one list item)."""
+    comment = "".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines())
+    imports = _sorted_imports(["from django.db import migrations", *imports])
+    body = _joined(list(dict.fromkeys(definitions)))
+    deps = "".join(f"        ({app!r}, {name!r}),\n" for app, name in dependencies)
+    items = "".join(f"        # {note}\n{_indented(python, 8)},\n" for note, python in operations)
+    return (
+        f"# Generated by squashkit on {now:%Y-%m-%d %H:%M}\n#\n{comment}\n" + "\n".join(imports) + "\n\n"
+        + (f"{body}\n\n\n" if body else "\n")
+        + "class Migration(migrations.Migration):\n\n"
+        + ("    initial = True\n\n" if initial else "")
+        + f"    dependencies = [\n{deps}    ]\n\n"
+        + f"    operations = [\n{items}    ]\n"
+    )
+
+
+def _joined(definitions: list[str]) -> str:
+    """Top-level statements spaced as black spaces them: two blank lines around a def or class, one between constants."""
+    text = definitions[0] if definitions else ""
+    for before, after in zip(definitions, definitions[1:]):
+        blocks = any(part.lstrip().startswith(("def ", "class ", "async def ", "@")) for part in (before, after))
+        text += ("\n\n\n" if blocks else "\n\n") + after
+    return text
+
+
+def _indented(python: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line if line else line for line in python.splitlines())
+
+
+def _sorted_imports(lines: list[str]) -> list[str]:
+    """Imports as makemigrations writes them: ``import`` lines first, by module, names of one module merged."""
+    plain, names = set(), {}
+    for line in lines:
+        if match := re.fullmatch(r"from (\S+) import (.+)", line.strip()):
+            names.setdefault(match[1], set()).update(n.strip() for n in match[2].split(","))
+        else:
+            plain.add(line.strip())
+    merged = [f"from {module} import {', '.join(sorted(found))}" for module, found in names.items()]
+    return sorted(plain | set(merged), key=lambda line: (line.split()[0] == "from", line.split()[1]))
+
+
+def _merge_imports(text: str, new: list[str]) -> str:
+    """Add ``new`` to a generated migration's import block (the lines starting with import or from)."""
+    lines = text.split("\n")
+    block = [i for i, line in enumerate(lines) if line.startswith(("import ", "from "))]
+    if not block:
+        return "\n".join(_sorted_imports(new)) + "\n" + text
+    first, last = block[0], block[-1]
+    merged = _sorted_imports([*lines[first:last + 1], *new])
+    return "\n".join(lines[:first] + merged + lines[last + 1:])
+
+
+def write_python(path: Path, text: str) -> None:
+    """Write a module only when it compiles: a broken migration would fail the next migrate, far from here."""
+    try:
+        compile(text, str(path), "exec")
+    except SyntaxError as exc:
+        raise OperationFailed(f"the carried migration {path} would not compile ({exc.msg}, line {exc.lineno}): nothing written") from None
+    path.write_text(text)
+
+

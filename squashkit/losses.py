@@ -136,7 +136,7 @@ def _run_in_project(manage: ManagePy, apps: list[str]) -> list[dict]:
             f"init_globals={{'SQUASHKIT_LOSSES': {arguments!r}}}, run_name='__squashkit_losses__')"
         )
         # Plain manage.py: loading migrations needs no database, so no renaming runner either.
-        manage.model_copy(update={"databases": {}}).run("shell", "-c", code, what="loading the migrations")
+        manage.model_copy(update={"databases": {}}).run("shell", "-v", "0", "-c", code, what="loading the migrations")
         if not out.exists():
             raise OperationFailed("manage.py shell ran but the migration scan did not (is this a Django manage.py?)")
         result = json.loads(out.read_text())

@@ -238,7 +238,7 @@ class ManagePy(BaseModel):
             f"import runpy; runpy.run_path({str(COMMAND_RUNNER)!r}, "
             f"init_globals={{'SQUASHKIT_COMMAND': {arguments!r}}}, run_name='__squashkit_command__')"
         )
-        return [str(self.script), "shell", "-c", code]
+        return [str(self.script), "shell", "-v", "0", "-c", code]  # -v 0: no "objects imported automatically" line (Django 5.2)
 
     def run(self, *args: str, what: str) -> str:
         """Run ``manage.py ARGS``; a failure raises with the last line of its stderr."""
@@ -261,7 +261,7 @@ class ManagePy(BaseModel):
                 f"init_globals={{'SQUASHKIT_CHECKS': {arguments!r}}}, run_name='__squashkit_checks__')"
             )
             try:
-                _django(self.python, [str(self.script), "shell", "-c", code], cwd=self.cwd, env=self.env, what=what)
+                _django(self.python, [str(self.script), "shell", "-v", "0", "-c", code], cwd=self.cwd, env=self.env, what=what)
             except sh.ErrorReturnCode as exc:  # the project did not even start
                 line = last_error_line(exc.stderr)
                 return [(False, line) for _command in commands]
@@ -300,7 +300,7 @@ def introspect(manage: ManagePy) -> ProjectInfo:
         env = {**manage.env, "SQUASHKIT_PROBE_OUTPUT": str(out), "SQUASHKIT_PROJECT_ROOT": str(manage.cwd)}
         code = f"import runpy; runpy.run_path({str(PROBE)!r}, run_name='__squashkit_probe__')"
         try:
-            _django(manage.python, [str(manage.script), "shell", "-c", code], cwd=manage.cwd, env=env, what="introspect")
+            _django(manage.python, [str(manage.script), "shell", "-v", "0", "-c", code], cwd=manage.cwd, env=env, what="introspect")
         except sh.ErrorReturnCode as exc:
             raise BadInput(
                 f"the project does not start with settings {manage.env['DJANGO_SETTINGS_MODULE']}: "
@@ -335,7 +335,7 @@ def run_runner(manage: ManagePy, name: str, arguments: dict, *, what: str) -> st
         f"import runpy; runpy.run_path({str(inproject.runner(name))!r}, "
         f"init_globals={{'SQUASHKIT_{name.upper()}': {arguments!r}}}, run_name='__squashkit_{name}__')"
     )
-    return manage.run("shell", "-c", code, what=what)
+    return manage.run("shell", "-v", "0", "-c", code, what=what)
 
 
 def migration_files(app: AppInfo) -> list[Path]:

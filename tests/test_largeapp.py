@@ -22,7 +22,7 @@ from tests.test_squash_moves_no_data import assert_clean
 LARGEAPP = {"SAMPLE_LARGEAPP": "1"}
 ROWS = 300
 SKIP = ("django_migrations", "django_session", "django_admin_log")
-SCRATCH_BUILD = "migrate into the scratch database"  # what the Django process building a scratch schema is called
+SCRATCH_BUILD = "into the scratch database"  # what the Django process building a scratch schema is called
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import foundation, journal, losses, phase, postgres, runs, schema_swap, steps
+from squashkit import carry, foundation, journal, losses, phase, postgres, runs, schema_swap, steps
 from squashkit.config import Config
 from squashkit.databases import Database, migrate_order, physical, primary_aliases
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
@@ -160,7 +160,7 @@ def _recreate(
             steps.delete_migrations(target.project, log)
             labels = [app.label for app in target.project.own_apps()]
             manage.run("makemigrations", *labels, "-v", "0", what="makemigrations")
-            written = losses.carry_over(report, target.project)
+            written = carry.carry_over(report, target.project)
             log(f"makemigrations done for {', '.join(labels)}" + (
                 f"; carried over into {', '.join(str(p.relative_to(target.manage.cwd)) for p in written)}" if written else ""))
             record.finished(step, env)

@@ -62,6 +62,7 @@ The README's step table says the same.
 
 from __future__ import annotations
 
+import io
 import shutil
 import tarfile
 import tempfile
@@ -72,7 +73,7 @@ from typing import Literal
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from squashkit import bundle, clients, losses, postgres, schema
+from squashkit import bundle, bundlefiles, clients, losses, progress, postgres, schema
 from squashkit.commands.backup import backup
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, first_line
@@ -354,7 +355,8 @@ def put_back_saved(target: Target, saved: Path, log: Log) -> None:
 
 def extract_migrations(tarball: Path, root: Path) -> None:
     """Write every file of a migrations tarball under ``root``, refusing entries that would leave it."""
-    with tarfile.open(tarball) as archive:
+    # Decrypted in memory when it is a bundle's encrypted one: a few kB of source files.
+    with tarfile.open(fileobj=io.BytesIO(bundlefiles.read_bytes(tarball)), mode="r:gz") as archive:
         for member in archive.getmembers():
             name = Path(member.name)
             if name.is_absolute() or ".." in name.parts or not member.isfile():
@@ -462,11 +464,14 @@ def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int
     with tempfile.TemporaryDirectory(prefix="squashkit-toc-") as private:
         listing = Path(private) / "toc.list"
         listing.write_text(toc)
-        args = ["-w", "--no-owner", "--no-privileges", "--exit-on-error", "-L", str(listing)]
+        args = ["-w", "-v", "--no-owner", "--no-privileges", "--exit-on-error", "-L", str(listing)]
         args += ["-d", make_conninfo(dbname=params.dbname)]
         args += [f"--jobs={jobs}"] if dump.is_dir() and jobs > 1 else ["--single-transaction"]
         log(f"[{alias}] pg_restore of {dump.name} into {params.describe()} ({len(dropped)} extension entries left to CREATE EXTENSION)")
-        clients.run_client(program, [*args, str(dump)], params, what=f"pg_restore into {params.dbname}")
+        # An encrypted dump reaches pg_restore decrypted through its stdin, never on disk.
+        with bundlefiles.program_input(dump) as (files, stdin):
+            clients.run_client(program, [*args, *files], params, what=f"pg_restore into {params.dbname}", stdin=stdin,
+                               watch=progress.counting(f"pg_restore of {alias}", "processing data for table", toc.count(" TABLE DATA ")))
 
 
 def fake_migrations(target: Target, log: Log, *, databases: dict[str, str] | None = None) -> None:

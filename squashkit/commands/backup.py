@@ -25,6 +25,10 @@ The algorithm, in order (each step names the failure it guards against):
 8. Write the manifest with the sha256 of every file, lock permissions down, rename the
    bundle into place. Only now does it exist.
 
+``sealing`` compresses db.json (db.json.gz) and encrypts every file with age on its way to the
+disk (``squashkit.bundlefiles``); the read-back of step 6 then decrypts with a key that lives
+only in this process.
+
 Nothing here changes the database: there is nothing to undo but the partial directory.
 """
 
@@ -40,7 +44,8 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import __version__, bundle, clients, content, jsonfixture, postgres
+from squashkit import __version__, bundle, bundlefiles, clients, content, jsonfixture, postgres, progress
+from squashkit.bundlefiles import Sealing
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, first_line
 from squashkit.fixture import NaturalKeys, read_counts, read_ids
@@ -60,11 +65,15 @@ def backup(
     jobs: int = 1,
     log: Callable[[str], None] = stderr_log,
     target: Target | None = None,
+    sealing: Sealing = bundlefiles.PLAIN,
 ) -> Path:
     """Write a verified bundle of the environment's databases and return its path.
 
     ``target``: the environment already resolved by the calling command (saves asking the
-    project again); else ``env`` is resolved here."""
+    project again); else ``env`` is resolved here. ``sealing``: compression and encryption."""
+    if sealing.encrypted and dump_format == "directory":
+        raise BadInput("--encrypt-to needs the custom format: a directory-format dump cannot be encrypted on its way to the disk")
+    recipients = bundlefiles.parse_recipients(sealing.recipients)
     if dump_format not in DUMP_FORMATS:
         raise BadInput(f"--format must be one of {', '.join(DUMP_FORMATS)}, not {dump_format!r}")
     if jobs < 1:
@@ -103,20 +112,27 @@ def backup(
     for stale in sorted(output_dir.glob(".*.partial")):
         note(f"note: {stale.name} is left by an interrupted (or still running) backup; it is not a bundle")
 
+    # The read-back key (step 6): encrypted to it as well, held in memory only, gone with the backup.
+    own_identity, own_recipient = bundlefiles.ephemeral()
+    if recipients:
+        recipients.append(own_recipient)
+
     # 3. A private partial directory that only becomes a bundle at the end.
-    with bundle.writing(output_dir, bundle.bundle_name(env_name, started)) as partial:
+    with bundle.writing(output_dir, bundle.bundle_name(env_name, started)) as partial, bundlefiles.unlocking([own_identity]):
         entries = [
-            _backup_alias(project, alias, partial, dump_format, jobs, excludes, pg_dump, pg_restore, manage, note)
+            _backup_alias(project, alias, partial, dump_format, jobs, excludes, pg_dump, pg_restore, manage, note, sealing, recipients)
             for alias in aliases
         ]
 
         # 7. The migration files, so a squash can be undone.
-        archive = "migrations.tar.gz"
-        names = archive_migrations(project, manage.cwd, partial / archive)
+        archive = sealing.name("migrations.tar.gz")
+        names = archive_migrations(project, manage.cwd, partial / archive, recipients)
         note(f"archived {len(names)} migration files of {len(project.own_apps())} project apps")
 
         # 8. Manifest last, with the hashes of everything else.
-        (partial / "log.txt").write_text("\n".join(lines) + "\n")
+        with bundlefiles.open_write(partial / sealing.name("log.txt"), recipients) as out:
+            out.write(("\n".join(lines) + "\n").encode())
+        files = bundle.hash_files(partial)
         manifest = bundle.Manifest(
             squashkit_version=__version__,
             django_version=project.django_version,
@@ -128,7 +144,9 @@ def backup(
             own_apps={app.label: _app_migrations(app, manage.cwd) for app in project.own_apps()},
             migrations_archive=archive,
             migration_files=names,
-            files=bundle.hash_files(partial),
+            files=files,
+            encrypted=sorted(files) if recipients else [],
+            encrypted_to=list(sealing.recipients),
         )
         bundle.write_manifest(partial, manifest)
     return bundle.finished_path(partial)
@@ -145,10 +163,13 @@ def _backup_alias(
     pg_restore,
     manage,
     note: Callable[[str], None],
+    sealing: Sealing,
+    recipients: list,
 ) -> bundle.AliasBackup:
     """Steps 4-6 for one alias: everything from one snapshot, side by side; then verification."""
     params = project.connection(alias)
     json_name, dump_name = bundle.file_names(alias, dump_format)
+    json_name, dump_name = sealing.name(json_name, compressible=True), sealing.name(dump_name)
     unmanaged = project.unmanaged_models(alias)
     excludes = [*excludes, *(label for label in unmanaged if label not in excludes)]
     dumped_models = project.dumped_models(alias, excludes)
@@ -160,8 +181,8 @@ def _backup_alias(
         contenttypes_here = "contenttypes" in [a.label for a in project.apps if alias in a.aliases]
         keys = NaturalKeys.read(conn) if contenttypes_here else None
         if keys is not None and keys.content_type_table:
-            contenttypes_name = bundle.contenttypes_file_name(alias)
-            saved_ids = keys.write_ids(partial / contenttypes_name)
+            contenttypes_name = sealing.name(bundle.contenttypes_file_name(alias))
+            saved_ids = keys.write_ids(partial / contenttypes_name, recipients)
         tables_by_model = {m.label: postgres.resolve_table(conn, m.db_table) for m in dumped_models}
         # A model newer than this database (dev's code, prod not migrated yet) has no table
         # and no rows: it is left out of the json, and said.
@@ -188,7 +209,7 @@ def _backup_alias(
         # 5. Side by side, all in that snapshot: pg_dump in the background, db.json on a second
         # connection (PostgreSQL renders it; Django only for the slow models), and the content
         # hashes on this one. Without a snapshot to share (a hot standby) they run one by one.
-        args = ["-w", "-f", str(partial / dump_name), "-F", "d" if dump_format == "directory" else "c"]
+        args = ["-w", "-v", "-F", "d" if dump_format == "directory" else "c"]
         if facts.django_migrations_table:
             schema, table = facts.django_migrations_table.split(".", 1)
             args.append(f"--exclude-table={_pattern(schema)}.{_pattern(table)}")
@@ -197,6 +218,7 @@ def _backup_alias(
         if jobs > 1:
             args.append(f"--jobs={jobs}")
         note(f"[{alias}] pg_dump of {params.describe()} ({dump_format} format), {json_name} and content hashes from one snapshot")
+        rows = {t.qualified: t.rows for t in facts.tables}
         clock = time.monotonic()
 
         def write_json(reader) -> Counter:
@@ -206,14 +228,17 @@ def _backup_alias(
             try:
                 written = jsonfixture.write_fixture_sql(
                     reader, dumped_models, partial / json_name, keys=keys, slow_lines=slow_lines,
-                    naive_time_zone=project.naive_time_zones.get(alias),
+                    naive_time_zone=project.naive_time_zones.get(alias), recipients=recipients, compress=sealing.compress,
+                    progress_total=sum(rows.get(table, 0) for table in tables_by_model.values()),
                 )
             except psycopg.Error as exc:  # a model the database does not match (a column gone)
                 raise OperationFailed(f"{json_name} of {alias!r} failed: {first_line(exc)}") from None
             shutil.rmtree(partial / f".{alias}.slow", ignore_errors=True)
             return written
 
-        with clients.started(pg_dump, args, params, what=f"pg_dump of {alias!r}") as dumped:
+        with bundlefiles.program_output(partial / dump_name, recipients) as (dump_to, fds), \
+                clients.started(pg_dump, [*args, "-f", dump_to], params, what=f"pg_dump of {alias!r}", pass_fds=fds,
+                                watch=progress.counting(f"pg_dump of {alias}", "dumping contents of table", len(facts.tables))) as dumped:
             with _alongside(params, snapshot_id, write_json) if snapshot_id else _inline(lambda: write_json(conn)) as json_written:
                 contents = content.read(
                     conn, [t.qualified for t in facts.tables if t.qualified != facts.django_migrations_table],

@@ -184,6 +184,8 @@ def program_output(path: Path, recipients: list | None) -> Iterator[tuple[str, l
         yield str(path), []
         return
     with _encrypting(path, recipients) as sink:
+        # The child inherits only the fds it is passed (sh closes the rest), so this one must be inheritable.
+        os.set_inheritable(sink.fileno(), True)
         yield f"/dev/fd/{sink.fileno()}", [sink.fileno()]
 
 

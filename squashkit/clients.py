@@ -95,7 +95,7 @@ def run_client(
     lines: list[str] = []
     with client_env(params) as env:
         try:
-            result = program(*args, _env=env, _in=stdin, _err_to_out=False, **_watching(watch, lines))
+            result = program(*args, _env=env, _in=stdin, **_watching(watch, lines))
         except sh.ErrorReturnCode as exc:
             raise _failure(what, exc, lines) from None
     return str(result)
@@ -138,7 +138,7 @@ def started(
         extra = {"_pass_fds": set(pass_fds)} if pass_fds else {}
         lines: list[str] = []
         extra.update(_watching(watch, lines))
-        process = program(*args, _env=env, _in=None, _err_to_out=False, _bg=True, _bg_exc=False, **extra)
+        process = program(*args, _env=env, _in=None, _bg=True, _bg_exc=False, **extra)
 
         def wait() -> str:
             try:

@@ -236,8 +236,9 @@ def _backup_alias(
             shutil.rmtree(partial / f".{alias}.slow", ignore_errors=True)
             return written
 
+        # Encrypted, pg_dump writes into a pipe (--no-sync: a pipe cannot be fsynced; the file is, in step 8).
         with bundlefiles.program_output(partial / dump_name, recipients) as (dump_to, fds), \
-                clients.started(pg_dump, [*args, "-f", dump_to], params, what=f"pg_dump of {alias!r}", pass_fds=fds,
+                clients.started(pg_dump, [*args, "-f", dump_to, *(["--no-sync"] if fds else [])], params, what=f"pg_dump of {alias!r}", pass_fds=fds,
                                 watch=progress.counting(f"pg_dump of {alias}", "dumping contents of table", len(facts.tables))) as dumped:
             with _alongside(params, snapshot_id, write_json) if snapshot_id else _inline(lambda: write_json(conn)) as json_written:
                 contents = content.read(

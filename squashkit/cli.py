@@ -89,6 +89,8 @@ def backup(
     destination = store.location(config, output)
     remote = isinstance(destination, str)
     clock = time.monotonic()
+    if remote:
+        store.require_reachable(destination, config.storage)  # before anything is written
     with _progress():
         # A bundle for the store is written and verified here first, in the local state directory.
         path = backup_command.backup(config, env=env, output=config.backup_dir / "outgoing" if remote else destination,

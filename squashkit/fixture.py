@@ -406,7 +406,7 @@ def fixture_models(path: Path) -> set[str]:
         with bundlefiles.open_read(path) as source:
             objects = json.loads(source.read())
         return {obj["model"] for obj in objects}
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:  # OSError: a damaged .gz
         # Read before anything is dropped: a damaged file is the user's input, nothing changed.
         raise BadInput(f"{path.name} is not a JSON fixture ({str(exc).splitlines()[0]}): nothing was changed") from None
 

@@ -104,7 +104,7 @@ def _reaching(url: str, what: str) -> Iterator[None]:
         name = type(exc).__name__
         if name in ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"):
             raise BadInput(f"{what} {url}: {_reason(exc)} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)") from None
-        raise OperationFailed(f"{what} {url} failed: {name}: {_reason(exc)}") from None
+        raise OperationFailed(f"{what} {url}: {name}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -119,6 +119,20 @@ def bundle_url(root_url: str, name: str) -> str:
     return f"{root_url.rstrip('/')}/{name}"
 
 
+def require_reachable(root_url: str, storage: Storage) -> None:
+    """Refuse, before a backup is written, a store that cannot be reached: wrong credentials, a
+    bucket that does not exist, no server there."""
+    fs, root = filesystem(root_url, storage)
+    bucket = root.split("/", 1)[0]
+    with _reaching(root_url, "cannot reach"):
+        try:
+            fs.info(bucket if root_url.startswith(("s3://", "s3a://", "gs://", "gcs://")) else root)
+        except FileNotFoundError:
+            if root_url.startswith(("s3://", "s3a://", "gs://", "gcs://")):
+                raise FileNotFoundError(f"no bucket {bucket!r}") from None
+            # A prefix that does not exist yet is fine: the first upload creates it.
+
+
 def publish(local: Path, root_url: str, storage: Storage, *, log: Callable[[str], None]) -> str:
     """Upload the verified bundle ``local`` under ``root_url``; return its URL. Raises, keeping
     ``local``, when it cannot be proved to be in the store byte for byte."""
@@ -130,8 +144,6 @@ def publish(local: Path, root_url: str, storage: Storage, *, log: Callable[[str]
         while fs.exists(_join(root, name, bundle.MANIFEST)):
             suffix += 1
             name = f"{local.name}-{suffix}"
-        if not fs.exists(root) and root.count("/") == 0:
-            fs.ls(root)  # a missing bucket is said as such, before anything is uploaded
     url = bundle_url(root_url, name)
     files = [p for p in sorted(local.rglob("*")) if p.is_file() and p.name != bundle.MANIFEST]
     total = sum(p.stat().st_size for p in files)

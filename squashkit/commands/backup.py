@@ -65,7 +65,7 @@ def backup(
     jobs: int = 1,
     log: Callable[[str], None] = stderr_log,
     target: Target | None = None,
-    sealing: Sealing = bundlefiles.PLAIN,
+    sealing: Sealing = bundlefiles.COMPRESSED,
 ) -> Path:
     """Write a verified bundle of the environment's databases and return its path.
 

@@ -190,9 +190,16 @@ class Config(BaseModel):
                 raise ValueError(f"{name!r} is not an extension name")
         return value
 
+    def _by_settings(self) -> str | None:
+        """Under ``manage.py squashkit``: the environment whose settings the process runs with, if one alone has them."""
+        running = os.environ.get("SQUASHKIT_DJANGO_SETTINGS")
+        matching = [name for name, environment in self.environments.items() if running and environment.settings == running]
+        return matching[0] if len(matching) == 1 else None
+
     def environment(self, name: str | None) -> tuple[str, Environment]:
-        """The environment to use: ``--env``, else $SQUASHKIT_ENV, else default_env, else the only one."""
-        chosen = name or os.environ.get(ENV_VARIABLE) or self.default_env
+        """The environment to use: ``--env``, else $SQUASHKIT_ENV, else (under ``manage.py squashkit``) the one
+        with the running settings module, else default_env, else the only one."""
+        chosen = name or os.environ.get(ENV_VARIABLE) or self._by_settings() or self.default_env
         if chosen is None:
             if len(self.environments) == 1:
                 chosen = next(iter(self.environments))

@@ -80,7 +80,7 @@ SCHEMAS: dict[str, TypeAdapter] = {
 
 def schema(name: str) -> dict:
     """The JSON schema of ``name``'s ``--json`` output, titled so a reader knows which it is."""
-    return {"title": f"squashkit {name} --json", **SCHEMAS[name].json_schema()}
+    return {**SCHEMAS[name].json_schema(), "title": f"squashkit {name} --json"}
 
 
 def backup_report(path: str, manifest: bundle.Manifest, sizes: dict[str, int], durations: dict[str, float]) -> BackupReport:

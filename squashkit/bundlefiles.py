@@ -194,18 +194,13 @@ def program_output(path: Path, recipients: list | None) -> Iterator[tuple[str, l
 def _encrypting(path: Path, recipients: list) -> Iterator[BinaryIO]:
     """A pipe whose other end a thread encrypts into ``path``: nothing plain reaches the disk."""
     read_end, write_end = os.pipe()
-    errors: list[BaseException] = []
     with open(path, "wb") as target:
 
         def work() -> None:
-            try:
-                with os.fdopen(read_end, "rb") as source:
-                    pyrage.encrypt_io(source, target, recipients)
-            except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread below
-                errors.append(exc)
+            with os.fdopen(read_end, "rb") as source:
+                pyrage.encrypt_io(source, target, recipients)
 
-        thread = threading.Thread(target=work, name=f"encrypt {path.name}", daemon=True)
-        thread.start()
+        thread, errors = _background(work, f"encrypt {path.name}")
         sink = os.fdopen(write_end, "wb")
         try:
             yield sink
@@ -226,17 +221,12 @@ def _decrypting(path: Path) -> Iterator[BinaryIO]:
         load_identities(None)  # raises the one-line "pass --identity" error
     identities = list(_unlocked)
     read_end, write_end = os.pipe()
-    errors: list[BaseException] = []
 
     def work() -> None:
-        try:
-            with open(path, "rb") as encrypted, os.fdopen(write_end, "wb") as sink:
-                pyrage.decrypt_io(encrypted, sink, identities)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread below
-            errors.append(exc)
+        with open(path, "rb") as encrypted, os.fdopen(write_end, "wb") as sink:
+            pyrage.decrypt_io(encrypted, sink, identities)
 
-    thread = threading.Thread(target=work, name=f"decrypt {path.name}", daemon=True)
-    thread.start()
+    thread, errors = _background(work, f"decrypt {path.name}")
     source = os.fdopen(read_end, "rb")
     finished = False
     try:
@@ -248,6 +238,21 @@ def _decrypting(path: Path) -> Iterator[BinaryIO]:
         failure = next((e for e in errors if not _broken_pipe(e)), None)
         if failure is not None and (finished or isinstance(failure, pyrage.DecryptError)):
             raise OperationFailed(f"decrypting {path.name} failed: {failure}") from None
+
+
+def _background(work, name: str) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``work`` in a thread; its error is kept for the caller's thread to raise."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - raised by the caller once the pipe is closed
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread, errors
 
 
 def _broken_pipe(exc: BaseException) -> bool:

@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.conftest import SAMPLE, squashkit, table_fingerprints

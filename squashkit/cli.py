@@ -304,9 +304,11 @@ def rollback(
 def resume(
     run: Optional[str] = typer.Option(None, "--run", help="The interrupted run to resume (see squashkit status)."),
     yes: bool = YesOption,
+    identity: Optional[Path] = IdentityOption,
 ) -> None:
     """Finish or undo a run that was killed, from wherever it stopped."""
-    done = resume_command.resume(_config(), run_id=run, yes=yes, log=_log)
+    with _progress(), _unlocked(identity):  # an interrupted rollback of an encrypted bundle is done again
+        done = resume_command.resume(_config(), run_id=run, yes=yes, log=_log)
     _account()
     print(done)
 

@@ -108,9 +108,13 @@ def test_the_demo_log_written_to_a_file_has_no_nul_or_escape_bytes(tmp_path):
     log = tmp_path / "demo.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(SQUASHKIT_DEMO_DIR=str(tmp_path / "demo"), SQUASHKIT_CLUSTER_DIR=f"{os.environ.get('SQUASHKIT_TEST_CLUSTER_DIR', '/tmp/squashkit-test-cluster')}-demo")
-    with log.open("wb") as out:
-        result = subprocess.run([str(REPO / "scripts" / "demo"), "200"], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, timeout=600)
+    try:
+        with log.open("wb") as out:
+            result = subprocess.run([str(REPO / "scripts" / "demo"), "200"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    stdin=subprocess.DEVNULL, timeout=600)
+    finally:  # the demo leaves its cluster running for the user; the test does not
+        subprocess.run([sys.executable, "-m", "squashkit.cli", "cluster", "stop", env["SQUASHKIT_CLUSTER_DIR"]],
+                       env=env, capture_output=True)
     text = log.read_bytes()
     assert result.returncode == 0, text[-3000:].decode(errors="replace")
     assert b"\x00" not in text and b"\x1b" not in text and b"\r" not in text

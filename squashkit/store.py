@@ -187,7 +187,8 @@ def _remote_sha256(fs, path: str) -> str:
 def _split(url: str) -> tuple[str, str | None]:
     """(bundle URL, file inside it or None): ``s3://b/p/dev-X/db.json`` names a file of a bundle."""
     last = url.rstrip("/").rsplit("/", 1)
-    if len(last) == 2 and "." in last[1] and not last[1].startswith("."):
+    # By what a fixture is called: an environment's name may hold dots too ("prod.eu-2026...").
+    if len(last) == 2 and last[1].removesuffix(".age").removesuffix(".gz").endswith(".json"):
         return last[0], last[1]
     return url.rstrip("/"), None
 

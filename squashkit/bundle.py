@@ -41,7 +41,9 @@ MANIFEST = "manifest.json"
 # 3: content hashes per table (contents), db.json rendered by PostgreSQL in the dump's snapshot.
 # 4: a database several aliases reach is dumped once (dump_of); its foundation (schemas, settings,
 #    extensions in their schemas, extension rows); django_migrations dumped without its rows.
-FORMAT_VERSION = 4
+# 5: db.json.gz (--compress) and age-encrypted files (encrypted, encrypted_to); older readers would
+#    not know how to open them.
+FORMAT_VERSION = 5
 
 
 class AliasBackup(BaseModel):
@@ -54,7 +56,7 @@ class AliasBackup(BaseModel):
     user: str | None
     dump: str = Field(description="File (custom format) or directory (directory format) of pg_dump.")
     dump_format: str = Field(description="'custom' or 'directory'.")
-    json_file: str = Field(description="The dumpdata fixture.")
+    json_file: str = Field(description="The dumpdata fixture: db.json, db.json.gz with --compress, NAME.age when encrypted.")
     json_objects: dict[str, int] = Field(description="Objects per model in the fixture (content types and permissions included).")
     excluded_from_json: list[str] = Field(description="dumpdata excludes in force (the unmanaged models included).")
     json_tables: list[str] = Field(
@@ -124,6 +126,9 @@ class Manifest(BaseModel):
     migrations_archive: str
     migration_files: list[str] = Field(description="Files in the migrations archive, relative to the project.")
     files: dict[str, str] = Field(description="sha256 of every other file in the bundle, by relative path.")
+    encrypted: list[str] = Field(
+        default_factory=list, description="The files encrypted with age (NAME.age): every file but the manifest, or none.")
+    encrypted_to: list[str] = Field(default_factory=list, description="The age recipients (public keys) they were encrypted to.")
 
     @field_validator("migrations_archive")
     @classmethod

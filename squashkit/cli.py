@@ -7,9 +7,13 @@ It knows nothing the library does not expose. Every expected failure arrives as 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Optional
@@ -18,7 +22,7 @@ import typer
 from rich.console import Console
 from typer.exceptions import TyperException
 
-from squashkit import __version__, bundle, cluster, losses, project
+from squashkit import __version__, bundle, bundlefiles, cluster, losses, plan, progress, project, reports, store
 from squashkit import config as config_module
 from squashkit.commands import backup as backup_command
 from squashkit.commands import check as check_command
@@ -42,7 +46,7 @@ cluster_app = typer.Typer(help="A throwaway PostgreSQL cluster for trying squash
 app.add_typer(cluster_app, name="cluster")
 
 err = Console(stderr=True, highlight=False)
-_state = {"verbose": False, "config": None}
+_state = {"verbose": False, "config": None, "quiet": False}
 
 EnvOption = typer.Option(None, "--env", "-e", help="Environment name (default: $SQUASHKIT_ENV, then default_env).")
 
@@ -57,10 +61,12 @@ def _version(value: bool) -> None:
 def options(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="squashkit.toml or pyproject.toml (default: found from the current directory up)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the final line."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     _state["verbose"] = verbose
     _state["config"] = config
+    _state["quiet"] = quiet
 
 
 def _config() -> config_module.Config:
@@ -70,26 +76,52 @@ def _config() -> config_module.Config:
 @app.command()
 def backup(
     env: Optional[str] = EnvOption,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the bundle (default: backup_dir)."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="Directory or URL (s3://bucket/prefix) for the bundle (default: backup_dir)."),
     dump_format: str = typer.Option("custom", "--format", "-F", help="pg_dump format: custom or directory."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_dump jobs (directory format only)."),
+    compress: bool = typer.Option(True, "--compress/--no-compress", help="Write db.json as db.json.gz."),
+    encrypt_to: list[str] = typer.Option(
+        [], "--encrypt-to", metavar="RECIPIENT", help="Encrypt every file with age to this public key (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the bundle as JSON (squashkit schema backup)."),
 ) -> None:
     """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json."""
-    path = backup_command.backup(
-        _config(), env=env, output=output, dump_format=dump_format, jobs=jobs,
-        log=_log,
-    )
-    manifest = bundle.read_manifest(path)
-    print(f"Backup of {manifest.environment} ({manifest.created_at.isoformat()}):")
-    for entry in manifest.databases:
-        rows = sum(t.rows for t in entry.facts.tables)
-        print(
-            f"  {entry.alias}: database {entry.database}, {len(entry.facts.tables)} tables, {rows} rows, "
-            f"{sum(entry.json_objects.values())} objects in {entry.json_file}, dump {entry.dump} ({entry.dump_format})"
-        )
-    print(f"  migrations: {len(manifest.migration_files)} files of {len(manifest.own_apps)} apps in {manifest.migrations_archive}")
+    config = _config()
+    sealing = bundlefiles.Sealing(compress=compress, recipients=encrypt_to)
+    destination = store.location(config, output)
+    remote = isinstance(destination, str)
+    clock = time.monotonic()
+    if remote:
+        store.require_reachable(destination, config.storage)  # before anything is written
+    with _progress():
+        # A bundle for the store is written and verified here first, in the local state directory.
+        path = backup_command.backup(config, env=env, output=config.backup_dir / "outgoing" if remote else destination,
+                                     dump_format=dump_format, jobs=jobs, log=_log, sealing=sealing)
+        durations = {"backup": time.monotonic() - clock}
+        manifest = bundle.read_manifest(path)
+        sizes = {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
+        where: str = str(path)
+        if remote:
+            where = store.publish(path, destination, config.storage, log=_log)
+            shutil.rmtree(path)
+            durations["upload"] = time.monotonic() - clock - durations["backup"]
+    durations["total"] = time.monotonic() - clock
     _account()
-    print(path)
+    if as_json:
+        print(reports.backup_report(where, manifest, sizes, durations).model_dump_json(indent=2))
+        return
+    if not _state["quiet"]:
+        print(f"Backup of {manifest.environment} ({manifest.created_at.isoformat()}):")
+        for entry in manifest.databases:
+            rows = sum(t.rows for t in entry.facts.tables)
+            print(
+                f"  {entry.alias}: database {entry.database}, {len(entry.facts.tables)} tables, {rows} rows, "
+                f"{sum(entry.json_objects.values())} objects in {entry.json_file}, dump {entry.dump} ({entry.dump_format})"
+            )
+        print(f"  migrations: {len(manifest.migration_files)} files of {len(manifest.own_apps)} apps in {manifest.migrations_archive}")
+        if manifest.encrypted:
+            print(f"  encrypted with age to {len(manifest.encrypted_to)} recipient(s): {len(manifest.encrypted)} files")
+    print(where)
 
 
 @app.command()
@@ -102,6 +134,7 @@ def check(
     results = check_command.check(_config(), env=env, use_cache=not no_cache)
     _account()
     if as_json:
+        # The list itself, as before; its items are CheckReport's results (squashkit schema check).
         print(json.dumps([r.model_dump() for r in results], indent=2))
     else:
         colour = {"ok": "green", "warn": "yellow", "fail": "red"}
@@ -127,7 +160,25 @@ def losses_report(
 
 
 def _log(message: str) -> None:
-    err.print(f"squashkit: {message}", markup=False, soft_wrap=True)
+    if not _state["quiet"]:
+        err.print(f"squashkit: {message}", markup=False, soft_wrap=True)
+
+
+def _progress():
+    """Progress of the long steps on stderr: rich on a terminal, else a plain line every few seconds."""
+    return progress.showing(err, quiet=_state["quiet"])
+
+
+def _unlocked(identity: Optional[Path]):
+    """The age identities of --identity or $SQUASHKIT_AGE_IDENTITY, for reading encrypted bundles;
+    none given is fine until a bundle turns out to be encrypted (then a clear error)."""
+    if identity is None and not os.environ.get(bundlefiles.IDENTITY_VARIABLE):
+        return contextlib.nullcontext()
+    return bundlefiles.unlocking(bundlefiles.load_identities(identity))
+
+
+def _json_plans(as_json: bool):
+    return plan.as_json() if as_json else contextlib.nullcontext()
 
 
 def _account() -> None:
@@ -152,11 +203,14 @@ AllowDriftOption = typer.Option(
     False, "--allow-drift", help="Fake the new migrations even when they do not build the restored schema (shown as a diff)."
 )
 ForceOption = typer.Option(False, "--force", help="Go on despite uncommitted migration files or writes on the target since the last refresh.")
+IdentityOption = typer.Option(
+    None, "--identity", "-i", metavar="FILE", help="age identity file that decrypts an encrypted bundle (default: $SQUASHKIT_AGE_IDENTITY).")
+JsonPlanOption = typer.Option(False, "--json", help="With --dry-run: print the plan as JSON (squashkit schema plan).")
 
 
 @app.command()
 def restore(
-    bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle directory written by squashkit backup."),
+    bundle_path: str = typer.Argument(..., metavar="BUNDLE", help="A bundle written by squashkit backup: a directory or a URL."),
     env: Optional[str] = EnvOption,
     squash: bool = typer.Option(False, "--squash", help="Also regenerate the migrations (migration zero)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_restore jobs (directory-format bundles)."),
@@ -167,11 +221,15 @@ def restore(
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
+    identity: Optional[Path] = IdentityOption,
+    as_json: bool = JsonPlanOption,
 ) -> None:
     """Replace the environment's database with a bundle, after a safety backup of it."""
-    safety = restore_command.restore(_config(), bundle_path=bundle_path, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs,
-                              in_place=in_place, typed=confirm, force=force, accept_loss=accept_loss,
-                              allow_drift=allow_drift, log=_log)
+    config = _config()
+    with _progress(), _unlocked(identity), _json_plans(as_json), store.local_bundle(config, bundle_path, log=_log) as local:
+        safety = restore_command.restore(config, bundle_path=local, env=env, squash=squash, yes=yes, dry_run=dry_run, jobs=jobs,
+                                         in_place=in_place, typed=confirm, force=force, accept_loss=accept_loss,
+                                         allow_drift=allow_drift, log=_log)
     _account()
     if safety:
         print(safety)
@@ -190,10 +248,12 @@ def squash(
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
+    as_json: bool = JsonPlanOption,
 ) -> None:
     """Migration zero: back up, delete migrations, makemigrations, prove the schema, rewrite django_migrations (no data moves)."""
-    made = squash_command.squash(_config(), env=env, yes=yes, dry_run=dry_run, rebuild=rebuild, in_place=in_place, typed=confirm,
-                                 force=force, accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
+    with _progress(), _json_plans(as_json):
+        made = squash_command.squash(_config(), env=env, yes=yes, dry_run=dry_run, rebuild=rebuild, in_place=in_place, typed=confirm,
+                                     force=force, accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
     _account()
     if made:
         print(made)
@@ -210,10 +270,12 @@ def promote(
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
+    as_json: bool = JsonPlanOption,
 ) -> None:
     """Replace the target environment's database with the source's, keeping every row."""
-    made = promote_command.promote(_config(), spec=spec, squash=squash, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm,
-                            force=force, accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
+    with _progress(), _json_plans(as_json):
+        made = promote_command.promote(_config(), spec=spec, squash=squash, yes=yes, dry_run=dry_run, in_place=in_place, typed=confirm,
+                                       force=force, accept_loss=accept_loss, allow_drift=allow_drift, log=_log)
     _account()
     if made:
         print(made)
@@ -221,7 +283,8 @@ def promote(
 
 @app.command()
 def rollback(
-    path: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="A bundle directory, or a db.json inside one, or a lone db.json."),
+    path: Optional[str] = typer.Argument(
+        None, metavar="[PATH]", help="A bundle (a directory or a URL), or a db.json inside one, or a lone db.json."),
     env: Optional[str] = EnvOption,
     kept: bool = typer.Option(False, "--kept", help="Swap back the database the last side-mode run kept (seconds, no restore)."),
     migrations_only: bool = typer.Option(
@@ -233,6 +296,7 @@ def rollback(
     loaddata: bool = typer.Option(
         False, "--loaddata", help="Load db.json with Django's loaddata (sends save signals, raw=True) instead of SQL."
     ),
+    identity: Optional[Path] = IdentityOption,
 ) -> None:
     """Put the environment back: from a bundle (its dump when intact, else its db.json), with --kept by renaming, or with
     --migrations-only only the migration files and django_migrations a squash changed."""
@@ -240,13 +304,17 @@ def rollback(
         raise BadInput("rollback takes a PATH or --kept (one of them)")
     if migrations_only and (kept or in_place):
         raise BadInput("--migrations-only takes a BUNDLE and touches no data: it goes with neither --kept nor --in-place")
-    if migrations_only:
-        rollback_command.rollback_migrations(_config(), path=path, env=env, yes=yes, typed=confirm, log=_log)
-    elif kept:
-        rollback_command.rollback_kept(_config(), env=env, yes=yes, typed=confirm, log=_log)
-    else:
-        rollback_command.rollback(_config(), path=path, env=env, yes=yes, in_place=in_place, typed=confirm,
-                                  loaddata=loaddata, log=_log)
+    config = _config()
+    if kept:
+        rollback_command.rollback_kept(config, env=env, yes=yes, typed=confirm, log=_log)
+        _account()
+        return
+    with _progress(), _unlocked(identity), store.local_bundle(config, path, log=_log) as local:
+        if migrations_only:
+            rollback_command.rollback_migrations(config, path=local, env=env, yes=yes, typed=confirm, log=_log)
+        else:
+            rollback_command.rollback(config, path=local, env=env, yes=yes, in_place=in_place, typed=confirm,
+                                      loaddata=loaddata, log=_log)
     _account()
 
 
@@ -266,18 +334,28 @@ def recreate(
 def resume(
     run: Optional[str] = typer.Option(None, "--run", help="The interrupted run to resume (see squashkit status)."),
     yes: bool = YesOption,
+    identity: Optional[Path] = IdentityOption,
 ) -> None:
     """Finish or undo a run that was killed, from wherever it stopped."""
-    done = resume_command.resume(_config(), run_id=run, yes=yes, log=_log)
+    with _progress(), _unlocked(identity):  # an interrupted rollback of an encrypted bundle is done again
+        done = resume_command.resume(_config(), run_id=run, yes=yes, log=_log)
     _account()
     print(done)
 
 
 @app.command()
-def status(limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many runs to show.")) -> None:
+def status(
+    limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many runs to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON (squashkit schema status)."),
+) -> None:
     """The last runs (from their journals) and what squashkit keeps."""
     config = _config()
     runs = kept_command.status(config, limit=limit)
+    if as_json:
+        report = reports.StatusReport(location=str(store.location(config)), state_dir=str(config.backup_dir),
+                                      runs=[reports.run_report(run) for run in runs])
+        print(report.model_dump_json(indent=2))
+        return
     if not runs:
         print(f"no runs recorded in {config.backup_dir}")
     for run in runs:
@@ -291,14 +369,30 @@ def cleanup(
     yes: bool = YesOption,
     list_only: bool = typer.Option(False, "--list", help="Only list what would be removed."),
     confirm: Optional[str] = ConfirmOption,
+    as_json: bool = typer.Option(False, "--json", help="With --list: print the items as JSON (squashkit schema cleanup)."),
 ) -> None:
-    """List, and remove when asked, kept databases (__squashkit_prev, leftovers) and old bundles."""
+    """List, and remove when asked, kept databases (__squashkit_prev, leftovers) and old bundles (local or in the store)."""
     config = _config()
     items = kept_command.kept(config, env=env, keep_bundles=keep)
+    if as_json and not list_only:
+        raise BadInput("--json goes with --list (cleanup itself prints what it removed)")
+    if as_json:
+        print(json.dumps([item.model_dump() for item in items], indent=2))
+        return
     for item in items:
         print(f"{item.kind:<8} {item.name}  ({item.detail})")
     if not list_only:
         kept_command.cleanup(config, items, yes=yes, typed=confirm, log=_log)
+
+
+@app.command()
+def schema(
+    name: str = typer.Argument(..., metavar="NAME", help=f"One of: {', '.join(reports.SCHEMAS)}."),
+) -> None:
+    """Print the JSON schema of a command's --json output (the same as docs/schemas/NAME.json)."""
+    if name not in reports.SCHEMAS:
+        raise BadInput(f"no schema {name!r}: one of {', '.join(reports.SCHEMAS)}")
+    print(json.dumps(reports.schema(name), indent=2))
 
 
 @cluster_app.command("start")

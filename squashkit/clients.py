@@ -19,6 +19,7 @@ from pathlib import Path
 
 import sh
 
+from squashkit import bundlefiles
 from squashkit.errors import NO_SPACE, BadInput, DiskFull, OperationFailed
 from squashkit.postgres import LIBPQ_OPTIONS, ConnectionParams
 
@@ -85,31 +86,65 @@ def client_env(params: ConnectionParams) -> Iterator[dict[str, str]]:
         yield env
 
 
-def run_client(program: sh.Command, args: list[str], params: ConnectionParams, *, what: str) -> str:
-    """Run a client program against ``params``; never prompts (-w), raises with its stderr."""
+def run_client(
+    program: sh.Command, args: list[str], params: ConnectionParams, *, what: str, stdin=None, watch: Callable[[str], None] | None = None
+) -> str:
+    """Run a client program against ``params``; never prompts (-w), raises with its stderr.
+    ``stdin``: what it reads instead of a file (a decrypted bundle file, ``bundlefiles.program_input``);
+    ``watch``: called with each line of its stderr as it comes (``-v`` progress)."""
+    lines: list[str] = []
     with client_env(params) as env:
         try:
-            result = program(*args, _env=env, _in=None, _err_to_out=False)
+            result = program(*args, _env=env, _in=stdin, **_watching(watch, lines))
         except sh.ErrorReturnCode as exc:
-            error = DiskFull if NO_SPACE in exc.stderr.decode(errors="replace") else OperationFailed
-            raise error(f"{what} failed: {_stderr_summary(exc)}") from None
+            raise _failure(what, exc, lines) from None
     return str(result)
 
 
+def _watching(watch: Callable[[str], None] | None, lines: list[str]) -> dict:
+    """sh arguments that hand each stderr line to ``watch`` and keep the lines for the error."""
+    if watch is None:
+        return {}
+
+    def each(line: str) -> None:
+        lines.append(line.rstrip("\n"))
+        del lines[:-200]
+        watch(line)
+
+    return {"_err": each}
+
+
+def _failure(what: str, exc: sh.ErrorReturnCode, lines: list[str]) -> OperationFailed:
+    text = exc.stderr.decode(errors="replace") if exc.stderr else "\n".join(
+        line for line in lines if not _VERBOSE.search(line))
+    error = DiskFull if NO_SPACE in text else OperationFailed
+    return error(f"{what} failed: {_summary(text, exc.exit_code)}")
+
+
+# What -v adds to pg_dump's and pg_restore's stderr: progress, not the error.
+_VERBOSE = re.compile(r"^(pg_dump|pg_restore): (?!(error|warning|detail|hint):)", re.IGNORECASE)
+
+
 @contextlib.contextmanager
-def started(program: sh.Command, args: list[str], params: ConnectionParams, *, what: str) -> Iterator[Callable[[], str]]:
+def started(
+    program: sh.Command, args: list[str], params: ConnectionParams, *, what: str, pass_fds: list[int] | None = None,
+    watch: Callable[[str], None] | None = None,
+) -> Iterator[Callable[[], str]]:
     """Start a client program in the background for the block; yield the function that waits for
     it and raises as ``run_client`` would. Leaving the block early (an error elsewhere, Ctrl-C)
-    ends the program, so nothing goes on writing after its caller gave up."""
+    ends the program, so nothing goes on writing after its caller gave up. ``pass_fds``: file
+    descriptors the program inherits (``-f /dev/fd/N`` into an encrypting pipe)."""
     with client_env(params) as env:
-        process = program(*args, _env=env, _in=None, _err_to_out=False, _bg=True, _bg_exc=False)
+        extra = {"_pass_fds": set(pass_fds)} if pass_fds else {}
+        lines: list[str] = []
+        extra.update(_watching(watch, lines))
+        process = program(*args, _env=env, _in=None, _bg=True, _bg_exc=False, **extra)
 
         def wait() -> str:
             try:
                 process.wait()
             except sh.ErrorReturnCode as exc:
-                error = DiskFull if NO_SPACE in exc.stderr.decode(errors="replace") else OperationFailed
-                raise error(f"{what} failed: {_stderr_summary(exc)}") from None
+                raise _failure(what, exc, lines) from None
             return str(process)
 
         try:
@@ -122,11 +157,14 @@ def started(program: sh.Command, args: list[str], params: ConnectionParams, *, w
 
 
 def _stderr_summary(exc: sh.ErrorReturnCode) -> str:
-    text = exc.stderr.decode(errors="replace").strip()
-    lines = [line for line in text.splitlines() if line.strip()]
+    return _summary(exc.stderr.decode(errors="replace"), exc.exit_code)
+
+
+def _summary(text: str, exit_code: int) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     if any(NO_SPACE in line for line in lines):
         return "no space left on device"
-    return " | ".join(lines[-3:]) if lines else f"exit code {exc.exit_code}"
+    return " | ".join(lines[-3:]) if lines else f"exit code {exit_code}"
 
 
 def _toc(pg_restore: sh.Command, dump: Path) -> list[tuple[str, str]]:
@@ -137,7 +175,8 @@ def _toc(pg_restore: sh.Command, dump: Path) -> list[tuple[str, str]]:
     file fails here.
     """
     try:
-        toc = str(pg_restore("-l", str(dump), _in=None))
+        with bundlefiles.program_input(dump) as (files, stdin):
+            toc = str(pg_restore("-l", *files, _in=stdin))
     except sh.ErrorReturnCode as exc:
         raise OperationFailed(f"pg_restore cannot read {dump.name}: {_stderr_summary(exc)}") from None
     return [

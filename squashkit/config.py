@@ -79,6 +79,37 @@ class AdminConnection(BaseModel):
         )
 
 
+def is_url(text: str | Path | None) -> bool:
+    """Whether a place for bundles is an fsspec URL (``s3://bucket/prefix``), not a local path."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+)://", str(text or ""))
+    return bool(match) and match.group(1).lower() != "file"
+
+
+class Storage(BaseModel):
+    """How to reach a ``backup_dir`` that is a URL (``[tool.squashkit.storage]``). Credentials
+    are never written here: the AWS environment variables, profiles and instance roles work as
+    usual, or name the variables that hold them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = Field(None, description="S3-compatible server (MinIO, Ceph, ...); else $AWS_ENDPOINT_URL or AWS.")
+    profile: str | None = Field(None, description="AWS profile (~/.aws/credentials); else $AWS_PROFILE.")
+    region: str | None = Field(None, description="S3 region; else $AWS_DEFAULT_REGION or the profile's.")
+    access_key_id_env: str | None = Field(None, description="Environment variable holding the access key id.")
+    secret_access_key_env: str | None = Field(None, description="Environment variable holding the secret access key.")
+    session_token_env: str | None = Field(None, description="Environment variable holding a session token.")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Other fsspec storage options of the URL's filesystem (never secrets).")
+
+    def secret(self, key: str) -> str | None:
+        name = getattr(self, key)
+        if name is None:
+            return None
+        if name not in os.environ:
+            raise BadInput(f"storage.{key} names {name}, which is not set")
+        return os.environ[name]
+
+
 class Environment(BaseModel):
     """One named environment (dev, prod, ...): how to run the project against its database."""
 
@@ -128,7 +159,12 @@ class Config(BaseModel):
     manage_py: Path = Field(Path("manage.py"), description="The project's manage.py.")
     python: str = Field(sys.executable, description="Python interpreter that runs the project.")
     pg_bin: Path | None = Field(None, description="Directory of pg_dump/pg_restore; PATH when unset.")
-    backup_dir: Path = Field(Path("backups"), description="Where bundles are written.")
+    backup_dir: Path = Field(Path("backups"), description="Where bundles are written; when the configured "
+                             "backup_dir is a URL, the local state directory instead (state_dir).")
+    backup_url: str | None = Field(None, description="The configured backup_dir when it is a URL (s3://bucket/prefix).")
+    state_dir: Path | None = Field(None, description="Local directory for journals, run files, safety bundles and "
+                                   "downloads when backup_dir is a URL (default .squashkit next to the config file).")
+    storage: Storage = Field(default_factory=Storage, description="How to reach a backup_dir URL.")
     default_env: str | None = Field(None, description="Environment used when none is given.")
     exclude: list[str] = Field(default_factory=list, description="Extra dumpdata excludes.")
     extensions: list[str] = Field(default_factory=list, description="Extra extensions to create.")
@@ -174,9 +210,16 @@ class Config(BaseModel):
                 raise ValueError(f"{name!r} is not an extension name")
         return value
 
+    def _by_settings(self) -> str | None:
+        """Under ``manage.py squashkit``: the environment whose settings the process runs with, if one alone has them."""
+        running = os.environ.get("SQUASHKIT_DJANGO_SETTINGS")
+        matching = [name for name, environment in self.environments.items() if running and environment.settings == running]
+        return matching[0] if len(matching) == 1 else None
+
     def environment(self, name: str | None) -> tuple[str, Environment]:
-        """The environment to use: ``--env``, else $SQUASHKIT_ENV, else default_env, else the only one."""
-        chosen = name or os.environ.get(ENV_VARIABLE) or self.default_env
+        """The environment to use: ``--env``, else $SQUASHKIT_ENV, else (under ``manage.py squashkit``) the one
+        with the running settings module, else default_env, else the only one."""
+        chosen = name or os.environ.get(ENV_VARIABLE) or self._by_settings() or self.default_env
         if chosen is None:
             if len(self.environments) == 1:
                 chosen = next(iter(self.environments))
@@ -229,6 +272,10 @@ def load(path: Path | None = None, *, start: Path | None = None) -> Config:
         if data is None:
             raise BadInput(f"{path} has no [tool.squashkit] table")
     root = path.resolve().parent
+    if is_url(data.get("backup_dir")):
+        # Bundles go to the URL; journals, locks and the rest of a run's state stay on this
+        # machine (they are written before each step acts and must survive a lost connection).
+        data = {**data, "backup_url": str(data["backup_dir"]).rstrip("/"), "backup_dir": data.get("state_dir", ".squashkit")}
     try:
         config = Config.model_validate({**data, "root": root, "source": path.resolve()})
     except ValidationError as exc:
@@ -238,6 +285,7 @@ def load(path: Path | None = None, *, start: Path | None = None) -> Config:
             "manage_py": (root / config.manage_py).resolve(),
             "backup_dir": (root / config.backup_dir).resolve(),
             "pg_bin": (root / config.pg_bin).resolve() if config.pg_bin else None,
+            "state_dir": (root / config.backup_dir).resolve() if config.backup_url else None,
         }
     )
 

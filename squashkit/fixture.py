@@ -42,6 +42,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from squashkit import bundlefiles
 from squashkit.bundle import AliasBackup, holds_what_was_recorded
 from squashkit.errors import BadInput, OperationFailed
 from squashkit.postgres import ConnectionParams, SequenceState, connect, resolve_table
@@ -93,7 +94,7 @@ class NaturalKeys:
                     owners[pk] = ct_id
         return cls(content_types, permissions, names, owners, (ct_table, perm_table if ct_table else None))
 
-    def write_ids(self, path: Path) -> int:
+    def write_ids(self, path: Path, recipients: list | None = None) -> int:
         """Write contenttypes.json: both tables' rows with their ids; return the number of rows.
 
         ``{"content_type_table": "public.django_content_type", "permission_table": "public.auth_permission",
@@ -107,15 +108,16 @@ class NaturalKeys:
         def rows(items: list[list]) -> str:  # one row a line: a last-resort file should be readable
             return "[\n" + ",\n".join(json.dumps(item, ensure_ascii=False) for item in items) + "\n]"
 
-        path.write_text(
+        text = (
             "{\n"
             f'"content_type_table": {json.dumps(self.content_type_table)},\n'
             f'"permission_table": {json.dumps(self.permission_table)},\n'
             f'"content_types": {rows(content_types)},\n'
             f'"permissions": {rows(permissions)}\n'
-            "}\n",
-            encoding="utf-8",
+            "}\n"
         )
+        with bundlefiles.open_write(path, recipients) as out:
+            out.write(text.encode("utf-8"))
         return len(content_types) + len(permissions)
 
     def header_objects(self) -> list[dict]:
@@ -200,7 +202,7 @@ def read_counts(path: Path) -> Counter:
     Raises ``OperationFailed`` naming the line when the file is truncated or damaged.
     """
     counts: Counter = Counter()
-    with path.open("rb") as handle:
+    with bundlefiles.open_read(path) as handle:
         opening = handle.readline()
         if opening.strip() != b"[":
             raise OperationFailed(f"{path.name} does not start with a JSON array")
@@ -225,7 +227,7 @@ def read_counts(path: Path) -> Counter:
 def read_ids(path: Path) -> dict:
     """contenttypes.json, parsed and checked; one-line errors when damaged."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(bundlefiles.read_bytes(path).decode("utf-8"))
         assert isinstance(document["content_types"], list) and isinstance(document["permissions"], list)
     except FileNotFoundError:
         raise OperationFailed(f"{path} is missing") from None
@@ -296,6 +298,8 @@ def load_fixture(
     fixture = bundle_dir / entry.json_file
     if not fixture.is_file():
         raise OperationFailed(f"{fixture} is missing")
+    if fixture.name.endswith(bundlefiles.AGE):  # loaddata would need it decrypted on disk
+        raise BadInput(f"{entry.json_file} is encrypted: loaddata cannot read it; roll back without --loaddata (nothing was changed)")
     ids = read_ids(bundle_dir / entry.contenttypes_file) if entry.contenttypes_file else None
     tables = tables_filled(entry, ids)
     where = f"[{entry.alias}]"
@@ -406,9 +410,10 @@ def empty_tables(conn: psycopg.Connection, tables: list[str]) -> None:
 def fixture_models(path: Path) -> set[str]:
     """The model labels of any JSON fixture (one object a line or indented): it is read whole, as loaddata does."""
     try:
-        objects = json.loads(path.read_bytes())
+        with bundlefiles.open_read(path) as source:
+            objects = json.loads(source.read())
         return {obj["model"] for obj in objects}
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:  # OSError: a damaged .gz
         # Read before anything is dropped: a damaged file is the user's input, nothing changed.
         raise BadInput(f"{path.name} is not a JSON fixture ({str(exc).splitlines()[0]}): nothing was changed") from None
 

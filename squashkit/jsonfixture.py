@@ -36,6 +36,7 @@ from typing import BinaryIO
 import psycopg
 from psycopg import sql
 
+from squashkit import bundlefiles, progress
 from squashkit.errors import OperationFailed
 from squashkit.fixture import NaturalKeys, _dumps, _identifier
 from squashkit.postgres import resolve_table
@@ -64,6 +65,9 @@ def write_fixture_sql(
     keys: NaturalKeys | None = None,
     slow_lines: dict[str, Path] | None = None,
     naive_time_zone: str | None = None,
+    recipients: list | None = None,
+    compress: bool = False,
+    progress_total: int | None = None,
 ) -> Counter:
     """Write db.json for ``models`` (dumpdata's order, excludes and unmanaged models already
     left out) from ``conn``, and count its objects by model.
@@ -73,7 +77,8 @@ def write_fixture_sql(
     ``keys`` heads the file with the content types and permissions and writes references to
     them by natural key; ``slow_lines`` holds, per model with a ``slow_reason``, the file
     ``serialize_slow_models`` wrote for it. ``naive_time_zone``: the project's TIME_ZONE when
-    USE_TZ is False (``ProjectInfo.naive_time_zones``).
+    USE_TZ is False (``ProjectInfo.naive_time_zones``). ``recipients`` and ``compress``: how the
+    file is sealed on its way to the disk (``bundlefiles.open_write``).
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
         raise ValueError("write_fixture_sql reads inside the caller's snapshot transaction; none is open")
@@ -84,7 +89,7 @@ def write_fixture_sql(
     try:
         for name, value in settings.items():
             conn.execute("SELECT set_config(%s, %s, true)", [name, value])
-        with destination.open("wb") as out:
+        with bundlefiles.open_write(destination, recipients, compress=compress) as out:
             out.write(b"[\n")
             lines = _Lines(out)
             for obj in keys.header_objects() if keys else []:
@@ -98,6 +103,7 @@ def write_fixture_sql(
                     with conn.cursor() as cursor, cursor.copy(query) as copy:
                         for block in copy:
                             counts[model.label] += lines.write(bytes(block))
+                            progress.update(destination.name, counts.total(), progress_total, "rows")
             out.write(b"]\n")
     finally:
         if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
@@ -294,7 +300,7 @@ def slow_models(models: list[ModelInfo]) -> dict[str, str]:
 
 def iter_fixture_objects(path: Path) -> Iterator[dict]:
     """Every object of a db.json, one line at a time (either comma shape), for tests and checks."""
-    with path.open("rb") as handle:
+    with bundlefiles.open_read(path) as handle:
         for raw in handle:
             line = raw.strip().strip(b",")
             if line and line not in (b"[", b"]"):

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
+from squashkit import bundlefiles
 from squashkit.bundle import AliasBackup
 from squashkit.errors import OperationFailed
 from squashkit.fixture import (
@@ -303,7 +304,7 @@ def _stage(conn: psycopg.Connection, fixture: Path, labels: list[str]) -> dict[s
     conn.execute("CREATE TEMP TABLE squashkit_fx_lines (doc text) ON COMMIT DROP")
     conn.execute("ALTER TABLE squashkit_fx_lines ALTER doc SET STORAGE EXTERNAL")
     with conn.cursor() as cursor, cursor.copy("COPY squashkit_fx_lines (doc) FROM STDIN " + _COPY_IN) as copy:
-        with fixture.open("rb") as source:
+        with bundlefiles.open_read(fixture) as source:
             while chunk := source.read(CHUNK):
                 copy.write(chunk)
     conn.execute(sql.SQL("CREATE INDEX ON squashkit_fx_lines (({}))").format(_LABEL))

@@ -6,7 +6,10 @@ the source's real encoding, locale and extensions; no password ever appears.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
+from collections.abc import Iterator
 
 from pydantic import BaseModel, Field
 
@@ -235,8 +238,24 @@ def build_squash(config: Config, *, target: Target, shapes: dict[str, Shape], so
     return planned
 
 
+_json: list[bool] = []  # set by ``as_json`` for one command (--dry-run --json)
+
+
+@contextlib.contextmanager
+def as_json() -> Iterator[None]:
+    """``print_plan`` prints the plan as JSON (``reports.PlanReport``) for the block."""
+    _json.append(True)
+    try:
+        yield
+    finally:
+        _json.pop()
+
+
 def print_plan(planned: list[PlannedStep], out=None) -> None:
     out = out or sys.stdout
+    if _json:
+        print(json.dumps({"steps": [step.model_dump() for step in planned]}, indent=2), file=out)
+        return
     for number, step in enumerate(planned):
         print(f"{number}. {step.name}: {step.does}", file=out)
         for command in step.commands:

@@ -7,6 +7,7 @@ variables, through ``sh`` with an argument list.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 import sh
 from pydantic import BaseModel, Field
 
-from squashkit import inproject
+from squashkit import bundlefiles, inproject
 from squashkit.config import Config, Environment
 from squashkit.errors import NO_SPACE, BadInput, DiskFull, OperationFailed
 from squashkit.postgres import ConnectionParams
@@ -398,10 +399,11 @@ def _archive_names(project: ProjectInfo, root: Path) -> list[tuple[str, Path]]:
     return entries
 
 
-def archive_migrations(project: ProjectInfo, root: Path, destination: Path) -> list[str]:
-    """Write every migration file of the project's own apps to a tar.gz; return their names."""
+def archive_migrations(project: ProjectInfo, root: Path, destination: Path, recipients: list | None = None) -> list[str]:
+    """Write every migration file of the project's own apps to a tar.gz (age-encrypted to
+    ``recipients``, if any); return their names."""
     entries = _archive_names(project, root)
-    with tarfile.open(destination, "w:gz") as archive:
+    with bundlefiles.open_write(destination, recipients) as out, tarfile.open(fileobj=out, mode="w|gz") as archive:
         for name, path in entries:
             archive.add(path, arcname=name, recursive=False)
     return [name for name, _path in entries]
@@ -415,7 +417,7 @@ def verify_archive_matches_disk(project: ProjectInfo, root: Path, tarball: Path)
     disk damaged) must stop the squash while nothing is lost yet.
     """
     try:
-        with tarfile.open(tarball, "r:gz") as archive:
+        with tarfile.open(fileobj=io.BytesIO(bundlefiles.read_bytes(tarball)), mode="r:gz") as archive:
             members = {member.name: member for member in archive.getmembers()}
             problems = []
             for name, path in _archive_names(project, root):

@@ -70,6 +70,7 @@ The README's step table says the same.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import tarfile
@@ -81,7 +82,7 @@ from typing import Literal
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from squashkit import bundle, clients, foundation, losses, postgres
+from squashkit import bundle, bundlefiles, clients, foundation, losses, postgres, progress
 from squashkit.commands.backup import backup
 from squashkit.config import Config
 from squashkit.databases import migrate_order, once_per_database, paths_of, primary_aliases, sharing
@@ -345,7 +346,8 @@ def put_back_saved(target: Target, saved: Path, log: Log) -> None:
 
 def extract_migrations(tarball: Path, root: Path) -> None:
     """Write every file of a migrations tarball under ``root``, refusing entries that would leave it."""
-    with tarfile.open(tarball) as archive:
+    # Decrypted in memory when it is a bundle's encrypted one: a few kB of source files.
+    with tarfile.open(fileobj=io.BytesIO(bundlefiles.read_bytes(tarball)), mode="r:gz") as archive:
         for member in archive.getmembers():
             name = Path(member.name)
             if name.is_absolute() or ".." in name.parts or not member.isfile():
@@ -458,12 +460,19 @@ def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int
     with tempfile.TemporaryDirectory(prefix="squashkit-toc-") as private:
         listing = Path(private) / "toc.list"
         listing.write_text(toc)
-        args = ["-w", "--no-owner", "--no-privileges", "--exit-on-error", "-L", str(listing)]
+        args = ["-w", "-v", "--no-owner", "--no-privileges", "--exit-on-error", "-L", str(listing)]
         args += ["-d", make_conninfo(dbname=params.dbname)]
         args += [f"--jobs={jobs}"] if dump.is_dir() and jobs > 1 else ["--single-transaction"]
         what = f"pg_restore into {params.dbname}"
         log(f"[{alias}] pg_restore of {dump.name} into {params.describe()} ({len(dropped)} entries the new database has already)")
-        run = lambda more: clients.run_client(program, [*args, *more, str(dump)], params, what=what)  # noqa: E731
+        tables = toc.count(" TABLE DATA ")
+
+        def run(more: list[str]) -> None:
+            # An encrypted dump reaches pg_restore decrypted through its stdin, never on disk (once per pass).
+            with bundlefiles.program_input(dump) as (files, stdin):
+                clients.run_client(program, [*args, *more, *files], params, what=what, stdin=stdin,
+                                   watch=progress.counting(f"pg_restore of {alias}", "processing data for table", tables))
+
         if not re.search(r"^\d+; \d+ \d+ (FUNCTION|PROCEDURE) ", toc, re.MULTILINE):
             run([])
         else:  # functions of its own may call extensions unqualified: foundation.restore_pinned says why

@@ -41,7 +41,7 @@ def fixture_objects(path: Path) -> list[dict]:
 
 def run_backup(sample_db, tmp_path: Path, *args: str) -> Path:
     config = write_config(tmp_path, {"dev": {"DATABASE_URL": sample_db.url()}})
-    result = squashkit("--config", str(config), "backup", "--env", "dev", *args)
+    result = squashkit("--config", str(config), "backup", "--env", "dev", "--no-compress", *args)
     assert result.code == 0, result.stderr
     return Path(result.stdout.strip().splitlines()[-1])
 

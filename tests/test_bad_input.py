@@ -96,7 +96,7 @@ def closed_port() -> int:
 
 
 def backup(config: Path, *args: str, **kwargs):
-    return squashkit("--config", str(config), "backup", "--env", "dev", *args, **kwargs)
+    return squashkit("--config", str(config), "backup", "--env", "dev", "--no-compress", *args, **kwargs)
 
 
 # --- the database cannot be reached as configured -----------------------------------------------
@@ -414,7 +414,7 @@ def made_bundle(pg, source, tmp_path_factory) -> Path:
     """One real bundle of ``source``, taken with sample_project's code; tests edit copies of it."""
     where = tmp_path_factory.mktemp("bundle")
     config = write_config(where, {"dev": {"DATABASE_URL": pg.url(source, user=OWNER, password=OWNER_PASSWORD)}})
-    result = squashkit("--config", str(config), "backup", "--env", "dev")
+    result = squashkit("--config", str(config), "backup", "--env", "dev", "--no-compress")
     assert result.code == 0, result.stderr
     return Path(result.stdout.strip().splitlines()[-1])
 

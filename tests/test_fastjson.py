@@ -61,7 +61,7 @@ class Source:
         self.database = SampleDatabase(pg, name)
         self.manage, self.project = project_of(pg, name, directory / "config", extra)
         config = write_config(directory, {"dev": {"DATABASE_URL": self.database.url(), **extra}})
-        result = squashkit("--config", str(config), "backup", "--env", "dev")
+        result = squashkit("--config", str(config), "backup", "--env", "dev", "--no-compress")
         assert result.code == 0, result.stderr
         self.bundle = Path(result.stdout.strip().splitlines()[-1])
         self.entry = read_manifest(self.bundle).alias("default")

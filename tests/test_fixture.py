@@ -55,7 +55,7 @@ def source_bundle(pg, seeded_template, tmp_path_factory):
     source = SampleDatabase(pg, create_database(pg, unique_name("fixture_source"), template=seeded_template))
     directory = tmp_path_factory.mktemp("fixture-bundle")
     config = write_config(directory, {"dev": {"DATABASE_URL": source.url()}})
-    result = squashkit("--config", str(config), "backup", "--env", "dev")
+    result = squashkit("--config", str(config), "backup", "--env", "dev", "--no-compress")
     assert result.code == 0, result.stderr
     yield source, Path(result.stdout.strip().splitlines()[-1])
     drop_database(pg, source.name)

@@ -69,7 +69,7 @@ def test_the_json_rollback_gives_back_every_value_and_a_loaddata_that_changes_on
 
     # Django's loaddata reads JSON numbers as floats and hands lists to managers that filter:
     # it changes rows without changing their count. The content check names what changed.
-    result = run("rollback", str(bundle / "db.json"), "--loaddata", "--yes")
+    result = run("rollback", str(bundle / "db.json.gz"), "--loaddata", "--yes")
     assert result.code == 1, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "public.fieldtypes_" in error and ("differs from the source" in error or "rows" in error), error
@@ -77,7 +77,7 @@ def test_the_json_rollback_gives_back_every_value_and_a_loaddata_that_changes_on
     assert fingerprint(pg, dev) == before
 
     # The SQL load gives every row back exactly, ids, the custom field's text and JSON digits included.
-    result = run("rollback", str(bundle / "db.json"), "--yes")
+    result = run("rollback", str(bundle / "db.json.gz"), "--yes")
     assert result.code == 0, result.stderr
     assert fingerprint(pg, dev) == before
     assert "tables hold the source's content" in result.stderr

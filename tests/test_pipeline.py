@@ -378,7 +378,7 @@ def test_rollback_from_a_bundle_whose_dump_is_damaged_uses_the_json(project):
 
 
 def test_rollback_of_a_db_json_rebuilds_every_row(project):
-    made = project.run("backup", "--env", "dev")
+    made = project.run("backup", "--env", "dev", "--no-compress")
     assert made.code == 0, made.stderr
     bundle = Path(made.stdout.strip().splitlines()[-1])
     before = json_fingerprint(project, project.dev)
@@ -391,7 +391,7 @@ def test_rollback_of_a_db_json_rebuilds_every_row(project):
 
 def test_rollback_of_a_lone_db_json_replaces_the_rows_data_migrations_made(project, tmp_path):
     """Without its bundle: orders 0007 creates shipping methods the source deleted or replaced."""
-    made = project.run("backup", "--env", "dev")
+    made = project.run("backup", "--env", "dev", "--no-compress")
     assert made.code == 0, made.stderr
     lone = tmp_path / "lone.json"
     shutil.copyfile(Path(made.stdout.strip().splitlines()[-1]) / "db.json", lone)
@@ -408,7 +408,7 @@ def test_rollback_of_a_lone_db_json_replaces_the_rows_data_migrations_made(proje
 
 
 def test_rollback_refuses_a_bundle_damaged_beyond_use(project):
-    made = project.run("backup", "--env", "dev")
+    made = project.run("backup", "--env", "dev", "--no-compress")
     bundle = Path(made.stdout.strip().splitlines()[-1])
     for name in ("db.dump", "db.json"):
         (bundle / name).chmod(0o600)

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "orders",
     "community",
     "analytics",
+    "squashkit.contrib.django",  # python manage.py squashkit ...
 ]
 # One model per field type, for squashkit's fast-fixture tests only (tests/test_fastjson.py).
 if os.environ.get("SAMPLE_FIELDTYPES") == "1":

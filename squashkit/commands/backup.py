@@ -1,4 +1,8 @@
 """``squashkit backup``: a verified bundle of every PostgreSQL database of the project.
+``sealing`` compresses db.json (db.json.gz) and encrypts every file with age on its way to the
+disk (``squashkit.bundlefiles``); the read-back of step 6 then decrypts with a key that lives
+only in this process.
+
 
 The algorithm, in order (each step names the failure it guards against):
 
@@ -44,7 +48,8 @@ from pathlib import Path
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
-from squashkit import __version__, bundle, clients, content, foundation, jsonfixture, postgres
+from squashkit import __version__, bundle, bundlefiles, clients, content, foundation, jsonfixture, postgres, progress
+from squashkit.bundlefiles import Sealing
 from squashkit.config import Config
 from squashkit.databases import Database, physical
 from squashkit.errors import BadInput, OperationFailed, first_line
@@ -66,12 +71,17 @@ def backup(
     log: Callable[[str], None] = stderr_log,
     target: Target | None = None,
     skip_missing: bool = False,
+    sealing: Sealing = bundlefiles.COMPRESSED,
 ) -> Path:
     """Write a verified bundle of the environment's databases and return its path.
 
     ``target``: the environment already resolved by the calling command (saves asking the
     project again); else ``env`` is resolved here. ``skip_missing``: a database other than
-    default's that does not exist yet is left out (a safety bundle before a promote brings it)."""
+    default's that does not exist yet is left out (a safety bundle before a promote brings it).
+    ``sealing``: compression and encryption."""
+    if sealing.encrypted and dump_format == "directory":
+        raise BadInput("--encrypt-to needs the custom format: a directory-format dump cannot be encrypted on its way to the disk")
+    recipients = bundlefiles.parse_recipients(sealing.recipients)
     if dump_format not in DUMP_FORMATS:
         raise BadInput(f"--format must be one of {', '.join(DUMP_FORMATS)}, not {dump_format!r}")
     if jobs < 1:
@@ -113,23 +123,31 @@ def backup(
     for stale in sorted(output_dir.glob(".*.partial")):
         note(f"note: {stale.name} is left by an interrupted (or still running) backup; it is not a bundle")
 
+    # The read-back key (step 6): encrypted to it as well, held in memory only, gone with the backup.
+    own_identity, own_recipient = bundlefiles.ephemeral()
+    if recipients:
+        recipients.append(own_recipient)
+
     # 3. A private partial directory that only becomes a bundle at the end.
     for alias, why in project.left_alone().items():
         note(f"[{alias}] left alone: {why}")
-    with bundle.writing(output_dir, bundle.bundle_name(env_name, started)) as partial:
+    with bundle.writing(output_dir, bundle.bundle_name(env_name, started)) as partial, bundlefiles.unlocking([own_identity]):
         entries = [
             entry
             for database in present
-            for entry in _backup_database(project, database, partial, dump_format, jobs, excludes, pg_dump, pg_restore, manage, note)
+            for entry in _backup_database(
+                project, database, partial, dump_format, jobs, excludes, pg_dump, pg_restore, manage, note, sealing, recipients)
         ]
 
         # 7. The migration files, so a squash can be undone.
-        archive = "migrations.tar.gz"
-        names = archive_migrations(project, manage.cwd, partial / archive)
+        archive = sealing.name("migrations.tar.gz")
+        names = archive_migrations(project, manage.cwd, partial / archive, recipients)
         note(f"archived {len(names)} migration files of {len(project.own_apps())} project apps")
 
         # 8. Manifest last, with the hashes of everything else.
-        (partial / "log.txt").write_text("\n".join(lines) + "\n")
+        with bundlefiles.open_write(partial / sealing.name("log.txt"), recipients) as out:
+            out.write(("\n".join(lines) + "\n").encode())
+        files = bundle.hash_files(partial)
         manifest = bundle.Manifest(
             squashkit_version=__version__,
             django_version=project.django_version,
@@ -141,7 +159,9 @@ def backup(
             own_apps={app.label: _app_migrations(app, manage.cwd) for app in project.own_apps()},
             migrations_archive=archive,
             migration_files=names,
-            files=bundle.hash_files(partial),
+            files=files,
+            encrypted=sorted(files) if recipients else [],
+            encrypted_to=list(sealing.recipients),
         )
         bundle.write_manifest(partial, manifest)
     return bundle.finished_path(partial)
@@ -166,10 +186,13 @@ class _JsonPlan(BaseModel):
     history: tuple[str | None, list[tuple[str, str]]] = Field(description="Its django_migrations and rows.")
 
 
-def _plan_json(project: ProjectInfo, alias: str, conn, excludes: list[str], partial: Path, note) -> _JsonPlan:
+def _plan_json(
+    project: ProjectInfo, alias: str, conn, excludes: list[str], partial: Path, note, sealing: Sealing, recipients: list,
+) -> _JsonPlan:
     """Step 4 for one alias: which models its json holds and the tables they are, as its search_path
     (and a db_table naming its schema) finds them; its content types and permissions, with their ids."""
     json_name, _dump = bundle.file_names(alias, "custom")
+    json_name = sealing.name(json_name, compressible=True)
     unmanaged = project.unmanaged_models(alias)
     excludes = [*excludes, *(label for label in unmanaged if label not in excludes)]
     dumped_models = project.dumped_models(alias, excludes)
@@ -177,8 +200,8 @@ def _plan_json(project: ProjectInfo, alias: str, conn, excludes: list[str], part
     keys = NaturalKeys.read(conn) if contenttypes_here else None
     contenttypes_name, saved_ids = None, 0
     if keys is not None and keys.content_type_table:
-        contenttypes_name = bundle.contenttypes_file_name(alias)
-        saved_ids = keys.write_ids(partial / contenttypes_name)
+        contenttypes_name = sealing.name(bundle.contenttypes_file_name(alias))
+        saved_ids = keys.write_ids(partial / contenttypes_name, recipients)
     tables_by_model = {m.label: postgres.resolve_table(conn, m.db_table) for m in dumped_models}
     # A model newer than this database (dev's code, prod not migrated yet) has no table
     # and no rows: it is left out of the json, and said.
@@ -216,12 +239,15 @@ def _backup_database(
     pg_restore,
     manage,
     note: Callable[[str], None],
+    sealing: Sealing,
+    recipients: list,
 ) -> list[bundle.AliasBackup]:
     """Steps 4-6 for one database: everything from one snapshot, side by side; then verification.
     One dump however many aliases reach it; a json (and a django_migrations) per alias."""
     primary = database.alias
     params = project.connection(primary)
     _json, dump_name = bundle.file_names(primary, dump_format)
+    dump_name = sealing.name(dump_name)
     if len(database.aliases) > 1:
         note(f"[{primary}] {', '.join(database.aliases)} reach one database, {database.name}: it is dumped once")
 
@@ -234,10 +260,10 @@ def _backup_database(
         plans = {}
         for alias in database.aliases:
             if alias == primary:
-                plans[alias] = _plan_json(project, alias, conn, excludes, partial, note)
+                plans[alias] = _plan_json(project, alias, conn, excludes, partial, note, sealing, recipients)
             else:
                 with _reader(project.connection(alias), snapshot_id) as reader:
-                    plans[alias] = _plan_json(project, alias, reader, excludes, partial, note)
+                    plans[alias] = _plan_json(project, alias, reader, excludes, partial, note, sealing, recipients)
         # Every alias's django_migrations keeps its table but not its rows: migrate --fake writes
         # them again, into the very table each alias's search_path finds.
         histories = sorted({plan.history[0] for plan in plans.values() if plan.history[0]})
@@ -246,7 +272,7 @@ def _backup_database(
         # 5. Side by side, all in that snapshot: pg_dump in the background, each alias's json on a
         # connection of its own (PostgreSQL renders it; Django only for the slow models), and the
         # content hashes on this one. Without a snapshot to share (a hot standby) one by one.
-        args = ["-w", "-f", str(partial / dump_name), "-F", "d" if dump_format == "directory" else "c"]
+        args = ["-w", "-v", "-F", "d" if dump_format == "directory" else "c"]
         for qualified in histories:
             schema, table = qualified.split(".", 1)
             args.append(f"--exclude-table-data={_pattern(schema)}.{_pattern(table)}")
@@ -256,6 +282,7 @@ def _backup_database(
             args.append(f"--jobs={jobs}")
         names = ", ".join(plan.json_name for plan in plans.values())
         note(f"[{primary}] pg_dump of {params.describe()} ({dump_format} format), {names} and content hashes from one snapshot")
+        rows = {t.qualified: t.rows for t in facts.tables}
         clock = time.monotonic()
 
         def write_json(plan: _JsonPlan, reader) -> Counter:
@@ -265,7 +292,8 @@ def _backup_database(
             try:
                 written = jsonfixture.write_fixture_sql(
                     reader, plan.models, partial / plan.json_name, keys=plan.keys, slow_lines=slow_lines,
-                    naive_time_zone=project.naive_time_zones.get(plan.alias),
+                    naive_time_zone=project.naive_time_zones.get(plan.alias), recipients=recipients, compress=sealing.compress,
+                    progress_total=sum(rows.get(table, 0) for table in plan.tables_by_model.values()),
                 )
             except psycopg.Error as exc:  # a model the database does not match (a column gone)
                 raise OperationFailed(f"{plan.json_name} of {plan.alias!r} failed: {first_line(exc)}") from None
@@ -279,7 +307,11 @@ def _backup_database(
                     written[alias] = write_json(plans[alias], other)
             return written
 
-        with clients.started(pg_dump, args, params, what=f"pg_dump of {primary!r}") as dumped:
+        # Encrypted, pg_dump writes into a pipe (--no-sync: a pipe cannot be fsynced; the file is, in step 8).
+        with bundlefiles.program_output(partial / dump_name, recipients) as (dump_to, fds), \
+                clients.started(pg_dump, [*args, "-f", dump_to, *(["--no-sync"] if fds else [])], params,
+                                what=f"pg_dump of {primary!r}", pass_fds=fds,
+                                watch=progress.counting(f"pg_dump of {primary}", "dumping contents of table", len(facts.tables))) as dumped:
             with _alongside(params, snapshot_id, write_all) if snapshot_id else _inline(lambda: write_all(conn)) as json_written:
                 contents = content.read(
                     conn, [t.qualified for t in facts.tables if t.qualified not in histories],
@@ -296,7 +328,6 @@ def _backup_database(
     missing = [t.qualified for t in facts.tables if t.qualified not in histories and t.qualified not in in_dump]
     if missing:
         raise OperationFailed(f"{dump_name} lacks the data of {len(missing)} tables (e.g. {missing[0]})")
-    rows = {t.qualified: t.rows for t in facts.tables}
     for plan in plans.values():
         _verify_json(partial, plan, written[plan.alias], rows, snapshot_id)
     note(f"[{primary}] verified: {len(in_dump)} tables in {dump_name}, "

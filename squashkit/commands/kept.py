@@ -7,12 +7,11 @@ after asking (a protected environment wants its database's name).
 
 from __future__ import annotations
 
-import shutil
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from squashkit import bundle, journal, postgres, runs, schema, steps
+from squashkit import journal, postgres, runs, schema, steps, store
 from squashkit.config import Config
 from squashkit.databases import primary_aliases
 from squashkit.runs import Log, stderr_log
@@ -49,7 +48,7 @@ def kept(config: Config, *, env: str | None = None, keep_bundles: int = 3) -> li
                     if postgres.database_exists(conn, name):
                         found.append(Kept(kind="database", name=name, env=env_name, alias=alias,
                                           detail=postgres.database_comment(conn, name) or "no comment"))
-        bundles = sorted(p for p in config.backup_dir.glob(f"{env_name}-*") if (p / bundle.MANIFEST).is_file())
+        bundles = store.bundles(config, env_name)  # local, or in the store when backup_dir is a URL
         for old in bundles[:-keep_bundles] if keep_bundles else bundles:
             found.append(Kept(kind="bundle", name=str(old), env=env_name, detail=f"bundle of {env_name}"))
     return found
@@ -70,5 +69,5 @@ def cleanup(
             with postgres.connect(resolve(config, item.env).server(item.alias).with_dbname("postgres")) as conn:
                 postgres.drop_database(conn, item.name)
         else:
-            shutil.rmtree(item.name)
+            store.remove(config, item.name)
         log(f"removed {item.name}")

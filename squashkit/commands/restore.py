@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squashkit import bundle, journal, online, phase, plan, runs, steps
+from squashkit import bundle, bundlefiles, journal, online, phase, plan, runs, steps
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, UndoIncomplete
 from squashkit.journal import Journal
@@ -36,6 +36,7 @@ def restore(
     bundle_path = Path(bundle_path)
     manifest = bundle.read_manifest(bundle_path)
     bundle.verify_hashes(bundle_path, manifest)
+    bundlefiles.require_identity(bundle_path, manifest.encrypted)  # a wrong or missing --identity, before anything
     target = resolve(config, env)
     mode, _why = steps.choose_mode(target, in_place)
     if dry_run:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, history, journal, online, phase, postgres, runs, steps
+from squashkit import bundle, bundlefiles, history, journal, online, phase, postgres, runs, steps
 from squashkit.config import Config
 from squashkit.databases import primary_aliases
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, first_line
@@ -46,6 +46,9 @@ def rollback(
     target = resolve(config, env)
     mode, _why = steps.choose_mode(target, in_place)
     bundle_dir, manifest, use_dump = choose_source(path)
+    if loaddata and manifest is not None and manifest.encrypted:
+        raise BadInput("--loaddata cannot read an encrypted bundle (loaddata would need it decrypted on disk): "
+                       "roll back without it (nothing was changed)")
     run = journal.new_run_id("rollback", target.name)
     with runs.exclusive(config, run, [target]):
         # 0. Preflight: the drop could be finished, no leftover side database (changes nothing).
@@ -129,6 +132,7 @@ def choose_source(path: Path) -> tuple[Path | None, bundle.Manifest | None, bool
     what cannot be used before anything changes."""
     if path.is_dir():
         manifest = bundle.read_manifest(path)
+        bundlefiles.require_identity(path, manifest.encrypted)  # a wrong or missing --identity, before anything
         damaged = bundle.damaged_files(path, manifest)
         in_a_dump = [name for name in damaged if any(bundle.belongs_to(name, e.dump) for e in manifest.databases)]
         json_ok = not [name for name in damaged if name not in in_a_dump and name != "log.txt"]
@@ -138,11 +142,12 @@ def choose_source(path: Path) -> tuple[Path | None, bundle.Manifest | None, bool
     if path.is_file() and (path.parent / bundle.MANIFEST).is_file():
         # A db.json inside a bundle: the json path on purpose, with everything the bundle records.
         manifest = bundle.read_manifest(path.parent)
+        bundlefiles.require_identity(path.parent, manifest.encrypted)
         if not bundle.json_intact(path.parent, manifest):
             damaged = ", ".join(bundle.damaged_files(path.parent, manifest))
             raise BadInput(f"bundle {path.parent.name} is damaged ({damaged}): nothing was changed; use another bundle")
         return path.parent, manifest, False
-    if path.is_file() and path.suffix == ".json":
+    if path.is_file() and path.name.endswith((".json", ".json.gz")):
         from squashkit.fixture import fixture_models
 
         fixture_models(path)  # read to the end before anything is dropped: a truncated file is refused
@@ -228,6 +233,7 @@ def rollback_migrations(
     one transaction per database. No table but django_migrations is touched, no session ended."""
     path = Path(path)
     manifest = bundle.read_manifest(path)
+    bundlefiles.require_identity(path, manifest.encrypted)
     if manifest.migrations_archive in bundle.damaged_files(path, manifest):
         raise BadInput(f"bundle {path.name} is damaged ({manifest.migrations_archive}): nothing was changed; use another bundle")
     saved = history.load(path)

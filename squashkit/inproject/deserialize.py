@@ -21,6 +21,7 @@ It must not import squashkit. Its arguments arrive as the global ``SQUASHKIT_DES
 With psycopg 3 the text form of a value is its dumper's; with psycopg2, PostgreSQL's cast of its literal.
 """
 
+import gzip
 import json
 import re
 import runpy
@@ -128,7 +129,9 @@ def main(arguments):
     connection = connections[alias]
     connection.ensure_connection()
     texts = _text_forms(connection)
-    with _unscoped(), open(arguments["fixture"], "rb") as source, open(arguments["output"], "w", encoding="utf-8") as out:
+    # db.json.gz (backup --compress) is read as loaddata reads it, through gzip.
+    opener = gzip.open if arguments["fixture"].endswith(".gz") else open
+    with _unscoped(), opener(arguments["fixture"], "rb") as source, open(arguments["output"], "w", encoding="utf-8") as out:
         for raw in source:
             match = LINE.match(raw)
             if match is None or match.group(1).decode() not in wanted:

@@ -1,0 +1,1 @@
+"""Integrations of squashkit with the tools its users run."""

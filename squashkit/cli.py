@@ -12,7 +12,6 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -29,6 +28,7 @@ from squashkit.commands import restore as restore_command
 from squashkit.commands import resume as resume_command
 from squashkit.commands import rollback as rollback_command
 from squashkit.commands import squash as squash_command
+from squashkit.commands import tenant as tenant_command
 from squashkit.errors import BAD_INPUT, FAILED, BadInput, SquashkitError
 
 app = typer.Typer(
@@ -54,7 +54,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def options(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="squashkit.toml or pyproject.toml (default: found from the current directory up)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="squashkit.toml or pyproject.toml (default: found from the current directory up)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -68,12 +68,19 @@ def _config() -> config_module.Config:
 
 @app.command()
 def backup(
-    env: Optional[str] = EnvOption,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the bundle (default: backup_dir)."),
+    env: str | None = EnvOption,
+    output: Path | None = typer.Option(None, "--output", "-o", help="Directory for the bundle (default: backup_dir)."),
     dump_format: str = typer.Option("custom", "--format", "-F", help="pg_dump format: custom or directory."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_dump jobs (directory format only)."),
+    schemas: list[str] | None = typer.Option(
+        None, "--schema", help="django-tenants: a bundle of just this tenant's schema (repeatable)."),
 ) -> None:
-    """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json."""
+    """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json (--schema: those tenants alone)."""
+    if schemas:
+        path = tenant_command.backup_schemas(_config(), env=env, schemas=list(dict.fromkeys(schemas)), output=output, log=_log)
+        _account()
+        print(path)
+        return
     path = backup_command.backup(
         _config(), env=env, output=output, dump_format=dump_format, jobs=jobs,
         log=_log,
@@ -93,7 +100,7 @@ def backup(
 
 @app.command()
 def check(
-    env: Optional[str] = EnvOption,
+    env: str | None = EnvOption,
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Check connection, server and client versions, privileges, connections and migrations."""
@@ -140,13 +147,13 @@ ForceOption = typer.Option(False, "--force", help="Go on despite uncommitted mig
 @app.command()
 def restore(
     bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle directory written by squashkit backup."),
-    env: Optional[str] = EnvOption,
+    env: str | None = EnvOption,
     squash: bool = typer.Option(False, "--squash", help="Also regenerate the migrations (migration zero)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_restore jobs (directory-format bundles)."),
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
     in_place: bool = InPlaceOption,
-    confirm: Optional[str] = ConfirmOption,
+    confirm: str | None = ConfirmOption,
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
@@ -162,14 +169,14 @@ def restore(
 
 @app.command()
 def squash(
-    env: Optional[str] = EnvOption,
+    env: str | None = EnvOption,
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Dump and restore the data into a side database (or, with --in-place, the recreated one) "
         "and swap it in, instead of rewriting django_migrations on the live database."),
     in_place: bool = typer.Option(False, "--in-place", help="With --rebuild: drop and recreate under the same name."),
-    confirm: Optional[str] = ConfirmOption,
+    confirm: str | None = ConfirmOption,
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
@@ -189,7 +196,7 @@ def promote(
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
     in_place: bool = InPlaceOption,
-    confirm: Optional[str] = ConfirmOption,
+    confirm: str | None = ConfirmOption,
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
@@ -204,18 +211,20 @@ def promote(
 
 @app.command()
 def rollback(
-    path: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="A bundle directory, or a db.json inside one, or a lone db.json."),
-    env: Optional[str] = EnvOption,
+    path: Path | None = typer.Argument(None, metavar="[PATH]", help="A bundle directory, or a db.json inside one, or a lone db.json."),
+    env: str | None = EnvOption,
     kept: bool = typer.Option(False, "--kept", help="Swap back the database the last side-mode run kept (seconds, no restore)."),
     migrations_only: bool = typer.Option(
         False, "--migrations-only", help="Undo the squash that used BUNDLE: its migration files and django_migrations rows "
         "back, the data untouched (every write since kept)."),
     yes: bool = YesOption,
     in_place: bool = InPlaceOption,
-    confirm: Optional[str] = ConfirmOption,
+    confirm: str | None = ConfirmOption,
     loaddata: bool = typer.Option(
         False, "--loaddata", help="Load db.json with Django's loaddata (sends save signals, raw=True) instead of SQL."
     ),
+    schema: str | None = typer.Option(
+        None, "--schema", help="django-tenants: put this one tenant back from BUNDLE (full or --schema), nothing else touched."),
 ) -> None:
     """Put the environment back: from a bundle (its dump when intact, else its db.json), with --kept by renaming, or with
     --migrations-only only the migration files and django_migrations a squash changed."""
@@ -223,7 +232,11 @@ def rollback(
         raise BadInput("rollback takes a PATH or --kept (one of them)")
     if migrations_only and (kept or in_place):
         raise BadInput("--migrations-only takes a BUNDLE and touches no data: it goes with neither --kept nor --in-place")
-    if migrations_only:
+    if schema is not None:
+        if kept or migrations_only or in_place or loaddata or path is None:
+            raise BadInput("--schema takes a BUNDLE and goes with none of --kept, --migrations-only, --in-place, --loaddata")
+        tenant_command.rollback_schema(_config(), path=path, schema=schema, env=env, yes=yes, typed=confirm, log=_log)
+    elif migrations_only:
         rollback_command.rollback_migrations(_config(), path=path, env=env, yes=yes, typed=confirm, log=_log)
     elif kept:
         rollback_command.rollback_kept(_config(), env=env, yes=yes, typed=confirm, log=_log)
@@ -235,7 +248,7 @@ def rollback(
 
 @app.command()
 def recreate(
-    env: Optional[str] = EnvOption,
+    env: str | None = EnvOption,
     fixture: list[Path] = typer.Option([], "--fixture", help="A fixture to load, on every alias that allows its models (repeatable)."),
     keep_migrations: bool = typer.Option(False, "--keep-migrations", help="Migrate the migration files as they are (no regeneration)."),
     yes: bool = YesOption,
@@ -247,7 +260,7 @@ def recreate(
 
 @app.command()
 def resume(
-    run: Optional[str] = typer.Option(None, "--run", help="The interrupted run to resume (see squashkit status)."),
+    run: str | None = typer.Option(None, "--run", help="The interrupted run to resume (see squashkit status)."),
     yes: bool = YesOption,
 ) -> None:
     """Finish or undo a run that was killed, from wherever it stopped."""
@@ -269,11 +282,11 @@ def status(limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many 
 
 @app.command()
 def cleanup(
-    env: Optional[str] = EnvOption,
+    env: str | None = EnvOption,
     keep: int = typer.Option(3, "--keep", min=0, help="Bundles to keep per environment, newest first."),
     yes: bool = YesOption,
     list_only: bool = typer.Option(False, "--list", help="Only list what would be removed."),
-    confirm: Optional[str] = ConfirmOption,
+    confirm: str | None = ConfirmOption,
 ) -> None:
     """List, and remove when asked, kept databases (__squashkit_prev, leftovers) and old bundles."""
     config = _config()
@@ -285,20 +298,20 @@ def cleanup(
 
 
 @cluster_app.command("start")
-def cluster_start(directory: Optional[Path] = typer.Argument(None, help="Cluster directory (default: $SQUASHKIT_CLUSTER_DIR or a temp dir).")) -> None:
+def cluster_start(directory: Path | None = typer.Argument(None, help="Cluster directory (default: $SQUASHKIT_CLUSTER_DIR or a temp dir).")) -> None:
     """Start (creating if needed) the throwaway cluster and print shell exports to reach it."""
     running = cluster.start(directory)
     print("".join(f"export {key}={value}\n" for key, value in running.environ().items()), end="")
 
 
 @cluster_app.command("stop")
-def cluster_stop(directory: Optional[Path] = typer.Argument(None)) -> None:
+def cluster_stop(directory: Path | None = typer.Argument(None)) -> None:
     """Stop the throwaway cluster."""
     cluster.stop(directory)
 
 
 @cluster_app.command("destroy")
-def cluster_destroy(directory: Optional[Path] = typer.Argument(None)) -> None:
+def cluster_destroy(directory: Path | None = typer.Argument(None)) -> None:
     """Stop the throwaway cluster and delete its directory."""
     cluster.destroy(directory)
 

@@ -310,6 +310,15 @@ def finish(config: Config, run: journal.Run, started: journal.Entry, log: Log) -
 def require_as_squashed(target: Target, saved: history.SavedHistory) -> None:
     """Refuse, nothing changed, unless every database's django_migrations is as the squash left it:
     rows put back over migrations applied since would hide them."""
+    tenancy = target.project.tenancy
+    if tenancy is not None:  # a tenant created since the squash has only the new rows: it would disagree with the old files
+        with postgres.connect(target.params(tenancy.alias)) as conn:
+            since = [s.name for s in tenants.rewritten(conn, tenancy)
+                     if tenants.key(tenancy.alias, s.name) not in {db.alias for db in saved.databases}]
+        if since:
+            raise BadInput(f"schemas created since squash {saved.run} ({', '.join(since)}) record only the new migration files: "
+                           "putting the old rows back elsewhere would leave them disagreeing; squashkit rollback BUNDLE "
+                           "puts the whole database back (nothing was changed)")
     for db in saved.databases:
         found = history.current_state(target.params(db.alias), saved.apps, db.before, db.after)
         if found == "before":

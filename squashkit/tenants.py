@@ -175,16 +175,14 @@ def _only(found: schema.Schema, name: str, public: str, as_: str) -> schema.Sche
     return kept
 
 
-def prove(
+def compare_kinds(
     manage: ManagePy, project: ProjectInfo, live: ConnectionParams, scratch: ConnectionParams, apps: list[str],
-    *, judge: Callable[[schema.SchemaDiff, str], None], log: Log,
-) -> dict[str, list[tuple[str, str]]]:
-    """Step 5b of a tenants project: the scratch database ``scratch`` already holds public as the new
-    files build it (``migrate`` ran there); build the tenant apps in a scratch tenant schema, then
-    compare public with public and every tenant schema and template with the scratch tenant.
-    Returns, per schema key, the project apps' rows the scratch migrate recorded for its kind."""
+) -> tuple[dict[str, schema.SchemaDiff], dict[str, list[tuple[str, str]]], list[str]]:
+    """The scratch database ``scratch`` already holds public as the migration files build it
+    (``migrate`` ran there): build the tenant apps in a scratch tenant schema, then compare public
+    with public, every tenant schema and template with the scratch tenant. Returns per schema key
+    its difference and the project apps' rows the scratch migrate recorded for its kind, and the orphans."""
     tenancy = project.tenancy
-    alias = tenancy.alias
     with postgres.connect(scratch) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCRATCH_TENANT)))
     manage.run("migrate", "--tenant", "--schema", SCRATCH_TENANT, "--noinput", "-v", "0",
@@ -195,24 +193,78 @@ def prove(
     recorded = {}
     for kind, where in (("public", tenancy.public_schema), ("tenant", SCRATCH_TENANT)):
         with postgres.connect(in_schema(scratch, where)) as conn:
-            recorded[kind] = [(row.app, row.name) for row in history.read(conn, apps)]
+            recorded[kind] = [(row.app, row.name) for row in history.read(conn, apps)] if history.exists(conn) else []
     with postgres.connect(live) as conn:
         actual = schema.snapshot(conn)
-        found = rewritten(conn, tenancy)
-        orphans = [s.name for s in schemas(conn, tenancy) if s.kind == "orphan"]
+        found = schemas(conn, tenancy)
+    public = tenancy.public_schema
+    diffs, new = {}, {}
+    for each in (f for f in found if f.kind != "orphan"):
+        kind = "public" if each.kind == "public" else "tenant"
+        expected = _only(built, public if kind == "public" else SCRATCH_TENANT, public, "<tenant>")
+        diffs[key(tenancy.alias, each.name)] = schema.compare(expected, _only(actual, each.name, public, "<tenant>"))
+        new[key(tenancy.alias, each.name)] = recorded[kind]
+    return diffs, new, [f.name for f in found if f.kind == "orphan"]
+
+
+def prove(
+    manage: ManagePy, project: ProjectInfo, live: ConnectionParams, scratch: ConnectionParams, apps: list[str],
+    *, judge: Callable[[schema.SchemaDiff, str], None], log: Log,
+) -> dict[str, list[tuple[str, str]]]:
+    """Step 5b of a tenants project (``compare_kinds``), each schema judged; returns what 5c writes per schema."""
+    diffs, new, orphans = compare_kinds(manage, project, live, scratch, apps)
+    alias = project.tenancy.alias
     if orphans:
         log(f"[{alias}] left alone (a django_migrations but no tenant row, not a template): {', '.join(orphans)}; "
             "their rows keep naming the old files")
-    public = tenancy.public_schema
-    new = {}
-    for each in found:
-        source = public if each.kind == "public" else SCRATCH_TENANT
-        expected = _only(built, source, public, "<tenant>")
-        judge(schema.compare(expected, _only(actual, each.name, public, "<tenant>")), key(alias, each.name))
-        new[key(alias, each.name)] = recorded["public" if each.kind == "public" else "tenant"]
-    log(f"[{alias}] proved per kind: public against the shared apps, {len(found) - 1} tenant and template schemas "
+    for where, diff in diffs.items():
+        judge(diff, where)
+    log(f"[{alias}] proved per kind: public against the shared apps, {len(diffs) - 1} tenant and template schemas "
         "against the tenant apps")
     return new
+
+
+def drift(
+    manage: ManagePy, project: ProjectInfo, params: ConnectionParams, *, admin: ConnectionParams | None,
+    extensions: list[str],
+) -> tuple[dict[str, schema.SchemaDiff], list[str]]:
+    """``check``'s question for a tenants database: how each schema differs from what its kind's
+    migration files build, in a scratch database dropped afterwards."""
+    alias = project.tenancy.alias
+    with schema.scratch_database(params, admin=admin, extensions=extensions) as name:
+        on = manage.on({alias: name})
+        on.run("migrate", "--database", alias, "--noinput", "-v", "0", what=f"migrate {alias} into the scratch database {name}")
+        apps = [app.label for app in project.own_apps()]
+        diffs, _new, orphans = compare_kinds(on, project, params, params.with_dbname(name), apps)
+    return diffs, orphans
+
+
+def report(project: ProjectInfo, params: ConnectionParams) -> list[tuple[str, str, str]]:
+    """``check``'s lines for a tenants database: the layout, then each schema with its kind and
+    migration state (the project apps' migrations on disk it does not record)."""
+    tenancy = project.tenancy
+    layout = (f"django-tenants: tenant model {tenancy.tenant_model} ({tenancy.public_schema}.{tenancy.tenant_table}); "
+              f"shared apps {', '.join(tenancy.shared_apps)}; tenant apps {', '.join(tenancy.tenant_apps)}; "
+              f"templates {', '.join(tenancy.base_schemas) or 'none'}; a squash blocks tenant creation while it runs "
+              f"(LOCK TABLE {tenancy.tenant_table} IN SHARE MODE)")
+    lines = [("tenants", "ok", layout)]
+    on_disk = disk_migrations(project)
+    with postgres.connect(params) as conn:
+        found = schemas(conn, tenancy)
+    for each in found:
+        with postgres.connect(in_schema(params, each.name)) as conn:
+            missing = unapplied(conn, on_disk)
+            recorded = len(history.read(conn, list(on_disk)))
+        if each.kind == "orphan":
+            lines.append((f"schema {each.name}", "warn",
+                          f"orphan (a django_migrations, no tenant row): {recorded} rows of the project's apps; squash leaves it alone"))
+        elif missing:
+            lines.append((f"schema {each.name}", "fail",
+                          f"{each.kind}: {len(missing)} migration(s) on disk not recorded, e.g. {missing[0]} "
+                          f"(migrate_schemas --schema {each.name})"))
+        else:
+            lines.append((f"schema {each.name}", "ok", f"{each.kind}: every migration on disk recorded ({recorded} rows of the project's apps)"))
+    return lines
 
 
 # --- step 5c: every schema's rows in one transaction ------------------------------------------------------

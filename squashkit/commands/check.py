@@ -17,7 +17,7 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import clients, journal, placement, postgres, schema, scratch
+from squashkit import clients, journal, placement, postgres, schema, scratch, tenants
 from squashkit.config import Config
 from squashkit.databases import Database, physical
 from squashkit.errors import BadInput, SquashkitError
@@ -37,7 +37,7 @@ class CheckResult(BaseModel):
 def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
     """Run every check on the environment; never raises for a failed check, only reports it."""
     results: list[CheckResult] = []
-    add = lambda name, status, detail: results.append(CheckResult(name=name, status=status, detail=detail))  # noqa: E731
+    add = lambda name, status, detail: results.append(CheckResult(name=name, status=status, detail=detail))
 
     env_name, environment = config.environment(env)
     add("environment", "ok", f"{env_name} ({environment.settings}) from {config.source}")
@@ -93,6 +93,9 @@ def _check_alias(
                 _check_squash(conn, admin is not None, params.dbname, alias, add)
             applied = _applied_migrations(conn)
             placement.report(project, alias, conn, add)
+        if project.tenancy is not None and alias == project.tenancy.alias:
+            _check_tenants(config, manage, admin, project, params, add)
+            return
         if first:
             diff.append(_check_schema(config, manage, admin, project, database, add))
         _check_migrations(project, applied, diff[0] if diff else None, alias, add)
@@ -245,6 +248,30 @@ def _check_schema(
     return diff
 
 
+def _check_tenants(
+    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo,
+    params: postgres.ConnectionParams, add,
+) -> None:
+    """A django-tenants database: its layout, each schema's migration state, each schema against
+    what its kind's migration files build (public: the shared apps; tenants, templates: the tenant apps)."""
+    for name, status, detail in tenants.report(project, params):
+        add(name, status, detail)
+    try:
+        diffs, _orphans = tenants.drift(manage, project, params, admin=admin, extensions=config.extensions)
+    except BadInput as exc:
+        add("schema (tenants)", "warn", f"not compared: {exc}")
+        return
+    except SquashkitError as exc:
+        add("schema (tenants)", "fail", f"the migration files do not build the schemas from scratch: {exc}")
+        return
+    for where, diff in diffs.items():
+        if diff.matches:
+            add(f"schema ({where})", "ok", "has the schema its kind's migration files build"
+                + (f" ({len(diff.cosmetic)} names from old renames)" if diff.cosmetic else ""))
+        else:
+            add(f"schema ({where})", "fail", f"differs from what its kind's migration files build: {diff.summary()}")
+
+
 def _applied_migrations(conn: psycopg.Connection) -> set[tuple[str, str]]:
     if not conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
         return set()
@@ -290,7 +317,7 @@ def migration_finding(app: str, files: list[str], rows: list[str], drifted: bool
     """
     unapplied = [name for name in files if name not in rows]
     without_file = [name for name in rows if name not in files]
-    listed = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
+    listed = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
     by_hand = (
         f"with the models as the tables are (set newer changes aside): manage.py makemigrations {app}, "
         f"DELETE FROM django_migrations WHERE app = '{app}', manage.py migrate {app} --fake; "

@@ -12,6 +12,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -54,7 +55,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def options(
-    config: Path | None = typer.Option(None, "--config", "-c", help="squashkit.toml or pyproject.toml (default: found from the current directory up)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="squashkit.toml or pyproject.toml (default: found from the current directory up)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -68,11 +69,11 @@ def _config() -> config_module.Config:
 
 @app.command()
 def backup(
-    env: str | None = EnvOption,
-    output: Path | None = typer.Option(None, "--output", "-o", help="Directory for the bundle (default: backup_dir)."),
+    env: Optional[str] = EnvOption,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Directory for the bundle (default: backup_dir)."),
     dump_format: str = typer.Option("custom", "--format", "-F", help="pg_dump format: custom or directory."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_dump jobs (directory format only)."),
-    schemas: list[str] | None = typer.Option(
+    schemas: Optional[list[str]] = typer.Option(
         None, "--schema", help="django-tenants: a bundle of just this tenant's schema (repeatable)."),
 ) -> None:
     """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json (--schema: those tenants alone)."""
@@ -100,7 +101,7 @@ def backup(
 
 @app.command()
 def check(
-    env: str | None = EnvOption,
+    env: Optional[str] = EnvOption,
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Check connection, server and client versions, privileges, connections and migrations."""
@@ -147,13 +148,13 @@ ForceOption = typer.Option(False, "--force", help="Go on despite uncommitted mig
 @app.command()
 def restore(
     bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle directory written by squashkit backup."),
-    env: str | None = EnvOption,
+    env: Optional[str] = EnvOption,
     squash: bool = typer.Option(False, "--squash", help="Also regenerate the migrations (migration zero)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Parallel pg_restore jobs (directory-format bundles)."),
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
     in_place: bool = InPlaceOption,
-    confirm: str | None = ConfirmOption,
+    confirm: Optional[str] = ConfirmOption,
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
@@ -169,14 +170,14 @@ def restore(
 
 @app.command()
 def squash(
-    env: str | None = EnvOption,
+    env: Optional[str] = EnvOption,
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
     rebuild: bool = typer.Option(
         False, "--rebuild", help="Dump and restore the data into a side database (or, with --in-place, the recreated one) "
         "and swap it in, instead of rewriting django_migrations on the live database."),
     in_place: bool = typer.Option(False, "--in-place", help="With --rebuild: drop and recreate under the same name."),
-    confirm: str | None = ConfirmOption,
+    confirm: Optional[str] = ConfirmOption,
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
@@ -196,7 +197,7 @@ def promote(
     yes: bool = YesOption,
     dry_run: bool = DryRunOption,
     in_place: bool = InPlaceOption,
-    confirm: str | None = ConfirmOption,
+    confirm: Optional[str] = ConfirmOption,
     force: bool = ForceOption,
     accept_loss: bool = AcceptLossOption,
     allow_drift: bool = AllowDriftOption,
@@ -211,19 +212,19 @@ def promote(
 
 @app.command()
 def rollback(
-    path: Path | None = typer.Argument(None, metavar="[PATH]", help="A bundle directory, or a db.json inside one, or a lone db.json."),
-    env: str | None = EnvOption,
+    path: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="A bundle directory, or a db.json inside one, or a lone db.json."),
+    env: Optional[str] = EnvOption,
     kept: bool = typer.Option(False, "--kept", help="Swap back the database the last side-mode run kept (seconds, no restore)."),
     migrations_only: bool = typer.Option(
         False, "--migrations-only", help="Undo the squash that used BUNDLE: its migration files and django_migrations rows "
         "back, the data untouched (every write since kept)."),
     yes: bool = YesOption,
     in_place: bool = InPlaceOption,
-    confirm: str | None = ConfirmOption,
+    confirm: Optional[str] = ConfirmOption,
     loaddata: bool = typer.Option(
         False, "--loaddata", help="Load db.json with Django's loaddata (sends save signals, raw=True) instead of SQL."
     ),
-    schema: str | None = typer.Option(
+    schema: Optional[str] = typer.Option(
         None, "--schema", help="django-tenants: put this one tenant back from BUNDLE (full or --schema), nothing else touched."),
 ) -> None:
     """Put the environment back: from a bundle (its dump when intact, else its db.json), with --kept by renaming, or with
@@ -248,7 +249,7 @@ def rollback(
 
 @app.command()
 def recreate(
-    env: str | None = EnvOption,
+    env: Optional[str] = EnvOption,
     fixture: list[Path] = typer.Option([], "--fixture", help="A fixture to load, on every alias that allows its models (repeatable)."),
     keep_migrations: bool = typer.Option(False, "--keep-migrations", help="Migrate the migration files as they are (no regeneration)."),
     yes: bool = YesOption,
@@ -260,7 +261,7 @@ def recreate(
 
 @app.command()
 def resume(
-    run: str | None = typer.Option(None, "--run", help="The interrupted run to resume (see squashkit status)."),
+    run: Optional[str] = typer.Option(None, "--run", help="The interrupted run to resume (see squashkit status)."),
     yes: bool = YesOption,
 ) -> None:
     """Finish or undo a run that was killed, from wherever it stopped."""
@@ -282,11 +283,11 @@ def status(limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many 
 
 @app.command()
 def cleanup(
-    env: str | None = EnvOption,
+    env: Optional[str] = EnvOption,
     keep: int = typer.Option(3, "--keep", min=0, help="Bundles to keep per environment, newest first."),
     yes: bool = YesOption,
     list_only: bool = typer.Option(False, "--list", help="Only list what would be removed."),
-    confirm: str | None = ConfirmOption,
+    confirm: Optional[str] = ConfirmOption,
 ) -> None:
     """List, and remove when asked, kept databases (__squashkit_prev, leftovers) and old bundles."""
     config = _config()
@@ -298,20 +299,20 @@ def cleanup(
 
 
 @cluster_app.command("start")
-def cluster_start(directory: Path | None = typer.Argument(None, help="Cluster directory (default: $SQUASHKIT_CLUSTER_DIR or a temp dir).")) -> None:
+def cluster_start(directory: Optional[Path] = typer.Argument(None, help="Cluster directory (default: $SQUASHKIT_CLUSTER_DIR or a temp dir).")) -> None:
     """Start (creating if needed) the throwaway cluster and print shell exports to reach it."""
     running = cluster.start(directory)
     print("".join(f"export {key}={value}\n" for key, value in running.environ().items()), end="")
 
 
 @cluster_app.command("stop")
-def cluster_stop(directory: Path | None = typer.Argument(None)) -> None:
+def cluster_stop(directory: Optional[Path] = typer.Argument(None)) -> None:
     """Stop the throwaway cluster."""
     cluster.stop(directory)
 
 
 @cluster_app.command("destroy")
-def cluster_destroy(directory: Path | None = typer.Argument(None)) -> None:
+def cluster_destroy(directory: Optional[Path] = typer.Argument(None)) -> None:
     """Stop the throwaway cluster and delete its directory."""
     cluster.destroy(directory)
 

@@ -37,7 +37,7 @@ class CheckResult(BaseModel):
 def check(config: Config, *, env: str | None = None) -> list[CheckResult]:
     """Run every check on the environment; never raises for a failed check, only reports it."""
     results: list[CheckResult] = []
-    add = lambda name, status, detail: results.append(CheckResult(name=name, status=status, detail=detail))
+    add = lambda name, status, detail: results.append(CheckResult(name=name, status=status, detail=detail))  # noqa: E731
 
     env_name, environment = config.environment(env)
     add("environment", "ok", f"{env_name} ({environment.settings}) from {config.source}")

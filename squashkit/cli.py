@@ -34,6 +34,7 @@ from squashkit.commands import restore as restore_command
 from squashkit.commands import resume as resume_command
 from squashkit.commands import rollback as rollback_command
 from squashkit.commands import squash as squash_command
+from squashkit.commands import tenant as tenant_command
 from squashkit.errors import BAD_INPUT, FAILED, BadInput, SquashkitError
 
 app = typer.Typer(
@@ -84,9 +85,17 @@ def backup(
     encrypt_to: list[str] = typer.Option(
         [], "--encrypt-to", metavar="RECIPIENT", help="Encrypt every file with age to this public key (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the bundle as JSON (squashkit schema backup)."),
+    schemas: Optional[list[str]] = typer.Option(
+        None, "--schema", help="django-tenants: a bundle of just this tenant's schema (repeatable)."),
 ) -> None:
-    """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json."""
+    """Write a verified bundle: db.json, db.dump, migrations.tar.gz and manifest.json (--schema: those tenants alone)."""
     config = _config()
+    if schemas:
+        path = tenant_command.backup_schemas(config, env=env, schemas=list(dict.fromkeys(schemas)),
+                                             output=Path(output) if output else None, log=_log)
+        _account()
+        print(path)
+        return
     sealing = bundlefiles.Sealing(compress=compress, recipients=encrypt_to)
     destination = store.location(config, output)
     remote = isinstance(destination, str)
@@ -297,6 +306,8 @@ def rollback(
         False, "--loaddata", help="Load db.json with Django's loaddata (sends save signals, raw=True) instead of SQL."
     ),
     identity: Optional[Path] = IdentityOption,
+    schema: Optional[str] = typer.Option(
+        None, "--schema", help="django-tenants: put this one tenant back from BUNDLE (full or --schema), nothing else touched."),
 ) -> None:
     """Put the environment back: from a bundle (its dump when intact, else its db.json), with --kept by renaming, or with
     --migrations-only only the migration files and django_migrations a squash changed."""
@@ -304,13 +315,19 @@ def rollback(
         raise BadInput("rollback takes a PATH or --kept (one of them)")
     if migrations_only and (kept or in_place):
         raise BadInput("--migrations-only takes a BUNDLE and touches no data: it goes with neither --kept nor --in-place")
+    if schema is not None and kept:
+        raise BadInput("--schema takes a BUNDLE and goes with none of --kept, --migrations-only, --in-place, --loaddata")
     config = _config()
     if kept:
         rollback_command.rollback_kept(config, env=env, yes=yes, typed=confirm, log=_log)
         _account()
         return
     with _progress(), _unlocked(identity), store.local_bundle(config, path, log=_log) as local:
-        if migrations_only:
+        if schema is not None:
+            if migrations_only or in_place or loaddata:
+                raise BadInput("--schema takes a BUNDLE and goes with none of --kept, --migrations-only, --in-place, --loaddata")
+            tenant_command.rollback_schema(config, path=local, schema=schema, env=env, yes=yes, typed=confirm, log=_log)
+        elif migrations_only:
             rollback_command.rollback_migrations(config, path=local, env=env, yes=yes, typed=confirm, log=_log)
         else:
             rollback_command.rollback(config, path=local, env=env, yes=yes, in_place=in_place, typed=confirm,

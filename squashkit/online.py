@@ -38,10 +38,16 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, carry, drift, history, journal, postgres, schema, scratch, scratch_cache, steps
+from squashkit import bundle, carry, drift, history, journal, postgres, schema, scratch, scratch_cache, steps, tenants
 from squashkit.config import Config
 from squashkit.databases import Database, physical, server_of
-from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
+from squashkit.errors import (
+    BadInput,
+    OperationFailed,
+    SquashkitError,
+    UndoIncomplete,
+    first_line,
+)
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
 from squashkit.project import archive_migrations, verify_archive_matches_disk
@@ -55,6 +61,11 @@ def preflight(config: Config, target: Target) -> None:
     """Refuse before anything changes what steps 5-5c could not finish: a scratch database the user
     may not create or whose name is taken, a django_migrations the user may not rewrite."""
     admin = target.admin()
+    tenancy = target.project.tenancy
+    if tenancy is not None and target.project.postgres_aliases() != [tenancy.alias]:
+        raise BadInput(f"a django-tenants project with aliases besides {tenancy.alias!r} "
+                       f"({', '.join(a for a in target.project.postgres_aliases() if a != tenancy.alias)}) is not squashed "
+                       "in place yet: squash --rebuild, or ask for it (nothing was changed)")
     for alias in target.project.postgres_aliases():
         params = target.params(alias)
         scratch_name = schema.scratch_name(params.dbname)
@@ -96,7 +107,9 @@ def squash(
     record.started("phase", env, mode=MODE, squash=True, source_bundle=str(files_bundle), safety_bundle=None, apps=apps,
                    databases={alias: {"live": name, "work": name} for alias, name in live.items()})
     step = "create scratch"
+    blocked = contextlib.ExitStack()  # tenant creation, from before the files are deleted until verified
     try:
+        blocked.enter_context(_creation_blocked(target, log))
         old_build = _old_build(config, target, files_bundle, log)  # reads the old files while they are on disk
         with _scratch_databases(config, target) as scratch:
             manage = target.manage.on(scratch)
@@ -143,6 +156,14 @@ def squash(
                 f"step '{step}' failed: {reason}; undoing it failed too: {first_line(undo_exc)}. "
                 "Run squashkit resume once that is mended: it finishes the undo") from None
         raise OperationFailed(f"step '{step}' failed: {reason}. {state}") from None
+    finally:
+        blocked.close()
+
+
+def _creation_blocked(target: Target, log: Log) -> contextlib.AbstractContextManager:
+    """django-tenants: no tenant is created (or dropped) while its schemas are proved and rewritten."""
+    tenancy = target.project.tenancy
+    return tenants.creation_blocked(target.params(tenancy.alias), tenancy, log) if tenancy else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -166,11 +187,18 @@ def _prove(
     project apps' rows that migrate recorded in the django_migrations that alias finds, in its order.
 
     What the live database has, the old history built too and the new files do not (drift.strays)
-    is carried into the new files first, and the scratch migrated once more to prove them."""
+    is carried into the new files first, and the scratch migrated once more to prove them. A
+    django-tenants database is proved per kind of schema, and answers per schema (``tenants.prove``)."""
     started = time.monotonic()
     label = ", ".join(database.aliases)
     params = target.params(database.alias)
     scratch.migrate(target.manage, target.project, database, names)
+    tenancy = target.project.tenancy
+    if tenancy is not None and tenancy.alias in database.aliases:
+        alias = tenancy.alias
+        return tenants.prove(
+            target.manage.on(names), target.project, target.params(alias), target.params(alias).with_dbname(names[alias]), apps,
+            judge=lambda diff, where: scratch.judge(diff, where, "live", allow_drift, log), log=log)
     built, diff = _built_and_diff(params, names[database.alias])
     if drift.candidates(diff):
         found = drift.strays(diff, old_build(database), drift.owners(target.project))
@@ -258,7 +286,11 @@ def _rewrite(target: Target, files_bundle: Path, record: Journal, apps: list[str
         record.started("rewrite history", env, saved=str(path),
                        databases={s.alias: s.model_dump(mode="json", exclude={"alias"}) for s in saved})
 
-    history.rewrite(databases, apps, new, announce)
+    schemas = [each for each in databases if each not in target.project.databases]
+    if schemas:  # django-tenants: every schema of the tenants' database in one transaction
+        tenants.rewrite(target.params(target.project.tenancy.alias), schemas, apps, new, announce)
+    else:
+        history.rewrite(databases, apps, new, announce)
     record.finished("rewrite history", env)
     log(f"django_migrations rewritten on {', '.join(databases) or 'no database'}: the project apps' rows name the new "
         f"files (the rows they replace are in {files_bundle.name}/{history.FILE})")
@@ -328,6 +360,15 @@ def finish(config: Config, run: journal.Run, started: journal.Entry, log: Log) -
 def require_as_squashed(target: Target, saved: history.SavedHistory) -> None:
     """Refuse, nothing changed, unless every database's django_migrations is as the squash left it:
     rows put back over migrations applied since would hide them."""
+    tenancy = target.project.tenancy
+    if tenancy is not None:  # a tenant created since the squash has only the new rows: it would disagree with the old files
+        with postgres.connect(target.params(tenancy.alias)) as conn:
+            since = [s.name for s in tenants.rewritten(conn, tenancy)
+                     if tenants.key(tenancy.alias, s.name) not in {db.alias for db in saved.databases}]
+        if since:
+            raise BadInput(f"schemas created since squash {saved.run} ({', '.join(since)}) record only the new migration files: "
+                           "putting the old rows back elsewhere would leave them disagreeing; squashkit rollback BUNDLE "
+                           "puts the whole database back (nothing was changed)")
     for db in saved.databases:
         found = history.current_state(target.params(db.alias), saved.apps, db.before, db.after)
         if found == "before":
@@ -367,7 +408,7 @@ def unsquash(
         # 3. The saved rows, one transaction per database; undone by the squash's rows, journalled first.
         for db in saved.databases:
             step = f"restore history {db.alias}"
-            announce = lambda current, step=step: record.started(step, env, replaced=[r.model_dump(mode="json") for r in current])  # noqa: E731
+            announce = lambda current, step=step: record.started(step, env, replaced=[r.model_dump(mode="json") for r in current])
             if history.put_back(target.params(db.alias), saved.apps, db.before, db.after, announce):
                 log(f"[{db.alias}] django_migrations has the {len(db.before)} rows of the project's apps it had before "
                     f"squash {saved.run} again")

@@ -110,11 +110,28 @@ class AppInfo(BaseModel):
         return {tuple(key) for keys in self.replaces.values() for key in keys}
 
 
+class Tenancy(BaseModel):
+    """A schema-per-tenant layout (django-tenants), as the project's settings describe it."""
+
+    alias: str = Field(description="The alias the tenants live on (TENANT_DB_ALIAS, 'default').")
+    public_schema: str = Field(description="Where the shared apps live (PUBLIC_SCHEMA_NAME, 'public').")
+    tenant_model: str = Field(description="TENANT_MODEL, e.g. 'customers.Client'.")
+    tenant_table: str = Field(description="Its db_table, in the public schema: one row per tenant.")
+    schema_column: str = Field(description="Its column naming each tenant's schema.")
+    shared_apps: list[str] = Field(description="Labels of SHARED_APPS: migrated into public.")
+    tenant_apps: list[str] = Field(description="Labels of TENANT_APPS: migrated into every tenant schema.")
+    base_schemas: list[str] = Field(default_factory=list, description="TENANT_BASE_SCHEMA (and per type): the templates new tenants are cloned from.")
+    creation_fakes_migrations: bool = Field(False, description="TENANT_CREATION_FAKES_MIGRATIONS: new tenants are clones whose migrations are faked.")
+    extra_search_paths: list[str] = Field(default_factory=list, description="PG_EXTRA_SEARCH_PATHS: on every tenant's search_path.")
+    multi_type: bool = Field(False, description="HAS_MULTI_TYPE_TENANTS: tenant apps differ by type (not proved per type).")
+
+
 class ProjectInfo(BaseModel):
     django_version: str
     python: str
     databases: dict[str, dict] = Field(description="settings.DATABASES (passwords included: never log this).")
     apps: list[AppInfo]
+    tenancy: Tenancy | None = Field(None, description="The django-tenants layout, when the project has one.")
     naive_time_zones: dict[str, str] = Field(
         default_factory=dict, description="alias -> time zone of its naive datetimes, when USE_TZ is False."
     )

@@ -533,7 +533,7 @@ def migrations_schema(
     """
     with scratch_database(params, admin=admin, extensions=extensions, copy_extensions=copy_extensions, suffix=suffix) as name:
         manage.on({alias: name}).run(
-            "migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate into the scratch database {name}"
+            "migrate", "--database", alias, "--noinput", "-v", "0", what=f"migrate into the scratch database {name}"
         )
         with postgres.connect(params.with_dbname(name)) as conn:
             built = snapshot(conn, exclude=exclude)

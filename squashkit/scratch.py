@@ -44,7 +44,7 @@ def migrate(manage: ManagePy, project: ProjectInfo, database: Database, names: d
     """A real ``migrate`` of every alias of ``database`` into its scratch database, in the test runner's order."""
     on = manage.on(names)
     for alias in [alias for alias in migrate_order(project) if alias in database.aliases]:
-        on.run("migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate {alias} into the scratch database {names[alias]}")
+        on.run("migrate", "--database", alias, "--noinput", "-v", "0", what=f"migrate {alias} into the scratch database {names[alias]}")
 
 
 def built(params: ConnectionParams, *, exclude: Collection[str] = schema.DEFAULT_EXCLUDE) -> schema.Schema:

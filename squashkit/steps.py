@@ -82,14 +82,25 @@ from typing import Literal
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from squashkit import bundle, bundlefiles, clients, foundation, losses, postgres, progress
+from squashkit import bundle, bundlefiles, clients, foundation, losses, postgres, progress, tenants
 from squashkit.commands.backup import backup
 from squashkit.config import Config
-from squashkit.databases import migrate_order, once_per_database, paths_of, primary_aliases, sharing
+from squashkit.databases import (
+    migrate_order,
+    once_per_database,
+    paths_of,
+    primary_aliases,
+    sharing,
+)
 from squashkit.errors import BadInput, OperationFailed, first_line
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
-from squashkit.project import ProjectInfo, migration_files, migration_names, uncommitted_migration_changes
+from squashkit.project import (
+    ProjectInfo,
+    migration_files,
+    migration_names,
+    uncommitted_migration_changes,
+)
 from squashkit.target import Target
 
 Log = Callable[[str], None]
@@ -528,6 +539,10 @@ def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databa
         if not applied:
             on = f" on {alias}" if len(aliases) > 1 else ""
             raise OperationFailed(f"verify: migrate --check{on} failed: {migrate_error or 'not every migration is applied'}")
+    if target.project.tenancy is not None:  # migrate --check asks public alone
+        params = target.params(target.project.tenancy.alias)
+        tenants.require_every_schema_migrated(
+            target.project, params.with_dbname(databases.get(target.project.tenancy.alias, params.dbname)), log)
     if not complete:
         raise OperationFailed(f"verify: makemigrations --check failed: {models_error or 'the models have changes no migration holds'}")
     held = ("every table holds the bundle's content; " if by_content else "every table has the bundle's row count; ") if manifest else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from squashkit import postgres
+from squashkit import postgres, tenants
 from squashkit.config import Config, Environment
 from squashkit.project import ManagePy, ProjectInfo, introspect, manage_py
 
@@ -22,7 +22,11 @@ class Target(BaseModel):
     project: ProjectInfo
 
     def params(self, alias: str = "default") -> postgres.ConnectionParams:
-        """How the project itself reaches ``alias`` (its settings' user, host and database)."""
+        """How the project itself reaches ``alias`` (its settings' user, host and database); for a
+        django-tenants project, ``alias@schema`` reaches one schema (alone on the search_path)."""
+        if alias not in self.project.databases and tenants.SEPARATOR in alias:
+            name, schema = alias.split(tenants.SEPARATOR, 1)
+            return tenants.in_schema(self.project.connection(name), schema)
         return self.project.connection(alias)
 
     def admin(self) -> postgres.ConnectionParams | None:

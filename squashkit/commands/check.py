@@ -16,7 +16,7 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import clients, drift, journal, placement, postgres, schema, scratch_cache
+from squashkit import clients, drift, journal, placement, postgres, schema, scratch_cache, tenants
 from squashkit.config import Config
 from squashkit.databases import Database, physical
 from squashkit.errors import BadInput, SquashkitError
@@ -95,6 +95,9 @@ def _check_alias(
                 _check_squash(conn, admin is not None, params.dbname, alias, add)
             applied = _applied_migrations(conn)
             placement.report(project, alias, conn, add)
+        if project.tenancy is not None and alias == project.tenancy.alias:
+            _check_tenants(config, manage, admin, project, params, add)
+            return
         if first:
             diff.append(_check_schema(config, manage, admin, project, database, add, use_cache))
         _check_migrations(project, applied, diff[0] if diff else None, alias, add)
@@ -254,6 +257,30 @@ def _check_schema(
         names = ", ".join(d.summary() for d in diff.cosmetic[:5]) + (", ..." if len(diff.cosmetic) > 5 else "")
         add(f"schema names ({alias})", "ok", f"{len(diff.cosmetic)} objects keep a name from an old rename (harmless): {names}")
     return diff
+
+
+def _check_tenants(
+    config: Config, manage: ManagePy, admin: postgres.ConnectionParams | None, project: ProjectInfo,
+    params: postgres.ConnectionParams, add,
+) -> None:
+    """A django-tenants database: its layout, each schema's migration state, each schema against
+    what its kind's migration files build (public: the shared apps; tenants, templates: the tenant apps)."""
+    for name, status, detail in tenants.report(project, params):
+        add(name, status, detail)
+    try:
+        diffs, _orphans = tenants.drift(manage, project, params, admin=admin, extensions=config.extensions)
+    except BadInput as exc:
+        add("schema (tenants)", "warn", f"not compared: {exc}")
+        return
+    except SquashkitError as exc:
+        add("schema (tenants)", "fail", f"the migration files do not build the schemas from scratch: {exc}")
+        return
+    for where, diff in diffs.items():
+        if diff.matches:
+            add(f"schema ({where})", "ok", "has the schema its kind's migration files build"
+                + (f" ({len(diff.cosmetic)} names from old renames)" if diff.cosmetic else ""))
+        else:
+            add(f"schema ({where})", "fail", f"differs from what its kind's migration files build: {diff.summary()}")
 
 
 def _applied_migrations(conn: psycopg.Connection) -> set[tuple[str, str]]:

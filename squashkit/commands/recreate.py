@@ -259,7 +259,7 @@ def _empty(config: Config, target: Target, mode: str, live: dict[str, str], work
 def _migrate(manage: ManagePy, target: Target, log: Log) -> None:
     order = migrate_order(target.project)
     for alias in order:
-        manage.run("migrate", "--database", alias, "--no-input", "-v", "0", what=f"migrate on {alias}")
+        manage.run("migrate", "--database", alias, "--noinput", "-v", "0", what=f"migrate on {alias}")
     log("migrated " + ", ".join(order))
 
 

@@ -208,6 +208,40 @@ def _serialization_plan(model, known, natural):
     return {"pk": pk, "fields": fields, "m2m": m2m, "slow_reason": None}
 
 
+def _app_labels(entries, apps):
+    """The labels of the apps a settings list (SHARED_APPS, TENANT_APPS) names, by module or AppConfig path."""
+    labels = []
+    for config in apps.get_app_configs():
+        paths = {config.name, f"{type(config).__module__}.{type(config).__qualname__}"}
+        if paths & set(entries):
+            labels.append(config.label)
+    return labels
+
+
+def _tenancy(settings, apps):
+    """django-tenants' layout (schema per tenant), or None for a project that does not use it."""
+    if not getattr(settings, "TENANT_MODEL", None) or not apps.is_installed("django_tenants"):
+        return None
+    from django_tenants import utils
+
+    model = apps.get_model(settings.TENANT_MODEL)
+    bases = [getattr(settings, "TENANT_BASE_SCHEMA", None)]
+    bases += [config.get("BASE_SCHEMA") for config in (getattr(settings, "TENANT_TYPES", None) or {}).values()]
+    return {
+        "alias": utils.get_tenant_database_alias(),
+        "public_schema": utils.get_public_schema_name(),
+        "tenant_model": model._meta.label,
+        "tenant_table": model._meta.db_table,
+        "schema_column": model._meta.get_field("schema_name").column,
+        "shared_apps": _app_labels(getattr(settings, "SHARED_APPS", []), apps),
+        "tenant_apps": _app_labels(getattr(settings, "TENANT_APPS", []), apps),
+        "base_schemas": [base for base in dict.fromkeys(bases) if base],
+        "creation_fakes_migrations": bool(getattr(settings, "TENANT_CREATION_FAKES_MIGRATIONS", False)),
+        "extra_search_paths": list(getattr(settings, "PG_EXTRA_SEARCH_PATHS", []) or []),
+        "multi_type": bool(getattr(settings, "HAS_MULTI_TYPE_TENANTS", False)),
+    }
+
+
 def probe():
     import django
     from django.apps import apps
@@ -287,6 +321,7 @@ def probe():
         "vendors": {alias: connections[alias].vendor for alias in aliases},
         "apps": app_list,
         # USE_TZ = False: Django reads and writes datetimes as naive times of this zone.
+        "tenancy": _tenancy(settings, apps),
         "naive_time_zones": {} if settings.USE_TZ else {alias: connections[alias].timezone_name for alias in aliases},
     }
 

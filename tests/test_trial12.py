@@ -41,3 +41,29 @@ def test_a_runsql_inserting_a_custom_srid_is_carried_not_lost(pg, gis_db):
         assert _verdict(conn, "INSERT INTO things VALUES (1)")[0] == "lost"
         assert _verdict(conn, SRID_SQL + "; UPDATE things SET id = 2")[0] == "lost"
     assert sql_objects.classify('DELETE FROM "public".spatial_ref_sys WHERE srid = 1').table == '"public".spatial_ref_sys'
+
+
+def test_recreate_schemas_refuses_postgis_in_a_project_schema_with_advice_that_works(pg, postgis, monkeypatch):  # noqa: F811
+    """GeoDjango put PostGIS in the first schema of the alias's search_path; PostGIS has no SET SCHEMA."""
+    from types import SimpleNamespace
+
+    from squashkit import schema_swap
+    from squashkit.errors import BadInput
+    from squashkit.postgres import ConnectionParams
+
+    name = create_database(pg, unique_name("trial12_ext"))
+    try:
+        with admin(pg, name) as conn:
+            conn.execute("CREATE SCHEMA reporting")
+            conn.execute("CREATE EXTENSION postgis SCHEMA reporting")
+        monkeypatch.setattr(schema_swap, "search_path", lambda connection: ["reporting", "public"])
+        monkeypatch.setattr(schema_swap, "project_schemas", lambda project, database: ["reporting"])
+        project = SimpleNamespace(connection=lambda alias: None)
+        params = ConnectionParams(**{**pg.conninfo(name), "options": {}})
+        with pytest.raises(BadInput) as refused:
+            schema_swap.require_replaceable(project, SimpleNamespace(aliases=["reports"]), params)
+        message = str(refused.value)
+        assert "postgis (in reporting)" in message and "cannot be moved" in message and "SET SCHEMA public" not in message
+        assert "\n" not in message
+    finally:
+        drop_database(pg, name)

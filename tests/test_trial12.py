@@ -67,3 +67,34 @@ def test_recreate_schemas_refuses_postgis_in_a_project_schema_with_advice_that_w
         assert "\n" not in message
     finally:
         drop_database(pg, name)
+
+
+def test_a_database_migrations_build_leaves_them_the_extension_rows_they_insert(pg, gis_db, tmp_path):
+    """check, squash and recreate lay the live database's custom SRIDs into the database they migrate:
+    a migration that INSERTs its own SRID (no ON CONFLICT, as most do) then hit a duplicate key."""
+    from squashkit import foundation, schema
+    from squashkit.postgres import ConnectionParams
+
+    with admin(pg, gis_db) as conn:
+        conn.execute(SRID_SQL)
+        conn.execute("INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, srtext, proj4text) "
+                     "VALUES (990003, 'DBA', 990003, '', '+proj=longlat +datum=WGS84 +no_defs')")
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_initial.py").write_text(f"SQL = '''\n{SRID_SQL.replace(' ON CONFLICT (srid) DO NOTHING', '')}\n'''\n")
+    params = ConnectionParams(**{**pg.conninfo(gis_db), "options": {}})
+    with admin(pg, gis_db) as conn:
+        found = foundation.read(conn)
+    assert foundation.tables_written_by([folder, None, tmp_path / "missing"], found) == {"spatial_ref_sys"}
+
+    srids = "SELECT array_agg(srid ORDER BY srid) FROM spatial_ref_sys WHERE srid > 990000"
+    with schema.scratch_database(params, suffix="__t12a", migration_folders=[folder]) as name:
+        with admin(pg, name) as conn:
+            assert conn.execute(srids).fetchone()[0] is None  # the migration inserts its own
+            conn.execute(SRID_SQL.replace(" ON CONFLICT (srid) DO NOTHING", ""))  # as migrate would: no duplicate
+        after = params.model_copy(update={"dbname": name})
+        foundation.lay_missing_rows(after, None, found.rows_of({"spatial_ref_sys"}))  # recreate, after migrate
+        with admin(pg, name) as conn:
+            assert conn.execute(srids).fetchone()[0] == [990002, 990003]  # the DBA's row too
+    with schema.scratch_database(params, suffix="__t12b") as name, admin(pg, name) as conn:
+        assert conn.execute(srids).fetchone()[0] == [990002, 990003]  # no migrations named: every row, as before

@@ -223,14 +223,20 @@ def require_same_schemas(params: ConnectionParams, found: Foundation | None, wha
         if not postgres.database_exists(conn, params.dbname):
             return
     with postgres.connect(params) as conn:
-        have = dict(conn.execute(
-            "SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace").fetchall())
+        rows = conn.execute("SELECT e.extname, n.nspname, e.extrelocatable FROM pg_extension e "
+                            "JOIN pg_namespace n ON n.oid = e.extnamespace").fetchall()
+    have = {name: schema for name, schema, _ in rows}
+    relocatable = {name: movable for name, _, movable in rows}
     for extension in found.extensions:
         if extension.name in have and have[extension.name] != extension.schema_name:
+            # PostGIS has no SET SCHEMA: the way is a target database built without it (dropped, or another name).
+            way = ("move the extension on one side first" if relocatable[extension.name] else
+                   f"{extension.name} cannot be moved (no SET SCHEMA): drop {params.dbname} if it may go, or build "
+                   f"{what}'s side with {extension.name} in {have[extension.name]}")
             raise BadInput(
                 f"{params.dbname} has the extension {extension.name} in schema {have[extension.name]}, {what} has it in "
                 f"{extension.schema_name}: its objects are named {extension.schema_name}.* there, so it cannot replace "
-                f"{params.dbname} as it is; move the extension on one side first (nothing was changed)")
+                f"{params.dbname} as it is; {way} (nothing was changed)")
 
 
 def create_extension_statement(name: str, schema: str | None) -> sql.Composed:

@@ -98,3 +98,24 @@ def test_a_database_migrations_build_leaves_them_the_extension_rows_they_insert(
             assert conn.execute(srids).fetchone()[0] == [990002, 990003]  # the DBA's row too
     with schema.scratch_database(params, suffix="__t12b") as name, admin(pg, name) as conn:
         assert conn.execute(srids).fetchone()[0] == [990002, 990003]  # no migrations named: every row, as before
+
+
+def test_a_target_with_postgis_in_another_schema_is_refused_with_advice_that_works(pg, postgis, tmp_path):  # noqa: F811
+    from squashkit import foundation
+    from squashkit.errors import BadInput
+    from squashkit.postgres import ConnectionParams
+
+    name = create_database(pg, unique_name("trial12_target"))
+    try:
+        with admin(pg, name) as conn:
+            conn.execute("CREATE SCHEMA reporting")
+            conn.execute("CREATE EXTENSION postgis SCHEMA reporting")
+        source = foundation.Foundation(extensions=[foundation.Extension(name="postgis", schema="public", version="3")])
+        params = ConnectionParams(**{**pg.conninfo(name), "options": {}})
+        with pytest.raises(BadInput) as refused:
+            foundation.require_same_schemas(params, source, "dev")
+        message = str(refused.value)
+        assert "postgis in schema reporting, dev has it in public" in message
+        assert "cannot be moved" in message and "move the extension" not in message and "\n" not in message
+    finally:
+        drop_database(pg, name)

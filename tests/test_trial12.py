@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from squashkit import losses, sql_objects
 from tests.conftest import admin, create_database, drop_database, unique_name
@@ -17,14 +18,26 @@ SRID_SQL = (
 )
 
 
-@pytest.fixture
-def gis_db(pg, postgis):  # noqa: F811
+def _gis_database(pg, schema: str, *statements: str):
     name = create_database(pg, unique_name("trial12_gis"))
     with admin(pg, name) as conn:
-        conn.execute("CREATE EXTENSION postgis")
-        conn.execute("CREATE TABLE things (id int)")
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE EXTENSION postgis SCHEMA {}").format(sql.Identifier(schema)))
+        for statement in statements:
+            conn.execute(statement)
     yield name
     drop_database(pg, name)
+
+
+@pytest.fixture
+def gis_db(pg, postgis):  # noqa: F811
+    yield from _gis_database(pg, "public", "CREATE TABLE things (id int)")
+
+
+@pytest.fixture
+def postgis_in_reporting(pg, postgis):  # noqa: F811
+    """A database where GeoDjango put PostGIS: in the first schema of the alias's search_path."""
+    yield from _gis_database(pg, "reporting")
 
 
 def _verdict(conn: psycopg.Connection, text: str) -> tuple[str, str]:
@@ -43,7 +56,7 @@ def test_a_runsql_inserting_a_custom_srid_is_carried_not_lost(pg, gis_db):
     assert sql_objects.classify('DELETE FROM "public".spatial_ref_sys WHERE srid = 1').table == '"public".spatial_ref_sys'
 
 
-def test_recreate_schemas_refuses_postgis_in_a_project_schema_with_advice_that_works(pg, postgis, monkeypatch):  # noqa: F811
+def test_recreate_schemas_refuses_postgis_in_a_project_schema_with_advice_that_works(pg, postgis_in_reporting, monkeypatch):
     """GeoDjango put PostGIS in the first schema of the alias's search_path; PostGIS has no SET SCHEMA."""
     from types import SimpleNamespace
 
@@ -51,22 +64,15 @@ def test_recreate_schemas_refuses_postgis_in_a_project_schema_with_advice_that_w
     from squashkit.errors import BadInput
     from squashkit.postgres import ConnectionParams
 
-    name = create_database(pg, unique_name("trial12_ext"))
-    try:
-        with admin(pg, name) as conn:
-            conn.execute("CREATE SCHEMA reporting")
-            conn.execute("CREATE EXTENSION postgis SCHEMA reporting")
-        monkeypatch.setattr(schema_swap, "search_path", lambda connection: ["reporting", "public"])
-        monkeypatch.setattr(schema_swap, "project_schemas", lambda project, database: ["reporting"])
-        project = SimpleNamespace(connection=lambda alias: None)
-        params = ConnectionParams(**{**pg.conninfo(name), "options": {}})
-        with pytest.raises(BadInput) as refused:
-            schema_swap.require_replaceable(project, SimpleNamespace(aliases=["reports"]), params)
-        message = str(refused.value)
-        assert "postgis (in reporting)" in message and "cannot be moved" in message and "SET SCHEMA public" not in message
-        assert "\n" not in message
-    finally:
-        drop_database(pg, name)
+    monkeypatch.setattr(schema_swap, "search_path", lambda connection: ["reporting", "public"])
+    monkeypatch.setattr(schema_swap, "project_schemas", lambda project, database: ["reporting"])
+    project = SimpleNamespace(connection=lambda alias: None)
+    params = ConnectionParams(**{**pg.conninfo(postgis_in_reporting), "options": {}})
+    with pytest.raises(BadInput) as refused:
+        schema_swap.require_replaceable(project, SimpleNamespace(aliases=["reports"]), params)
+    message = str(refused.value)
+    assert "postgis (in reporting)" in message and "cannot be moved" in message and "SET SCHEMA public" not in message
+    assert "\n" not in message
 
 
 def test_a_database_migrations_build_leaves_them_the_extension_rows_they_insert(pg, gis_db, tmp_path):
@@ -100,22 +106,15 @@ def test_a_database_migrations_build_leaves_them_the_extension_rows_they_insert(
         assert conn.execute(srids).fetchone()[0] == [990002, 990003]  # no migrations named: every row, as before
 
 
-def test_a_target_with_postgis_in_another_schema_is_refused_with_advice_that_works(pg, postgis, tmp_path):  # noqa: F811
+def test_a_target_with_postgis_in_another_schema_is_refused_with_advice_that_works(pg, postgis_in_reporting):
     from squashkit import foundation
     from squashkit.errors import BadInput
     from squashkit.postgres import ConnectionParams
 
-    name = create_database(pg, unique_name("trial12_target"))
-    try:
-        with admin(pg, name) as conn:
-            conn.execute("CREATE SCHEMA reporting")
-            conn.execute("CREATE EXTENSION postgis SCHEMA reporting")
-        source = foundation.Foundation(extensions=[foundation.Extension(name="postgis", schema="public", version="3")])
-        params = ConnectionParams(**{**pg.conninfo(name), "options": {}})
-        with pytest.raises(BadInput) as refused:
-            foundation.require_same_schemas(params, source, "dev")
-        message = str(refused.value)
-        assert "postgis in schema reporting, dev has it in public" in message
-        assert "cannot be moved" in message and "move the extension" not in message and "\n" not in message
-    finally:
-        drop_database(pg, name)
+    source = foundation.Foundation(extensions=[foundation.Extension(name="postgis", schema="public", version="3")])
+    params = ConnectionParams(**{**pg.conninfo(postgis_in_reporting), "options": {}})
+    with pytest.raises(BadInput) as refused:
+        foundation.require_same_schemas(params, source, "dev")
+    message = str(refused.value)
+    assert "postgis in schema reporting, dev has it in public" in message
+    assert "cannot be moved" in message and "move the extension" not in message and "\n" not in message

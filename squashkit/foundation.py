@@ -22,7 +22,9 @@ empty one. ``pin_functions``/``unpin_functions`` get pg_restore past its empty s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -69,6 +71,35 @@ class Foundation(BaseModel):
 
     def extension_schemas(self) -> dict[str, str]:
         return {extension.name: extension.schema_name for extension in self.extensions}
+
+    def without_rows_of(self, tables: Collection[str]) -> Foundation:
+        """This foundation without the configuration rows of ``tables`` (bare names: spatial_ref_sys)."""
+        kept = [rows for rows in self.config_rows if rows.table.split(".", 1)[1] not in tables]
+        return self.model_copy(update={"config_rows": kept})
+
+    def rows_of(self, tables: Collection[str]) -> Foundation:
+        """Only the configuration rows of ``tables`` (bare names), nothing else."""
+        return Foundation(config_rows=[rows for rows in self.config_rows if rows.table.split(".", 1)[1] in tables])
+
+
+# A RunSQL that writes an extension's configuration table: INSERT INTO spatial_ref_sys ...
+_WRITES = re.compile(r"\b(?:INSERT\s+INTO|UPDATE(?:\s+ONLY)?|DELETE\s+FROM(?:\s+ONLY)?)\s+"
+                     r'(?:"?[A-Za-z_][\w$]*"?\s*\.\s*)?"?(?P<name>[A-Za-z_][\w$]*)"?', re.IGNORECASE)
+
+
+def tables_written_by(folders: Iterable[Path | None], found: Foundation) -> set[str]:
+    """The configuration tables of ``found`` (bare names) whose rows a migration file in ``folders``
+    writes itself (a RunSQL inserting a custom SRID): a database those migrations build must not get
+    those rows first, or the migration's INSERT fails on a duplicate key."""
+    names = {rows.table.split(".", 1)[1] for rows in found.config_rows if not rows.sequence}
+    written: set[str] = set()
+    for folder in folders:
+        if not names - written or folder is None or not folder.is_dir():
+            continue
+        for file in sorted(folder.glob("*.py")):
+            text = file.read_text(encoding="utf-8", errors="replace")
+            written |= {match["name"].lower() for match in _WRITES.finditer(text)} & names
+    return written
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -192,14 +223,20 @@ def require_same_schemas(params: ConnectionParams, found: Foundation | None, wha
         if not postgres.database_exists(conn, params.dbname):
             return
     with postgres.connect(params) as conn:
-        have = dict(conn.execute(
-            "SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace").fetchall())
+        rows = conn.execute("SELECT e.extname, n.nspname, e.extrelocatable FROM pg_extension e "
+                            "JOIN pg_namespace n ON n.oid = e.extnamespace").fetchall()
+    have = {name: schema for name, schema, _ in rows}
+    relocatable = {name: movable for name, _, movable in rows}
     for extension in found.extensions:
         if extension.name in have and have[extension.name] != extension.schema_name:
+            # PostGIS has no SET SCHEMA: the way is a target database built without it (dropped, or another name).
+            way = ("move the extension on one side first" if relocatable[extension.name] else
+                   f"{extension.name} cannot be moved (no SET SCHEMA): drop {params.dbname} if it may go, or build "
+                   f"{what}'s side with {extension.name} in {have[extension.name]}")
             raise BadInput(
                 f"{params.dbname} has the extension {extension.name} in schema {have[extension.name]}, {what} has it in "
                 f"{extension.schema_name}: its objects are named {extension.schema_name}.* there, so it cannot replace "
-                f"{params.dbname} as it is; move the extension on one side first (nothing was changed)")
+                f"{params.dbname} as it is; {way} (nothing was changed)")
 
 
 def create_extension_statement(name: str, schema: str | None) -> sql.Composed:
@@ -223,14 +260,24 @@ def _apply_setting(conn: psycopg.Connection, dbname: str, setting: Setting) -> N
                 sql.Identifier(setting.role), sql.Identifier(dbname), name))
 
 
-def _insert_config_rows(conn: psycopg.Connection, rows: ConfigRows) -> None:
+def _insert_config_rows(conn: psycopg.Connection, rows: ConfigRows, *, missing_only: bool = False) -> None:
     table = sql.Identifier(*rows.table.split(".", 1))
     if rows.sequence:
         conn.execute("SELECT setval(%s::regclass, %s, %s)",
                      [table.as_string(conn), rows.rows[0]["last_value"], rows.rows[0]["is_called"]])
         return
-    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM json_populate_recordset(NULL::{}, %s::json)").format(table, table),
-                 [Json(rows.rows)])
+    query = sql.SQL("INSERT INTO {} SELECT * FROM json_populate_recordset(NULL::{}, %s::json)").format(table, table)
+    if missing_only:
+        query += sql.SQL(" ON CONFLICT DO NOTHING")
+    conn.execute(query, [Json(rows.rows)])
+
+
+def lay_missing_rows(params: ConnectionParams, admin: ConnectionParams | None, found: Foundation) -> list[str]:
+    """After the migrations ran: ``found``'s configuration rows they did not write themselves (a
+    custom SRID a DBA added by hand), those already there left as the migrations wrote them."""
+    for rows in found.config_rows:
+        _as_owner_or_admin(params, admin, lambda c, r=rows: _insert_config_rows(c, r, missing_only=True), f"the rows of {rows.table}")
+    return [rows.table for rows in found.config_rows]
 
 
 def _as_owner_or_admin(params: ConnectionParams, admin: ConnectionParams | None, act, what: str) -> None:

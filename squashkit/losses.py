@@ -257,7 +257,8 @@ def _judge_run_sql(entry: dict, conn: psycopg.Connection, tables: dict[str, str]
     verdict, reason = _run_sql_verdict(entry, statements, conn, earlier)
     judged = {"summary": summary, "verdict": verdict, "reason": reason, "creates": [obj.describe() for obj in created]}
     if verdict == "carried":
-        first = created and {obj.kind for obj in created} <= {"extension", "schema"}
+        first = (created and {obj.kind for obj in created} <= {"extension", "schema"}) or (
+            not created and any(s.action == "data" for s in statements))  # extension configuration rows
         where = "first_migration" if first else "carried_migration"
         place = "first regenerated migration, before the models" if where == "first_migration" else f"{CARRIED_NAME} migration"
         judged["reason"] = f"{reason}; carried with its reverse SQL into {entry['app']}'s {place}"
@@ -276,6 +277,11 @@ def _run_sql_verdict(
         return "not_needed", "marked elidable: its author says a squash may drop it"
     if not statements:
         return "not_needed", "it runs no SQL"
+    config = {sql_objects.extension_config_table(conn, s.table) for s in data}
+    if data and None not in config and not unknown and not created:
+        # PostGIS's custom spatial_ref_sys rows: a column typed geometry(Point, 990001) needs its
+        # SRID before the models, in every database built from the regenerated migrations too.
+        return "carried", f"it changes rows of {', '.join(sorted(config))}, an extension's configuration table a database built from migrations needs before its tables"
     if data:
         return "lost", f"it changes rows ({data[0].head()}), which a database built from migrations never had"
     if unknown:

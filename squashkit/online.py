@@ -174,7 +174,8 @@ def _scratch_databases(config: Config, target: Target) -> Iterator[dict[str, str
         names: dict[str, str] = {}
         for database in physical(target.project):
             names.update(stack.enter_context(scratch.empty(
-                database, target.params(database.alias), admin=target.admin(), extensions=config.extensions)))
+                database, target.params(database.alias), admin=target.admin(), extensions=config.extensions,
+                project=target.project)))
         yield names
 
 

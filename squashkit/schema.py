@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Iterator
+from pathlib import Path
 from typing import Literal
 
 import psycopg
@@ -474,6 +475,7 @@ def scratch_database(
     extensions: Iterable[str] = (),
     copy_extensions: bool = True,
     suffix: str = SCRATCH_SUFFIX,
+    migration_folders: Iterable[Path | None] = (),
 ) -> Iterator[str]:
     """An empty database like ``params``' one (encoding, locale, its foundation: settings, schemas,
     extensions in their schemas and their rows), dropped whatever happens.
@@ -494,6 +496,8 @@ def scratch_database(
         found = foundation.read(conn)
     if not copy_extensions:
         found = found.model_copy(update={"extensions": [], "config_rows": []})
+    # The rows a migration writes itself (INSERT INTO spatial_ref_sys) are its own to write.
+    found = found.without_rows_of(foundation.tables_written_by(migration_folders, found))
     if not may_create and admin is None:
         raise BadInput(f"{owner} may not create the scratch database {name}: ALTER ROLE {owner} CREATEDB, or configure an admin connection")
     creator = params if may_create else admin

@@ -51,13 +51,18 @@ def require_replaceable(project: ProjectInfo, database: Database, params: Connec
                 "(nothing was changed)")
     schemas = project_schemas(project, database)
     with postgres.connect(params) as conn:
-        extensions = dict(conn.execute(
-            "SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace").fetchall())
+        extensions = conn.execute(
+            "SELECT e.extname, n.nspname, e.extrelocatable FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace").fetchall()
         existing = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
-    inside = [f"{name} (in {schema})" for name, schema in extensions.items() if schema in schemas]
+    inside = [(name, schema, relocatable) for name, schema, relocatable in extensions if schema in schemas]
     if inside:
-        raise BadInput(f"the extension {inside[0]} lives in a schema recreate rebuilds: move it (ALTER EXTENSION ... SET "
-                       "SCHEMA) or let recreate replace the database (nothing was changed)")
+        name, schema, relocatable = inside[0]
+        # PostGIS cannot be moved: GeoDjango creates it in the first schema of the search_path when
+        # that schema exists before the first migrate.
+        way = (f"move it (ALTER EXTENSION {name} SET SCHEMA public)" if relocatable else
+               f"{name} cannot be moved (no SET SCHEMA): create it in public before the first migrate")
+        raise BadInput(f"the extension {name} (in {schema}) lives in a schema recreate rebuilds: {way}, or let recreate "
+                       "replace the database (recreate = \"database\"; nothing was changed)")
     left = [name + PREVIOUS for name in schemas if name + PREVIOUS in existing]
     if left:
         raise BadInput(f"schema {left[0]} is left over from an earlier recreate: run squashkit resume, or drop it "

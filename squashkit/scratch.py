@@ -32,11 +32,14 @@ Log = Callable[[str], None]
 def empty(
     database: Database, params: ConnectionParams, *, admin: ConnectionParams | None = None,
     extensions: Iterable[str] = (), copy_extensions: bool = True, suffix: str = schema.SCRATCH_SUFFIX,
+    project: ProjectInfo | None = None,
 ) -> Iterator[dict[str, str]]:
     """An empty scratch database like ``params``' (the live or restored one), dropped whatever
-    happens; yields ``alias -> its name`` for every alias of ``database``, for ``ManagePy.on``."""
+    happens; yields ``alias -> its name`` for every alias of ``database``, for ``ManagePy.on``.
+    With ``project``, the extension rows its migrations write themselves are left to them."""
+    folders = [app.migrations_folder for app in project.apps] if project else []
     with schema.scratch_database(params, admin=admin, extensions=extensions, copy_extensions=copy_extensions,
-                                 suffix=suffix) as name:
+                                 suffix=suffix, migration_folders=folders) as name:
         yield {alias: name for alias in database.aliases}
 
 
@@ -62,7 +65,7 @@ def build(
 ) -> schema.Schema:
     """The schema the migration files on disk build for ``database`` (every alias that reaches it),
     in a scratch database like ``params``' one, read and dropped."""
-    with empty(database, params, admin=admin, extensions=extensions, suffix=suffix) as names:
+    with empty(database, params, admin=admin, extensions=extensions, suffix=suffix, project=project) as names:
         migrate(manage, project, database, names)
         return built(params.with_dbname(names[database.alias]), exclude=exclude)
 

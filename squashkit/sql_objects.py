@@ -48,6 +48,8 @@ _DROP_KINDS: dict[str, ObjectKind] = {
 }
 # Statements that change rows: a database built from migrations has none of the rows they changed.
 _DATA = re.compile(r"(?:WITH\b.*?\b)?(INSERT|UPDATE|DELETE|TRUNCATE|COPY|MERGE)\b", re.IGNORECASE | re.DOTALL)
+# The table a plain INSERT, UPDATE or DELETE changes (not behind a WITH: its target is not the first name).
+_DATA_TABLE = re.compile(rf"(?:INSERT\s+INTO|UPDATE(?:\s+ONLY)?|DELETE\s+FROM(?:\s+ONLY)?)\s+(?P<table>{QNAME})", re.IGNORECASE)
 
 
 class SqlObject(BaseModel):
@@ -70,6 +72,7 @@ class Statement(BaseModel):
     action: Literal["create", "drop", "data", "unknown"]
     object: SqlObject | None = None
     if_exists: bool = Field(False, description="A DROP ... IF EXISTS, harmless when the object is missing.")
+    table: str | None = Field(None, description="The table a plain INSERT, UPDATE or DELETE changes, as written.")
 
     def head(self) -> str:
         """The statement's first words, for messages."""
@@ -134,7 +137,8 @@ def classify(text: str) -> Statement:
         obj = SqlObject(kind=_DROP_KINDS[what], noun=what.lower(), name=match["name"], table=match["table"])
         return Statement(text=text, action="drop", object=obj, if_exists=bool(match["if_exists"]))
     if _DATA.match(head):
-        return Statement(text=text, action="data")
+        target = _DATA_TABLE.match(head)
+        return Statement(text=text, action="data", table=target["table"] if target else None)
     return Statement(text=text, action="unknown")
 
 
@@ -144,6 +148,21 @@ def statements(sql: str | list | None) -> list[Statement]:
         return []
     parts = [sql] if isinstance(sql, str) else [item if isinstance(item, str) else item[0] for item in sql]
     return [classify(text) for part in parts for text in split(part)]
+
+
+def extension_config_table(conn: psycopg.Connection, table: str | None) -> str | None:
+    """``table`` (as written, found through ``conn``'s search_path) as ``schema.name`` when it is an
+    extension's configuration table (PostGIS's spatial_ref_sys): its rows are the database's own,
+    pg_dump keeps them, and a database built from migrations needs them; else None."""
+    if table is None:
+        return None
+    schema, name = _schema_and_name(table)
+    row = conn.execute(
+        """SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.oid = to_regclass(%s) AND c.oid IN (SELECT unnest(extconfig) FROM pg_extension WHERE extconfig IS NOT NULL)""",
+        [".".join(_quoted(part) for part in (schema, name) if part)],
+    ).fetchone()
+    return row[0] if row else None
 
 
 # --- does it exist --------------------------------------------------------------------------------

@@ -168,6 +168,8 @@ def _recreate(
         step = "migrate"
         record.started(step, env)
         _migrate(manage, target, log)
+        if mode == "database":
+            _missing_config_rows(target, work, log)
         record.finished(step, env)
         for path, aliases in loads.items():
             step = f"loaddata {path.name}"
@@ -227,12 +229,14 @@ def _exists(target: Target, alias: str) -> bool:
 
 
 def _foundation(target: Target, database: Database) -> foundation.Foundation:
-    """The live database's foundation (an empty one the first time), with every schema its aliases create tables in."""
+    """The live database's foundation (an empty one the first time), with every schema its aliases create tables in,
+    without the extension rows the migrations write themselves (``_missing_config_rows`` adds the others after)."""
     params = target.params(database.alias)
     found = foundation.Foundation()
     if _exists(target, database.alias):
         with postgres.connect(params) as conn:
             found = foundation.read(conn)
+        found = found.without_rows_of(foundation.tables_written_by([app.migrations_folder for app in target.project.apps], found))
     needed = schema_swap.project_schemas(target.project, database)
     extensions = list(found.extensions)
     # GeoDjango's backend creates PostGIS at the first migrate, which only a superuser may: the admin does it first.
@@ -240,6 +244,20 @@ def _foundation(target: Target, database: Database) -> foundation.Foundation:
             "postgis" in target.project.databases[alias].get("ENGINE", "") for alias in database.aliases):
         extensions.append(foundation.Extension(name="postgis", schema="public", version=""))
     return found.model_copy(update={"schemas": list(dict.fromkeys([*found.schemas, *needed])), "extensions": extensions})
+
+
+def _missing_config_rows(target: Target, work: dict[str, str], log: Log) -> None:
+    """After migrate: the live databases' extension rows the migrations did not write (a custom SRID
+    a DBA added by hand to a table a migration also inserts into), the others left as written."""
+    for database in physical(target.project):
+        if not _exists(target, database.alias):
+            continue
+        with postgres.connect(target.params(database.alias)) as conn:
+            found = foundation.read(conn)
+        tables = {rows.table.split(".", 1)[1] for rows in found.config_rows if not rows.sequence}
+        if tables:
+            params = target.params(database.alias).with_dbname(work[database.alias])
+            foundation.lay_missing_rows(params, target.admin(), found.rows_of(tables))
 
 
 def _empty(config: Config, target: Target, mode: str, live: dict[str, str], work: dict[str, str],

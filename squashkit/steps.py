@@ -277,7 +277,10 @@ def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Pat
     and a refusal (without --accept-loss) for what cannot be. ``full_report``: a file the report is
     written to with every reason whole (a large history's report is cut to one line per operation)."""
     report = losses.scan(target.manage, target.project)
-    full_report = losses.write_full(report, full_report, log) if full_report else None
+    # The file with every reason is written only for a refusal, which names it: a run that goes on
+    # (or is then not confirmed) leaves nothing behind; `squashkit losses --full` prints it any time.
+    refusing = bool(report.with_verdict("lost")) and not accept_loss
+    full_report = losses.write_full(report, full_report, log) if full_report and refusing else None
     where = f" (every reason whole: {full_report})" if full_report else ""
     log(f"what the regenerated migrations would forget{where}:\n" + losses.render(report))
     losses.require_nothing_lost(report, accept_loss, full_report=full_report)

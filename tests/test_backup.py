@@ -95,7 +95,7 @@ def test_manifest_matches_the_database(backed_up):
     assert entry.facts.server_version.startswith(str(entry.facts.server_version_num // 10000))
     assert "public" in entry.facts.schemas
     assert entry.snapshot_consistent
-    assert read_manifest(path).format_version == 4
+    assert read_manifest(path).format_version == 5
 
 
 def test_manifest_records_each_tables_content_as_the_database_holds_it(backed_up):
@@ -362,7 +362,7 @@ def test_other_postgres_aliases_get_their_own_files(pg, sample_db, tmp_path):
         result = squashkit("--config", str(config), "backup", "--env", "dev")
         assert result.code == 0, result.stderr
         path = Path(result.stdout.strip().splitlines()[-1])
-        assert (path / "analytics.json").is_file() and (path / "analytics.dump").is_file()
+        assert (path / "analytics.json.gz").is_file() and (path / "analytics.dump").is_file()
         entry = read_manifest(path).alias("analytics")
         assert entry.database == analytics
         restored = restore_with_pg_restore(pg, path / "analytics.dump")

@@ -88,7 +88,7 @@ def test_on_sample_project_the_sql_load_and_loaddata_give_the_same_rows_and_sequ
     trip): the same rows, sequences, content types and permissions, each checked by content."""
     made = project.run("backup")
     assert made.code == 0, made.stderr
-    fixture = Path(made.stdout.strip().splitlines()[-1]) / "db.json"
+    fixture = Path(made.stdout.strip().splitlines()[-1]) / "db.json.gz"
     loaded = {}
     for way in ("sql", "loaddata"):
         result = project.run("rollback", str(fixture), "--yes", *(["--loaddata"] if way == "loaddata" else []))

@@ -96,7 +96,7 @@ def test_a_scoped_default_manager_keeps_every_row_through_backup_promote_and_rol
         conn.execute("DELETE FROM events_ticket_extras")
         conn.execute("UPDATE events_ticket SET holder = 'changed'")
     # Django's loaddata, through the ORM: it sets each ticket's extras through Extra's scoped manager.
-    rolled = largeapp.run("rollback", f"{bundle}/db.json", "--loaddata", "--yes")
+    rolled = largeapp.run("rollback", f"{bundle}/db.json.gz", "--loaddata", "--yes")
     assert rolled.code == 0, rolled.stderr
     assert natural_fingerprint(largeapp, largeapp.dev) == before
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, carry, drift, history, journal, postgres, schema, scratch_cache, steps
+from squashkit import bundle, carry, drift, freshproof, history, journal, postgres, schema, scratch_cache, steps
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
 from squashkit.journal import Journal
@@ -58,7 +58,7 @@ def preflight(config: Config, target: Target) -> None:
         params = target.params(alias)
         scratch = schema.scratch_name(params.dbname)
         with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
-            for leftover in (scratch, schema.scratch_name(params.dbname, schema.OLD_BUILD_SUFFIX)):
+            for leftover in (scratch, *(schema.scratch_name(params.dbname, s) for s in (schema.OLD_BUILD_SUFFIX, schema.FRESH_SUFFIX))):
                 if postgres.database_exists(conn, leftover):
                     raise BadInput(
                         f"{leftover} is left over from an earlier run ({postgres.database_comment(conn, leftover) or 'no comment'}): "
@@ -82,7 +82,8 @@ def preflight(config: Config, target: Target) -> None:
 
 def squash(
     config: Config, target: Target, files_bundle: Path, *, record: Journal, log: Log,
-    carried: LossReport | None = None, allow_drift: bool = False,
+    carried: LossReport | None = None, allow_drift: bool = False, fresh: freshproof.Pending | None = None,
+    accept_loss: bool = False,
 ) -> None:
     """Steps 2, 5, 5b, 5c and 7 on ``target``'s live databases, journalled, undone on failure.
     ``files_bundle`` is a bundle of ``target`` holding the files on disk now: its tarball undoes
@@ -97,6 +98,8 @@ def squash(
     step = "create scratch"
     try:
         old_build = _old_build(config, target, files_bundle, log)  # reads the old files while they are on disk
+        if fresh is not None:
+            fresh.wait()  # the old history's fresh build, made beside the backup, before its files go
         with _scratch_databases(config, target) as scratch:
             manage = target.manage.on(scratch)
             # 2. Delete the migration files; undone by putting them back from the tarball.
@@ -117,7 +120,11 @@ def squash(
             # 5b. The new files must build exactly the live schema; what their migrate records is what 5c writes.
             step = "schema equivalence"
             record.started(step, env, databases=scratch)
-            new = {alias: _prove(config, target, manage, alias, scratch[alias], apps, allow_drift, log, old_build) for alias in live}
+            rows = (lambda alias, db: freshproof.prove(
+                config, target, manage, alias, db, fresh, carried or LossReport(), accept_loss=accept_loss,
+                allow_drift=allow_drift, files_bundle=files_bundle, log=log)) if fresh is not None else None
+            new = {alias: _prove(config, target, manage, alias, scratch[alias], apps, allow_drift, log, old_build, rows)
+                   for alias in live}
             record.finished(step, env)
         # 5c. One transaction per database; undone by putting the saved rows back.
         step = "rewrite history"
@@ -156,7 +163,7 @@ def _scratch_databases(config: Config, target: Target) -> Iterator[dict[str, str
 
 def _prove(
     config: Config, target: Target, manage: ManagePy, alias: str, scratch: str, apps: list[str], allow_drift: bool, log: Log,
-    old_build: Callable[[str], schema.Schema],
+    old_build: Callable[[str], schema.Schema], rows: Callable[[str, str], None] | None = None,
 ) -> list[tuple[str, str]]:
     """Step 5b for one alias: a real migrate of the new files into the scratch database, compared with
     the live database; returns the project apps' rows that migrate recorded, in its order.
@@ -177,6 +184,8 @@ def _prove(
             manage.run(*migrate, what=f"migrate the carried schema into the scratch database {scratch}")
             built, diff = _built_and_diff(params, scratch)
     steps.judge_schema(diff, alias, "live", allow_drift, log)
+    if rows is not None:
+        rows(alias, scratch)  # the rows of a fresh build too, carried as data where they differ (freshproof)
     with postgres.connect(params.with_dbname(scratch)) as conn:
         recorded = [(row.app, row.name) for row in history.read(conn, apps)]
     # The next check finds these files' build here instead of migrating them again.

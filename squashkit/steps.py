@@ -278,11 +278,13 @@ def judge_schema(diff: schema.SchemaDiff, alias: str, against: str, allow_drift:
     log("--allow-drift: recording the new migrations as applied despite the differences above")
 
 
-def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Path | None = None) -> LossReport:
+def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Path | None = None,
+                adjust: Callable[[LossReport], LossReport] | None = None) -> LossReport:
     """Before any file is deleted: what regenerated migrations would forget, what is carried over,
     and a refusal (without --accept-loss) for what cannot be. ``full_report``: a file the report is
     written to with every reason whole (a large history's report is cut to one line per operation)."""
     report = losses.scan(target.manage, target.project)
+    report = adjust(report) if adjust else report  # a squash that moves no data settles data migrations later (freshproof)
     full_report = losses.write_full(report, full_report, log) if full_report else None
     where = f" (every reason whole: {full_report})" if full_report else ""
     log(f"what the regenerated migrations would forget{where}:\n" + losses.render(report))

@@ -34,22 +34,35 @@ from squashkit.project import ProjectInfo
 
 NAME = "squashkit_data"
 
-HELPERS = '''
+# The natural keys, written only when the rows hold some (their models are asked for by name).
+CONTENT_TYPES_HELPER = '''
 ContentTypeKey = namedtuple("ContentTypeKey", "app_label model")
+
+
+def _content_type(apps, alias, key):
+    """Found, or created as post_migrate would create it (after every migration, in its own order)."""
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    return ContentType.objects.db_manager(alias).get_or_create(app_label=key.app_label, model=key.model)[0].pk
+'''
+PERMISSIONS_HELPER = '''
 PermissionKey = namedtuple("PermissionKey", "app_label model codename name")
 
 
+def _permission(apps, alias, key):
+    Permission = apps.get_model("auth", "Permission")
+    content_type = _content_type(apps, alias, ContentTypeKey(key.app_label, key.model))
+    return Permission.objects.db_manager(alias).get_or_create(
+        content_type_id=content_type, codename=key.codename, defaults={"name": key.name}
+    )[0].pk
+'''
+HELPERS = '''
+
 def _value(apps, alias, value):
-    """A natural key resolved in this database (found, or created as post_migrate would), else the value itself."""
-    if isinstance(value, ContentTypeKey):
-        ContentType = apps.get_model("contenttypes", "ContentType")
-        return ContentType.objects.db_manager(alias).get_or_create(app_label=value.app_label, model=value.model)[0].pk
-    if isinstance(value, PermissionKey):
-        Permission = apps.get_model("auth", "Permission")
-        content_type = _value(apps, alias, ContentTypeKey(value.app_label, value.model))
-        return Permission.objects.db_manager(alias).get_or_create(
-            content_type_id=content_type, codename=value.codename, defaults={"name": value.name}
-        )[0].pk
+    """A natural key resolved in this database, else the value itself."""
+    if type(value).__name__ == "ContentTypeKey":
+        return _content_type(apps, alias, value)
+    if type(value).__name__ == "PermissionKey":
+        return _permission(apps, alias, value)
     return value
 
 
@@ -120,7 +133,7 @@ def assign(diff: DataDiff, project: ProjectInfo, data_apps: list[str]) -> dict[s
     return groups
 
 
-def write(diff: DataDiff, old: Snapshot, project: ProjectInfo, alias: str, groups: dict[str, list[str]],
+def write(diff: DataDiff, old: Snapshot, new: Snapshot, project: ProjectInfo, alias: str, groups: dict[str, list[str]],
           *, now: datetime.datetime | None = None) -> list[Path]:
     """Write ``NNNN_squashkit_data.py`` per app of ``groups``, after the app's last migration; returns the files."""
     owners = _table_owners(project)
@@ -152,7 +165,7 @@ def write(diff: DataDiff, old: Snapshot, project: ProjectInfo, alias: str, group
         for other in sorted(third - set(groups) - {app}):
             dependencies.append((other, carry.regenerated_files(apps[other].migrations_folder)[-1].stem
                                  if other in apps and carry.regenerated_files(apps[other].migrations_folder) else "__latest__"))
-        carry.write_python(path, _module(diff, old, tables, owners, alias, dependencies, now or datetime.datetime.now()))
+        carry.write_python(path, _module(diff, old, new, tables, owners, alias, dependencies, now or datetime.datetime.now()))
         written[app] = path
     return list(written.values())
 
@@ -216,7 +229,7 @@ def _app_order(needs: dict[str, set[str]]) -> list[str]:
 # --- the module -----------------------------------------------------------------------------------
 
 
-def _module(diff: DataDiff, old: Snapshot, tables: list[str], owners: dict[str, tuple[str, str]], alias: str,
+def _module(diff: DataDiff, old: Snapshot, new: Snapshot, tables: list[str], owners: dict[str, tuple[str, str]], alias: str,
             dependencies: list[tuple[str, str]], now: datetime.datetime) -> str:
     permissions = {_perm_key(row["content_type_id"], row["codename"]): row["name"]
                    for row in (old.tables[PERMISSIONS].rows.values() if PERMISSIONS in old.tables else [])}
@@ -236,7 +249,9 @@ def _module(diff: DataDiff, old: Snapshot, tables: list[str], owners: dict[str, 
 
         key_of = (lambda identity, source=source: dict(zip(source.identity, json.loads(identity))))
         if changes.delete:
-            rows["delete"][label] = [literal(key_of(i)) for i in _sorted(changes.delete)]
+            gone = new.tables[table].rows
+            rows["delete"][label] = [_Noted(literal(key_of(i)), {c: v for c, v in gone[i].items() if c not in source.identity})
+                                     for i in _sorted(changes.delete)]
         if changes.update:
             rows["update"][label] = [(literal(key_of(i)), literal(source.rows[i], cols)) for i, cols in changes.update.items()]
         if changes.insert:
@@ -247,6 +262,7 @@ def _module(diff: DataDiff, old: Snapshot, tables: list[str], owners: dict[str, 
         counts.append(f"  {table}: {changes.describe()}")
     rows = {k: v for k, v in rows.items() if v}
     data = _pretty({alias: rows})
+    helpers = (CONTENT_TYPES_HELPER if "ContentTypeKey(" in data else "") + (PERMISSIONS_HELPER if "PermissionKey(" in data else "")
     getters = "".join(f"        {label!r}: apps.get_model({app!r}, {name!r}),\n" for label, (app, name) in models.items())
     header = (
         "Rows a fresh database built from the migrations a squash deleted holds, and one built from the\n"
@@ -259,9 +275,9 @@ def _module(diff: DataDiff, old: Snapshot, tables: list[str], owners: dict[str, 
     deps = "".join(f"        ({app!r}, {name!r}),\n" for app, name in dependencies)
     return (
         f"# Generated by squashkit on {now:%Y-%m-%d %H:%M}\n#\n{comment}\n"
-        "from collections import namedtuple\n\nfrom django.core.management.color import no_style\n"
-        "from django.db import migrations\n"
-        f"{HELPERS}\n\n# alias -> what to delete, update (key, values), insert (foreign-key order) and leave to the model's default.\n"
+        + ("from collections import namedtuple\n\n" if helpers else "")
+        + "from django.core.management.color import no_style\nfrom django.db import migrations\n"
+        + f"{helpers}{HELPERS}\n\n# alias -> what to delete, update (key, values), insert (foreign-key order) and leave to the model's default.\n"
         f"ROWS = {data}\n\n\n"
         "def forward(apps, schema_editor):\n"
         "    models = {\n" + getters + "    }\n"
@@ -274,6 +290,16 @@ def _module(diff: DataDiff, old: Snapshot, tables: list[str], owners: dict[str, 
 
 def _perm_key(content_type: list | None, codename: str) -> str:
     return json.dumps([content_type, codename])
+
+
+class _Noted:
+    """A row key written with what the row held, as a comment."""
+
+    def __init__(self, key: dict, note: dict):
+        self.key, self.note = key, note
+
+    def line(self) -> str:
+        return f"{self.key!r},  # {_plain(self.note)!r}"[:300]
 
 
 class _Code(str):
@@ -334,7 +360,7 @@ def _pretty(rows: dict) -> str:
             lines.append(f"        {action!r}: {{")
             for label, items in models.items():
                 lines.append(f"            {label!r}: [")
-                lines += [f"                {item!r}," for item in items]
+                lines += [f"                {item.line() if isinstance(item, _Noted) else repr(item) + ','}" for item in items]
                 lines.append("            ],")
             lines.append("        },")
         lines.append("    },")

@@ -169,7 +169,7 @@ def prove(
         _keep_new(config, target, alias, new, log)
         return
     groups = datamigration.assign(diff, target.project, data_apps)
-    written = datamigration.write(diff, old.data, target.project, alias, groups)
+    written = datamigration.write(diff, old.data, new, target.project, alias, groups)
     log(f"[{alias}] carried as data ({diff.summary()}) into "
         + ", ".join(str(p.relative_to(target.manage.cwd)) for p in written))
     # Built again from nothing: the new files alone must give the old history's schema and rows.
@@ -226,10 +226,17 @@ def settle(report: LossReport, diff: freshdata.DataDiff, groups: dict[str, list[
            ) -> list[losses.LostOperation]:
     """Each ``data`` operation of the report: carried as data, not needed, or lost, app by app; returns them."""
     settled = report.with_verdict("data")
+    blamed: set[int] = set()
+    for app in {op.app for op in settled}:
+        tables = groups.get(app, [])
+        if any(c.rsplit(".", 1)[0] in tables for c in diff.unstable) or any(t in unstable for t in tables):
+            # Which operation made the rows is not recorded: code squashkit cannot read comes first.
+            mine = [op for op in settled if op.app == app]
+            blamed |= {id(op) for op in ([op for op in mine if _unreadable(op)] or mine)}
     for op in settled:
         tables = groups.get(op.app, [])
         shaky = [c for c in diff.unstable if c.rsplit(".", 1)[0] in tables] or [t for t in tables if t in unstable]
-        if shaky:
+        if id(op) in blamed:
             op.verdict, op.reason = "lost", (
                 f"what it leaves in a fresh database differs between two builds of the old history ({', '.join(shaky[:3])}: "
                 "the clock or randomness, and no model default makes it): not carried with values that differ on every build")
@@ -242,6 +249,11 @@ def settle(report: LossReport, diff: freshdata.DataDiff, groups: dict[str, list[
                 + ("every table" if diff.empty() else f"{op.app}'s tables")
                 + " as one of the old history; it only rewrote rows existing databases had")
     return settled
+
+
+def _unreadable(op: losses.LostOperation) -> bool:
+    """A RunPython whose code or models squashkit cannot read (a lambda, get_model with computed names)."""
+    return op.kind == "run_python" and ("own functions" in op.reason or "get_model() with names" in op.reason)
 
 
 def _record(files_bundle: Path, alias: str, old: freshdata.CachedData) -> None:

@@ -53,7 +53,12 @@ def fresh_rows(project: Project, name: str) -> dict:
 
 
 def data_migrations(project: Project) -> dict[str, str]:
-    return {path: text for path, text in project.migration_files().items() if path.endswith("_squashkit_data.py")}
+    return {str(path.relative_to(project.root)): path.read_text()
+            for path in sorted(project.root.glob("*/migrations/*_squashkit_data.py"))}
+
+
+def seeds_files(project: Project) -> dict[str, str]:
+    return {path.name: path.read_text() for path in sorted((project.root / "seeds" / "migrations").glob("*.py"))}
 
 
 def test_a_fresh_build_of_the_squashed_files_holds_every_row_of_the_old_history_and_a_second_squash_carries_nothing(fresh_project):
@@ -67,7 +72,7 @@ def test_a_fresh_build_of_the_squashed_files_holds_every_row_of_the_old_history_
     assert project.fingerprint(project.dev) == live  # the live rows are the live database's own
     assert_clean(project, project.dev)
     carried = data_migrations(project)
-    assert list(carried) == ["seeds/migrations/0003_squashkit_data.py"], list(project.migration_files())
+    assert list(carried) == ["seeds/migrations/0003_squashkit_data.py"], result.stderr
     text = carried["seeds/migrations/0003_squashkit_data.py"]
     assert "import seeds" not in text and "from seeds" not in text  # historical models only
     assert "ContentTypeKey('seeds', 'category')" in text  # the label's content type, by natural key
@@ -96,10 +101,10 @@ def test_a_data_migration_whose_rows_differ_on_every_build_is_refused_and_nothin
         "    ]\n"
     )
     project.manage(project.dev, "migrate", "-v", "0")
-    before, files = project.fingerprint(project.dev), project.migration_files()
+    before, files, seeds = project.fingerprint(project.dev), project.migration_files(), seeds_files(project)
     result = project.run("squash", "--yes", "--force")
     assert result.code != 0, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "0008_token.py" in error and "seeds_setting.data" in error and "differ" in error, error
     assert "Traceback" not in result.stderr
-    assert project.fingerprint(project.dev) == before and project.migration_files() == files
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files and seeds_files(project) == seeds

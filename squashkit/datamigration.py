@@ -163,11 +163,19 @@ def write(diff: DataDiff, old: Snapshot, new: Snapshot, project: ProjectInfo, al
         third |= {"contenttypes" for t in tables if _uses(old, diff, t, "contenttype") or t == CONTENT_TYPES}
         third |= {"auth" for t in tables if _uses(old, diff, t, "permission") or t == PERMISSIONS}
         for other in sorted(third - set(groups) - {app}):
-            dependencies.append((other, carry.regenerated_files(apps[other].migrations_folder)[-1].stem
-                                 if other in apps and carry.regenerated_files(apps[other].migrations_folder) else "__latest__"))
+            dependencies.append((other, _last_migration(project, other)))
         carry.write_python(path, _module(diff, old, new, tables, owners, alias, dependencies, now or datetime.datetime.now()))
         written[app] = path
     return list(written.values())
+
+
+def _last_migration(project: ProjectInfo, label: str) -> str:
+    """The app's last migration by name: not ``__latest__``, which Django may resolve to a squashed
+    migration whose replaced ones stay (wagtailcore's ``0001_squashed_0016``), before the fields added since."""
+    app = next((a for a in project.apps if a.label == label), None)
+    if app is not None and app.own and app.migrations_folder and (files := carry.regenerated_files(app.migrations_folder)):
+        return files[-1].stem
+    return max(app.migrations) if app is not None and app.migrations else "__latest__"
 
 
 def _uses(old: Snapshot, diff: DataDiff, table: str, kind: str) -> bool:

@@ -34,6 +34,7 @@ from squashkit import (
     bundle,
     datamigration,
     drift,
+    freshcheck,
     freshdata,
     inproject,
     losses,
@@ -49,7 +50,6 @@ from squashkit.project import ManagePy
 from squashkit.target import Target
 
 Log = Callable[[str], None]
-RECORD = "fresh_data.json"  # in the squash's bundle: the old history's fresh build, for check
 DEFAULTS_RUNNER = inproject.runner("fielddefaults")
 
 
@@ -258,7 +258,7 @@ def _unreadable(op: losses.LostOperation) -> bool:
 
 def _record(files_bundle: Path, alias: str, old: freshdata.CachedData) -> None:
     """The old history's fresh build in the squash's bundle: ``check`` holds the current files' build to it."""
-    path = files_bundle / RECORD
+    path = files_bundle / freshcheck.RECORD
     recorded = json.loads(path.read_text()) if path.exists() else {}
     recorded[alias] = json.loads(old.model_dump_json())
     path.write_text(json.dumps(recorded))

@@ -9,6 +9,8 @@ RunSQL; and ``orders/0003_populate_order_reference``, a backfill, leaves nothing
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -79,6 +81,10 @@ def test_a_fresh_build_of_the_squashed_files_holds_every_row_of_the_old_history_
     assert "'seeds.flag'" in text and "'beta'" in text  # carried as a delete: 0006's code moved, 0007's RunSQL did not
     assert "not needed" in result.stderr and "0003_populate_order_reference" in result.stderr
     assert fresh_rows(project, "new") == old
+
+    checked = project.run("check", "--json")
+    finding = next(item for item in json.loads(checked.stdout) if item["name"] == "fresh data (default)")
+    assert finding["status"] == "ok", finding
 
     second = project.run("squash", "--yes")
     assert second.code == 0, second.stderr

@@ -16,7 +16,7 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import clients, drift, journal, postgres, schema, scratch_cache
+from squashkit import clients, drift, freshcheck, journal, postgres, schema, scratch_cache
 from squashkit.config import Config
 from squashkit.errors import BadInput, SquashkitError
 from squashkit.project import AppInfo, ManagePy, ProjectInfo, introspect, manage_py
@@ -84,6 +84,7 @@ def _check_alias(
             applied = _applied_migrations(conn)
         diff = _check_schema(config, manage, project, admin, params, alias, add, use_cache)
         _check_migrations(project, applied, diff, alias, add)
+        freshcheck.check_fresh_data(config, manage, project, alias, params, admin, add)
     except SquashkitError as exc:
         add(f"connection ({alias})", "fail", str(exc))
     except psycopg.Error as exc:

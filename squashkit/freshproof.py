@@ -109,7 +109,8 @@ def _old_build(config: Config, target: Target, alias: str, digest: str, files: i
     built, data = build(target, alias, config.extensions, schema.OLD_BUILD_SUFFIX)
     seconds = time.monotonic() - started
     made_by = "squash (the old history)"
-    scratch_cache.save(config.backup_dir, digest, built, alias=alias, made_by=made_by, seconds=seconds, files=files, log=log)
+    if scratch_cache.load(config.backup_dir, digest) is None:  # check's build of the schema stays the one named
+        scratch_cache.save(config.backup_dir, digest, built, alias=alias, made_by=made_by, seconds=seconds, files=files, log=log)
     entry = freshdata.entry(digest, alias, made_by, seconds, files, data)
     freshdata.save(config.backup_dir, entry, log)
     log(f"[{alias}] built the old history fresh beside the backup in {seconds:.1f} s: {data.count()} rows in "

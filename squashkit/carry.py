@@ -38,6 +38,8 @@ def carry_over(report: LossReport, project: ProjectInfo, *, now: datetime.dateti
     apps = {app.label: app for app in project.own_apps()}
     regenerated = {label: regenerated_files(app.migrations_folder) for label, app in apps.items() if app.migrations_folder}
     now = now or datetime.datetime.now()
+    # Not "__latest__": Django may resolve it to a squashed migration whose replaced files stay.
+    latest = {app.label: max(app.migrations) for app in project.apps if not app.own and app.migrations}
     written = []
     for label in dict.fromkeys(op.app for op in carried):
         files = regenerated.get(label) or []
@@ -50,7 +52,7 @@ def carry_over(report: LossReport, project: ProjectInfo, *, now: datetime.dateti
             # No model of its own, so makemigrations wrote nothing: an initial migration holds them.
             path = folder / f"{INITIAL_NAME}.py"
             ops = first + after
-            write_python(path, _carried_module(ops, _dependencies(label, ops, regenerated, own=False), now, initial=True))
+            write_python(path, _carried_module(ops, _dependencies(label, ops, regenerated, own=False, latest=latest), now, initial=True))
             regenerated[label] = [path]
             written.append(path)
             continue
@@ -58,7 +60,7 @@ def carry_over(report: LossReport, project: ProjectInfo, *, now: datetime.dateti
             written.append(_insert_before_models(files[0], first))
         if after:
             path = next_migration(files, CARRIED_NAME)
-            write_python(path, _carried_module(after, _dependencies(label, after, regenerated), now))
+            write_python(path, _carried_module(after, _dependencies(label, after, regenerated, latest=latest), now))
             regenerated[label] = [*files, path]
             written.append(path)
     return written
@@ -77,15 +79,17 @@ def next_migration(files: list[Path], name: str) -> Path:
 
 
 def _dependencies(
-    label: str, ops: list[LostOperation], regenerated: dict[str, list[Path]], *, own: bool = True
+    label: str, ops: list[LostOperation], regenerated: dict[str, list[Path]], *, own: bool = True,
+    latest: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """The app's last migration (``own``), and the last of every app whose tables or models the operations use."""
     others = sorted({app for op in ops for app in op.carry.depends_on} - {label})
+    latest = latest or {}
     dependencies = [(label, regenerated[label][-1].stem)] if own else []
     for app in others:
         files = regenerated.get(app)
-        # A third-party app keeps its migrations: its latest one, whatever its name.
-        dependencies.append((app, files[-1].stem if files else "__latest__"))
+        # A third-party app keeps its migrations: its latest one by name (datamigration._last_migration).
+        dependencies.append((app, files[-1].stem if files else latest.get(app, "__latest__")))
     return dependencies
 
 

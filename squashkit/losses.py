@@ -37,7 +37,7 @@ from squashkit.project import ManagePy, ProjectInfo
 LOSSES_RUNNER = inproject.runner("losses")
 CARRIED_NAME = "squashkit_carried"
 
-Verdict = Literal["carried", "not_needed", "lost"]
+Verdict = Literal["carried", "data", "not_needed", "lost"]  # data: settled by comparing fresh builds (freshproof)
 Kind = Literal["run_sql", "run_python", "extension", "collation", "separate_database_and_state", "custom"]
 KIND_NAMES = {
     "run_sql": "RunSQL", "run_python": "RunPython", "extension": "CreateExtension", "collation": "CreateCollation",
@@ -507,7 +507,7 @@ def write_full(report: LossReport, path: Path, log: Callable[[str], None]) -> Pa
     return path
 
 
-VERDICT_ORDER: tuple[Verdict, ...] = ("lost", "carried", "not_needed")
+VERDICT_ORDER: tuple[Verdict, ...] = ("lost", "data", "carried", "not_needed")
 LINE_WIDTH = 160
 
 
@@ -520,6 +520,7 @@ def render(report: LossReport, *, full: bool = False) -> str:
     lines = [
         f"{len(report.operations)} operation(s) makemigrations will not write again: "
         + ", ".join(f"{total.get(verdict, 0)} {verdict.replace('_', ' ')}" for verdict in ("carried", "lost", "not_needed"))
+        + (f", {total['data']} compared as rows" if total.get("data") else "")
     ]
     by_app: dict[str, list[LostOperation]] = {}
     for op in report.operations:

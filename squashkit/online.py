@@ -38,7 +38,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, carry, drift, history, journal, postgres, schema, scratch, scratch_cache, steps, tenants
+from squashkit import bundle, carry, drift, freshproof, history, journal, postgres, schema, scratch, scratch_cache, steps, tenants
 from squashkit.config import Config
 from squashkit.databases import Database, physical, server_of
 from squashkit.errors import (
@@ -70,7 +70,7 @@ def preflight(config: Config, target: Target) -> None:
         params = target.params(alias)
         scratch_name = schema.scratch_name(params.dbname)
         with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
-            for leftover in (scratch_name, schema.scratch_name(params.dbname, schema.OLD_BUILD_SUFFIX)):
+            for leftover in (scratch_name, *(schema.scratch_name(params.dbname, s) for s in (schema.OLD_BUILD_SUFFIX, schema.FRESH_SUFFIX))):
                 if postgres.database_exists(conn, leftover):
                     raise BadInput(
                         f"{leftover} is left over from an earlier run ({postgres.database_comment(conn, leftover) or 'no comment'}): "
@@ -94,7 +94,8 @@ def preflight(config: Config, target: Target) -> None:
 
 def squash(
     config: Config, target: Target, files_bundle: Path, *, record: Journal, log: Log,
-    carried: LossReport | None = None, allow_drift: bool = False,
+    carried: LossReport | None = None, allow_drift: bool = False, fresh: freshproof.Pending | None = None,
+    accept_loss: bool = False,
 ) -> None:
     """Steps 2, 5, 5b, 5c and 7 on ``target``'s live databases, journalled, undone on failure.
     ``files_bundle`` is a bundle of ``target`` holding the files on disk now: its tarball undoes
@@ -111,6 +112,8 @@ def squash(
     try:
         blocked.enter_context(_creation_blocked(target, log))
         old_build = _old_build(config, target, files_bundle, log)  # reads the old files while they are on disk
+        if fresh is not None:
+            fresh.wait()  # the old history's fresh build, made beside the backup, before its files go
         with _scratch_databases(config, target) as scratch:
             manage = target.manage.on(scratch)
             # 2. Delete the migration files; undone by putting them back from the tarball.
@@ -131,9 +134,12 @@ def squash(
             # 5b. The new files must build exactly the live schema; what their migrate records is what 5c writes.
             step = "schema equivalence"
             record.started(step, env, databases=scratch)
+            rows = (lambda database, names: freshproof.prove(
+                config, target, manage, database, names, fresh, carried or LossReport(), accept_loss=accept_loss,
+                allow_drift=allow_drift, files_bundle=files_bundle, log=log)) if fresh is not None else None
             new = {}
             for database in physical(target.project):
-                new.update(_prove(config, target, database, scratch, apps, allow_drift, log, old_build))
+                new.update(_prove(config, target, database, scratch, apps, allow_drift, log, old_build, rows))
             record.finished(step, env)
         # 5c. One transaction per database; undone by putting the saved rows back.
         step = "rewrite history"
@@ -181,7 +187,7 @@ def _scratch_databases(config: Config, target: Target) -> Iterator[dict[str, str
 
 def _prove(
     config: Config, target: Target, database: Database, names: dict[str, str], apps: list[str], allow_drift: bool,
-    log: Log, old_build: Callable[[Database], schema.Schema],
+    log: Log, old_build: Callable[[Database], schema.Schema], rows: Callable[[Database, dict[str, str]], None] | None = None,
 ) -> dict[str, list[tuple[str, str]]]:
     """Step 5b for one database: a real migrate of the new files into its scratch database (every
     alias that reaches it, in order), compared with the live database; returns, per alias, the
@@ -210,6 +216,8 @@ def _prove(
             scratch.migrate(target.manage, target.project, database, names)
             built, diff = _built_and_diff(params, names[database.alias])
     scratch.judge(diff, label, "live", allow_drift, log)
+    if rows is not None:
+        rows(database, names)  # the rows of a fresh build too, carried as data where they differ (freshproof)
     recorded = {}
     for alias in database.aliases:
         with postgres.connect(target.params(alias).with_dbname(names[alias])) as conn:

@@ -36,6 +36,7 @@ from squashkit.project import ManagePy
 DEFAULT_EXCLUDE = ("django_migrations",)
 SCRATCH_SUFFIX = "__squashkit_scratch"
 OLD_BUILD_SUFFIX = "__squashkit_oldbuild"  # a squash's build of the old history, beside its scratch (drift.py)
+FRESH_SUFFIX = "__squashkit_freshbuild"  # the new files with their data migration, built again from nothing (freshproof.py)
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer database names
 
 

@@ -272,13 +272,15 @@ def _may_create_databases(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
 
 
-def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Path | None = None) -> LossReport:
+def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Path | None = None,
+                adjust: Callable[[LossReport], LossReport] | None = None) -> LossReport:
     """Before any file is deleted: what regenerated migrations would forget, what is carried over,
     and a refusal (without --accept-loss) for what cannot be. ``full_report``: a file the report is
     written to with every reason whole (a large history's report is cut to one line per operation)."""
     report = losses.scan(target.manage, target.project)
     # The file with every reason is written only for a refusal, which names it: a run that goes on
     # (or is then not confirmed) leaves nothing behind; `squashkit losses --full` prints it any time.
+    report = adjust(report) if adjust else report  # a squash that moves no data settles data migrations later (freshproof)
     refusing = bool(report.with_verdict("lost")) and not accept_loss
     full_report = losses.write_full(report, full_report, log) if full_report and refusing else None
     where = f" (every reason whole: {full_report})" if full_report else ""

@@ -93,7 +93,7 @@ def project_copy(pg, tmp_path: Path, template: str, prefix: str = ""):
     yield Project(pg, root, dev, prod)
     for name in (dev, prod):
         for suffix in ("", "__squashkit_new", "__squashkit_prev", "__squashkit_scratch", "__squashkit_new__squashkit_scratch",
-                       "__squashkit_oldbuild", "_fresh"):
+                       "__squashkit_oldbuild", "__squashkit_freshbuild", "_fresh"):
             drop_database(pg, name + suffix)
 
 

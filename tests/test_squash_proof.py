@@ -14,8 +14,10 @@ from tests.test_resume import databases
 
 
 def test_squash_refuses_a_data_migration_it_cannot_carry_without_accept_loss(project):
+    """--rebuild compares no fresh builds (a plain squash settles the backfill as nothing to carry:
+    tests/test_freshdata.py), so the data migration written against older models is refused."""
     before, files = project.fingerprint(project.dev), project.migration_files()
-    result = project.run("squash", "--yes")
+    result = project.run("squash", "--yes", "--rebuild")
     assert result.code == 2, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "orders/migrations/0003_populate_order_reference.py" in error and "--accept-loss" in error, error

@@ -48,6 +48,9 @@ if os.environ.get("SAMPLE_FIELDTYPES") == "1":
 # with no models and a data migration.
 if os.environ.get("SAMPLE_LARGEAPP") == "1":
     INSTALLED_APPS += ["events", "boxoffice"]
+# Rows data migrations leave in every fresh database (squashkit's tests/test_freshdata.py).
+if os.environ.get("SAMPLE_FRESHDATA") == "1":
+    INSTALLED_APPS.append("seeds")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

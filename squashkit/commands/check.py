@@ -16,7 +16,7 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field
 
-from squashkit import clients, drift, journal, placement, postgres, schema, scratch_cache, tenants
+from squashkit import clients, drift, freshcheck, journal, placement, postgres, schema, scratch_cache, tenants
 from squashkit.config import Config
 from squashkit.databases import Database, physical
 from squashkit.errors import BadInput, SquashkitError
@@ -101,6 +101,8 @@ def _check_alias(
         if first:
             diff.append(_check_schema(config, manage, admin, project, database, add, use_cache))
         _check_migrations(project, applied, diff[0] if diff else None, alias, add)
+        if first:
+            freshcheck.check_fresh_data(config, manage, project, database, params, admin, add)
     except SquashkitError as exc:
         add(f"connection ({alias})", "fail", str(exc))
     except psycopg.Error as exc:

@@ -44,7 +44,7 @@ def kept(config: Config, *, env: str | None = None, keep_bundles: int = 3) -> li
             live = target.params(alias).dbname
             with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
                 for name in (live + steps.KEPT, live + steps.SIDE, schema.scratch_name(live), schema.scratch_name(live + steps.SIDE),
-                             schema.scratch_name(live, schema.OLD_BUILD_SUFFIX)):
+                             schema.scratch_name(live, schema.OLD_BUILD_SUFFIX), schema.scratch_name(live, schema.FRESH_SUFFIX)):
                     if postgres.database_exists(conn, name):
                         found.append(Kept(kind="database", name=name, env=env_name, alias=alias,
                                           detail=postgres.database_comment(conn, name) or "no comment"))

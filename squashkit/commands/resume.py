@@ -137,7 +137,7 @@ def _drop_scratch_databases(config: Config, phases: list[journal.Entry], log: Lo
     for started in phases:
         target = resolve(config, started.env)
         for alias, names in started.changed["databases"].items():
-            for suffix in (schema.SCRATCH_SUFFIX, schema.OLD_BUILD_SUFFIX):
+            for suffix in (schema.SCRATCH_SUFFIX, schema.OLD_BUILD_SUFFIX, schema.FRESH_SUFFIX):
                 name = schema.scratch_name(names["work"], suffix)
                 with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
                     if postgres.database_exists(conn, name):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squashkit import journal, online, phase, plan, postgres, runs, steps
+from squashkit import freshproof, journal, online, phase, plan, postgres, runs, steps
 from squashkit.config import Config
 from squashkit.errors import BadInput
 from squashkit.runs import Log, stderr_log
@@ -60,7 +60,8 @@ def squash(
         if not rebuild:
             online.preflight(config, target)
         # 0b. The loss report: refuse what cannot be carried over without --accept-loss (changes nothing).
-        report = steps.scan_losses(target, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt")
+        report = steps.scan_losses(target, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt",
+                                   adjust=None if rebuild else freshproof.defer_to_data)
         apps = len(target.project.own_apps())
         runs.confirm(
             f"Delete the migration files of {apps} apps and rebuild {target.name}'s database {target.params().dbname}?"
@@ -70,7 +71,9 @@ def squash(
             yes=yes, protected=target.protected_name(), typed=typed,
         )
         with runs.journalled(config, run, command="squash", target=target.name, squash=True, mode=mode) as record:
-            # 1. The bundle that undoes everything after it (changes nothing).
+            # 1. The bundle that undoes everything after it (changes nothing); beside it, a squash that moves
+            # no data builds the old history in an empty database (its rows are compared in 5b).
+            fresh = None if rebuild else freshproof.start(config, target, report, log)
             made = steps.backup_step(config, target, log, record, "backup")
             if rebuild:
                 # 2-8. Delete the files, rebuild, regenerate, prove, fake, verify, swap; undone on failure.
@@ -79,7 +82,8 @@ def squash(
             else:
                 # 2, 5, 5b, 5c, 7. Delete the files, makemigrations and prove against scratch databases,
                 # rewrite django_migrations in one transaction, verify; undone on failure.
-                online.squash(config, target, made, record=record, log=log, carried=report, allow_drift=allow_drift)
+                online.squash(config, target, made, record=record, log=log, carried=report, allow_drift=allow_drift,
+                              fresh=fresh, accept_loss=accept_loss)
     log(f"{target.name} squashed; the previous state is in {made}"
         + ("" if rebuild else f" (undo without touching the data: squashkit rollback {made} --migrations-only)"))
     return made

@@ -1,0 +1,116 @@
+"""A squash loses nothing a fresh database needs (issue 14): what the old history's data migrations
+leave in an empty database is carried as data, and a fresh ``migrate`` of the new files gives the
+same rows as a fresh ``migrate`` of the old ones, row for row, content types by natural key.
+
+sample_project with SAMPLE_FRESHDATA=1 installs ``seeds`` (see its models' docstring): a tree of
+rows, a generic relation, a field renamed and a value changed after the seed, rows deleted by
+RunSQL; and ``orders/0003_populate_order_reference``, a backfill, leaves nothing in a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from tests.conftest import create_database, drop_database, manage, table_fingerprints
+from tests.test_pipeline import Project, prod_role, project_copy  # noqa: F401 (fixture)
+from tests.test_squash_moves_no_data import assert_clean
+
+FRESHDATA = {"SAMPLE_FRESHDATA": "1"}
+ROWS = 200
+SKIP = ("django_migrations",)
+
+
+@pytest.fixture(scope="module")
+def freshdata_template(pg) -> str:
+    name = f"freshdata_template_{ROWS}"
+    create_database(pg, name)
+    manage(pg, name, "migrate", "-v", "0")
+    manage(pg, name, "seed_data", "--rows", str(ROWS))
+    manage(pg, name, "migrate", "-v", "0", **FRESHDATA)
+    with psycopg.connect(**pg.conninfo(name), autocommit=True) as conn:
+        # The live database went its own way since: its rows must stay exactly as they are.
+        conn.execute("UPDATE seeds_setting SET data = 'dark' WHERE key = 'theme'")
+        conn.execute("INSERT INTO seeds_flag (name) VALUES ('live-only')")
+    return name
+
+
+@pytest.fixture
+def fresh_project(pg, freshdata_template, prod_role, tmp_path, monkeypatch) -> Project:
+    monkeypatch.setenv("SAMPLE_FRESHDATA", "1")  # every manage.py and squashkit run below inherits it
+    yield from project_copy(pg, tmp_path, freshdata_template, prefix="fresh_")
+
+
+def fresh_rows(project: Project, name: str) -> dict:
+    """What a fresh migrate of the files on disk leaves: every table's rows, by natural key where ids are post_migrate's."""
+    dbname = create_database(project.pg, f"{project.dev}_{name}")
+    try:
+        project.manage(dbname, "migrate", "-v", "0")
+        with psycopg.connect(**project.pg.conninfo(dbname)) as conn:
+            return table_fingerprints(conn, natural=True, skip=SKIP)
+    finally:
+        drop_database(project.pg, dbname)
+
+
+def data_migrations(project: Project) -> dict[str, str]:
+    return {str(path.relative_to(project.root)): path.read_text()
+            for path in sorted(project.root.glob("*/migrations/*_squashkit_data.py"))}
+
+
+def seeds_files(project: Project) -> dict[str, str]:
+    return {path.name: path.read_text() for path in sorted((project.root / "seeds" / "migrations").glob("*.py"))}
+
+
+def test_a_fresh_build_of_the_squashed_files_holds_every_row_of_the_old_history_and_a_second_squash_carries_nothing(fresh_project):
+    project = fresh_project
+    old = fresh_rows(project, "old")
+    assert old["public.seeds_category"][0] == 4 and old["public.seeds_setting"][0] == 2 and old["public.seeds_flag"][0] == 2
+    live = project.fingerprint(project.dev)
+
+    result = project.run("squash", "--yes")  # no --accept-loss: what the data migrations did is carried as data
+    assert result.code == 0, result.stderr
+    assert project.fingerprint(project.dev) == live  # the live rows are the live database's own
+    assert_clean(project, project.dev)
+    carried = data_migrations(project)
+    assert list(carried) == ["seeds/migrations/0003_squashkit_data.py"], result.stderr
+    text = carried["seeds/migrations/0003_squashkit_data.py"]
+    assert "import seeds" not in text and "from seeds" not in text  # historical models only
+    assert "ContentTypeKey('seeds', 'category')" in text  # the label's content type, by natural key
+    assert "'seeds.flag'" in text and "'beta'" in text  # carried as a delete: 0006's code moved, 0007's RunSQL did not
+    assert "not needed" in result.stderr and "0003_populate_order_reference" in result.stderr
+    assert fresh_rows(project, "new") == old
+
+    checked = project.run("check", "--json")
+    finding = next(item for item in json.loads(checked.stdout) if item["name"] == "fresh data (default)")
+    assert finding["status"] == "ok", finding
+
+    second = project.run("squash", "--yes")
+    assert second.code == 0, second.stderr
+    assert "carried as data" not in second.stderr, second.stderr
+    assert not data_migrations(project), list(project.migration_files())  # squashkit's own data migration moved as it is
+    assert fresh_rows(project, "second") == old
+    assert project.fingerprint(project.dev) == live
+    assert_clean(project, project.dev)
+
+
+def test_a_data_migration_whose_rows_differ_on_every_build_is_refused_and_nothing_changes(fresh_project):
+    project = fresh_project
+    (project.root / "seeds" / "migrations" / "0008_token.py").write_text(
+        "import secrets\n\nfrom django.db import migrations\n\n\n"
+        "class Migration(migrations.Migration):\n\n"
+        "    dependencies = [('seeds', '0007_retire_beta')]\n\n"
+        "    operations = [\n"
+        "        migrations.RunPython(lambda apps, schema_editor: apps.get_model('seeds', 'Setting').objects.using(\n"
+        "            schema_editor.connection.alias).create(key='token', data=secrets.token_hex(8))),\n"
+        "    ]\n"
+    )
+    project.manage(project.dev, "migrate", "-v", "0")
+    before, files, seeds = project.fingerprint(project.dev), project.migration_files(), seeds_files(project)
+    result = project.run("squash", "--yes", "--force")
+    assert result.code != 0, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "0008_token.py" in error and "seeds_setting.data" in error and "differ" in error, error
+    assert "Traceback" not in result.stderr
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files and seeds_files(project) == seeds

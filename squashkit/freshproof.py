@@ -126,9 +126,11 @@ def build(target: Target, database: Database, extensions: list[str], suffix: str
 def prove(
     config: Config, target: Target, manage: ManagePy, database: Database, names: dict[str, str], pending: Pending,
     report: LossReport, *, accept_loss: bool, allow_drift: bool, files_bundle: Path, log: Log,
+    restored: dict[str, str] | None = None,
 ) -> None:
     """Step 5b's second half: the scratch build of the new files (``names``, migrated by the schema
-    proof) holds the old history's rows, or is made to."""
+    proof) holds the old history's rows, or is made to. ``restored`` (alias -> name): the databases
+    a rebuild restored, which the files rebuilt with their data migration are held to (else the live ones)."""
     old = pending.old(database)
     if old is None:
         return
@@ -169,8 +171,9 @@ def prove(
         + ", ".join(str(p.relative_to(target.manage.cwd)) for p in written))
     # Built again from nothing: the new files alone must give the old history's schema and rows.
     rebuilt_schema, rebuilt = build(target, database, config.extensions, schema.FRESH_SUFFIX, manage=manage)
-    with postgres.connect(params) as conn:
-        scratch.judge(schema.compare(rebuilt_schema, schema.snapshot(conn)), ", ".join(database.aliases), "live", allow_drift, log)
+    against = "restored" if restored else "live"
+    with postgres.connect(params.with_dbname((restored or {}).get(alias, params.dbname))) as conn:
+        scratch.judge(schema.compare(rebuilt_schema, schema.snapshot(conn)), ", ".join(database.aliases), against, allow_drift, log)
     left = freshdata.compare(old.data, rebuilt, old.volatile)
     for table, identities in unstable.items():
         if table in left.tables:

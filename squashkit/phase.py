@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, carry, fixture, foundation, journal, jsonload, online, postgres, scratch, steps
+from squashkit import bundle, carry, fixture, foundation, freshproof, journal, jsonload, online, postgres, scratch, steps
 from squashkit.config import Config
 from squashkit.databases import migrate_order, once_per_database, physical
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
@@ -43,13 +43,16 @@ def replace_database(
     fallback: str | None = None,
     carried: LossReport | None = None,
     allow_drift: bool = False,
+    fresh: freshproof.Pending | None = None,
+    accept_loss: bool = False,
 ) -> None:
     """Steps 2-7 (and the swap), journalled, with automatic undo on any failure.
 
     Side mode builds ``<name>__squashkit_new`` and swaps it in only once verified: a failure
-    drops the side database and the live one was never touched. In place, a failure after the
     drop puts the target back from ``safety_bundle``. ``fallback`` names what the caller does
-    itself when this fails (rollback's db.json): then the failure is only reported.
+    itself when this fails (rollback's db.json): then the failure is only reported. ``fresh``
+    (a squash): the old history's fresh build, started beside the backup; its rows are proved
+    in 5b (``freshproof.prove``).
     """
     manifest = bundle.read_manifest(source_bundle)
     safety = bundle.read_manifest(safety_bundle) if safety_bundle else None
@@ -64,9 +67,13 @@ def replace_database(
         safety_bundle=str(safety_bundle) if safety_bundle else None,
         databases={alias: {"live": live[alias], "work": work[alias]} for alias in live},
     )
-    step = "delete migrations"
-    changed = squash  # from here on, a failure has something to put back
+    step = "old history's fresh build"
+    changed = False
     try:
+        if fresh is not None:
+            fresh.wait()  # its migrate reads the old files, which step 2 deletes
+        step = "delete migrations"
+        changed = squash  # from here on, a failure has something to put back
         # 2. Delete the migration files (squash); undone by putting them back from the tarball.
         if squash:
             verify_archive_matches_disk(target.project, target.manage.cwd, source_bundle / manifest.migrations_archive)
@@ -107,10 +114,15 @@ def replace_database(
                 if written:
                     log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
             record.finished(step, env)
-            # 5b. The new files must build exactly the restored schema (a scratch database, always dropped).
+            # 5b. The new files must build exactly the restored schema (a scratch database, always dropped),
+            # and, in it, the old history's rows: what differs is carried as data and proved (freshproof).
             step = "schema equivalence"
             record.started(step, env)
-            scratch.require_equivalent(config, target, side, allow_drift, log)
+            rows = (lambda database, names: freshproof.prove(
+                config, target, target.manage.on(side), database, names, fresh, carried or LossReport(),
+                accept_loss=accept_loss, allow_drift=allow_drift, files_bundle=source_bundle, log=log,
+                restored=work)) if fresh is not None else None
+            scratch.require_equivalent(config, target, side, allow_drift, log, rows)
             record.finished(step, env)
         # 6. migrate --fake into an emptied django_migrations; undone as 3.
         step = "migrate --fake"

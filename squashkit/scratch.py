@@ -70,12 +70,14 @@ def build(
         return built(params.with_dbname(names[database.alias]), exclude=exclude)
 
 
-def require_equivalent(config: Config, target: Target, databases: dict[str, str], allow_drift: bool, log: Log) -> None:
+def require_equivalent(config: Config, target: Target, databases: dict[str, str], allow_drift: bool, log: Log,
+                       rows: Callable[[Database, dict[str, str]], None] | None = None) -> None:
     """Before ``migrate --fake`` tells Django the database looks like the new migrations, prove it:
     build a scratch database from the new migration files alone (a real ``migrate`` of every alias
     that reaches the database, the same foundation) and compare its catalogs with the restored
     database, definition by definition. Names that differ only because of old renames are
-    reported, not refused."""
+    reported, not refused. ``rows(database, names)``, once its schema is proved, is handed the
+    scratch build (freshproof: its rows held to the old history's)."""
     admin = target.admin()
     for database in physical(target.project):
         params = target.params(database.alias)
@@ -83,9 +85,11 @@ def require_equivalent(config: Config, target: Target, databases: dict[str, str]
         with empty(database, params, admin=admin, extensions=config.extensions) as names:
             migrate(target.manage, target.project, database, names)
             expected = built(params.with_dbname(names[database.alias]))
-        with postgres.connect(params) as conn:
-            actual = schema.snapshot(conn)
-        judge(schema.compare(expected, actual), ", ".join(database.aliases), "restored", allow_drift, log)
+            with postgres.connect(params) as conn:
+                actual = schema.snapshot(conn)
+            judge(schema.compare(expected, actual), ", ".join(database.aliases), "restored", allow_drift, log)
+            if rows is not None:
+                rows(database, names)
 
 
 def judge(diff: schema.SchemaDiff, alias: str, against: str, allow_drift: bool, log: Log) -> None:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.conftest import create_database, drop_database, manage, table_fingerprints
-from tests.test_pipeline import Project, prod_role, project_copy  # noqa: F401 (fixture)
+from tests.test_pipeline import PROD_OWNER, PROD_PASSWORD, Project, make_prod, prod_role, project_copy  # noqa: F401 (fixture)
 from tests.test_squash_moves_no_data import assert_clean
 
 FRESHDATA = {"SAMPLE_FRESHDATA": "1"}
@@ -114,3 +114,31 @@ def test_a_data_migration_whose_rows_differ_on_every_build_is_refused_and_nothin
     assert "0008_token.py" in error and "seeds_setting.data" in error and "differ" in error, error
     assert "Traceback" not in result.stderr
     assert project.fingerprint(project.dev) == before and project.migration_files() == files and seeds_files(project) == seeds
+
+
+@pytest.mark.parametrize("command", [["squash", "--rebuild"], ["promote", "dev-to-prod", "--squash"], ["restore", "--squash"]],
+                         ids=["squash-rebuild", "promote-squash", "restore-squash"])
+def test_a_squash_that_rebuilds_the_database_carries_the_old_historys_rows_and_keeps_every_live_row(fresh_project, command):
+    """The rebuild path (squash --rebuild) and the squashes that follow a copy (promote --squash,
+    restore --squash) prove the rows of a fresh build too: the data migration is written and proved
+    before migrate --fake marks it applied, and the rows copied are the source's own."""
+    project = fresh_project
+    old = fresh_rows(project, "old")
+    source = project.fingerprint(project.dev)
+    if command[0] != "squash":
+        make_prod(project)  # a prod of its own, with the seeds app (SAMPLE_FRESHDATA=1) and a row of its own
+    if command[0] == "restore":
+        made = project.run("backup", "--env", "dev")
+        assert made.code == 0, made.stderr
+        command = ["restore", made.stdout.strip().splitlines()[-1], "--env", "prod", "--squash"]
+
+    result = project.run(*command, "--yes")  # no --accept-loss: what the data migrations did is carried as data
+    assert result.code == 0, result.stderr
+    assert list(data_migrations(project)) == ["seeds/migrations/0003_squashkit_data.py"], result.stderr
+    assert fresh_rows(project, "new") == old  # a fresh migrate of the new files, row for row
+    squashed = project.dev if command[0] == "squash" else project.prod
+    assert project.fingerprint(squashed) == source  # the data migration was faked, not run: the source's rows
+    assert ("seeds", "0003_squashkit_data") in project.applied(squashed)
+    owner = {} if squashed == project.dev else {"owner": PROD_OWNER, "password": PROD_PASSWORD}
+    project.manage(squashed, "migrate", "--check", **owner)  # every file applied
+    project.manage(squashed, "makemigrations", "--check", "--dry-run", **owner)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squashkit import journal, lineage, online, phase, plan, postgres, runs, steps
+from squashkit import freshproof, journal, lineage, online, phase, plan, postgres, runs, steps
 from squashkit.config import Config
 from squashkit.databases import primary_aliases
 from squashkit.errors import BadInput, OperationFailed, UndoIncomplete
@@ -53,21 +53,25 @@ def promote(
         report = None
         if squash:
             online.preflight(config, source)
-            report = steps.scan_losses(source, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt")
+            report = steps.scan_losses(source, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt",
+                                       adjust=freshproof.defer_to_data)
         _require_target_unchanged(config, source, target, force, log)
         runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {source.name}'s data?",
                 yes=yes, protected=target.protected_name(), typed=typed)
         with runs.journalled(config, run, command="promote", target=target.name, source=source.name, argument=spec,
                          squash=squash, mode=mode) as record:
-            # 1. The source's fingerprint and bundle, and a safety bundle of the target (changes nothing).
+            # 1. The source's fingerprint and bundle, and a safety bundle of the target (changes nothing);
+            # beside them, with --squash, the old history built in an empty database (its rows are compared in 5b).
             fingerprint = _source_fingerprint(source)
+            fresh = freshproof.start(config, source, report, log) if report is not None else None
             source_bundle = steps.backup_step(config, source, log, record, "backup source")
             safety = steps.safety_backup(config, target, log, record)
             # 2-5c and 7 on the source, with --squash: the files are shared by both environments, so they
             # are squashed once, on the source, moving no data (its django_migrations rewritten in
             # place); undone on failure (online.squash).
             if squash:
-                online.squash(config, source, source_bundle, record=record, log=log, carried=report, allow_drift=allow_drift)
+                online.squash(config, source, source_bundle, record=record, log=log, carried=report, allow_drift=allow_drift,
+                              fresh=fresh, accept_loss=accept_loss)
                 fingerprint = _with_history_of(source, fingerprint)
                 target = resolve(config, target_name)
             # 3-8 on the target: rebuilt from the source's dump, verified, swapped; undone on failure.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squashkit import bundle, bundlefiles, journal, online, phase, plan, runs, steps
+from squashkit import bundle, bundlefiles, freshproof, journal, online, phase, plan, runs, steps
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, UndoIncomplete
 from squashkit.journal import Journal
@@ -57,7 +57,8 @@ def restore(
         steps.preflight(config, target, extensions, log, manifest=manifest, files_change=squash, force=force, jobs=jobs)
         # 0b. With --squash, what regenerated migrations would forget, and what the squash needs
         # once the restore is done: a scratch database, a django_migrations to rewrite (changes nothing).
-        report = steps.scan_losses(target, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt") if squash else None
+        report = steps.scan_losses(target, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt",
+                                   adjust=freshproof.defer_to_data) if squash else None
         if squash:
             online.preflight(config, target)
         runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {bundle_path.name}?",
@@ -72,21 +73,24 @@ def restore(
             # 2, 5-5c, 7 with --squash: the restored database squashed without moving its data (files
             # regenerated, django_migrations rewritten); a failure undoes the squash, then the restore.
             if squash:
-                _squash_restored(config, target, safety, record, report, allow_drift, log)
+                _squash_restored(config, target, safety, record, report, allow_drift, accept_loss, log)
     log(f"{target.name} restored from {bundle_path.name}" + (" and squashed" if squash else "")
         + f"; the previous state is in {safety}")
     return safety
 
 
-def _squash_restored(config: Config, target: Target, safety: Path | None, record: Journal, report: LossReport | None,
-                     allow_drift: bool, log: Log) -> None:
+def _squash_restored(config: Config, target: Target, safety: Path | None, record: Journal, report: LossReport,
+                     allow_drift: bool, accept_loss: bool, log: Log) -> None:
     """``online.squash`` of the restored target. The safety bundle holds the files on disk (the
     restore did not change them): it undoes them; without one (no database before), a bundle
-    of the restored target is made for that."""
+    of the restored target is made for that. The old history's fresh build starts only now: it
+    is made like the restored database, which may not have existed before."""
     target = resolve(config, target.name)
+    fresh = freshproof.start(config, target, report, log)
     files_bundle = safety or steps.backup_step(config, target, log, record, "backup")
     try:
-        online.squash(config, target, files_bundle, record=record, log=log, carried=report, allow_drift=allow_drift)
+        online.squash(config, target, files_bundle, record=record, log=log, carried=report, allow_drift=allow_drift,
+                      fresh=fresh, accept_loss=accept_loss)
     except UndoIncomplete:
         raise  # the journal stays open: resume undoes the squash, then the restore
     except OperationFailed as exc:

@@ -133,12 +133,15 @@ def _resume_kept(config: Config, run: journal.Run, record: Journal, log: Log) ->
 
 def _drop_scratch_databases(config: Config, phases: list[journal.Entry], log: Log) -> None:
     """A killed run's schema comparison cannot drop its scratch database: the run's phases name
-    the databases it built, and their scratch copies go."""
+    the databases it built, and their scratch copies go (the fresh builds of a rebuild's data proof
+    are named after the live database, the schema proof's after the side one)."""
     for started in phases:
         target = resolve(config, started.env)
         for alias, names in started.changed["databases"].items():
-            for suffix in (schema.SCRATCH_SUFFIX, schema.OLD_BUILD_SUFFIX, schema.FRESH_SUFFIX):
-                name = schema.scratch_name(names["work"], suffix)
+            built = [schema.scratch_name(names["work"], suffix)
+                     for suffix in (schema.SCRATCH_SUFFIX, schema.OLD_BUILD_SUFFIX, schema.FRESH_SUFFIX)]
+            built += [schema.scratch_name(names["live"], suffix) for suffix in (schema.OLD_BUILD_SUFFIX, schema.FRESH_SUFFIX)]
+            for name in dict.fromkeys(built):
                 with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
                     if postgres.database_exists(conn, name):
                         postgres.drop_database(conn, name)

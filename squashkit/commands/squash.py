@@ -61,7 +61,7 @@ def squash(
             online.preflight(config, target)
         # 0b. The loss report: refuse what cannot be carried over without --accept-loss (changes nothing).
         report = steps.scan_losses(target, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt",
-                                   adjust=None if rebuild else freshproof.defer_to_data)
+                                   adjust=freshproof.defer_to_data)
         apps = len(target.project.own_apps())
         runs.confirm(
             f"Delete the migration files of {apps} apps and rebuild {target.name}'s database {target.params().dbname}?"
@@ -71,14 +71,14 @@ def squash(
             yes=yes, protected=target.protected_name(), typed=typed,
         )
         with runs.journalled(config, run, command="squash", target=target.name, squash=True, mode=mode) as record:
-            # 1. The bundle that undoes everything after it (changes nothing); beside it, a squash that moves
-            # no data builds the old history in an empty database (its rows are compared in 5b).
-            fresh = None if rebuild else freshproof.start(config, target, report, log)
+            # 1. The bundle that undoes everything after it (changes nothing); beside it, the old history
+            # is built in an empty database (its rows are compared in 5b).
+            fresh = freshproof.start(config, target, report, log)
             made = steps.backup_step(config, target, log, record, "backup")
             if rebuild:
                 # 2-8. Delete the files, rebuild, regenerate, prove, fake, verify, swap; undone on failure.
                 phase.replace_database(config, target, made, made, squash=True, jobs=1, log=log, mode=mode, record=record,
-                                       carried=report, allow_drift=allow_drift)
+                                       carried=report, allow_drift=allow_drift, fresh=fresh, accept_loss=accept_loss)
             else:
                 # 2, 5, 5b, 5c, 7. Delete the files, makemigrations and prove against scratch databases,
                 # rewrite django_migrations in one transaction, verify; undone on failure.

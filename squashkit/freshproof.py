@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,11 +41,19 @@ from squashkit.target import Target
 
 Log = Callable[[str], None]
 DEFAULTS_RUNNER = inproject.runner("fielddefaults")
+SWITCH = "SQUASHKIT_DATA_PROOF"  # "off": a squash as before the data proof, to measure what it costs (benchmarks/freshproof.py)
+
+
+def switched_off() -> bool:
+    """$SQUASHKIT_DATA_PROOF=off: no fresh build compared, and what a squash cannot carry as code is lost again."""
+    return os.environ.get(SWITCH) == "off"
 
 
 def defer_to_data(report: LossReport) -> LossReport:
     """Operations that only wrote rows (a RunPython written against older models, a RunSQL that
     changes rows) are no longer lost at step 0b: the comparison of fresh builds settles them."""
+    if switched_off():
+        return report
     for op in report.operations:
         writes_rows = op.kind == "run_python" or (op.kind == "run_sql" and op.reason.startswith("it changes rows"))
         if op.verdict == "lost" and writes_rows:
@@ -80,6 +89,9 @@ def start(config: Config, target: Target, report: LossReport, log: Log) -> Pendi
     keys = {database.alias: scratch_cache.key(target.manage, target.project, database, target.params(database.alias),
                                               config.extensions)
             for database in databases}
+    if switched_off():
+        log(f"{SWITCH}=off: no fresh build of the old history, its rows are not compared")
+        return Pending(keys, None)
     if not needed(report):
         log("no data migration in the old history: a fresh build of the new files gets its rows from the same "
             "third-party migrations and post_migrate (nothing to compare)")
@@ -134,6 +146,7 @@ def prove(
     old = pending.old(database)
     if old is None:
         return
+    started = time.monotonic()
     alias = database.alias
     params = target.params(alias)
     with postgres.connect(params.with_dbname(names[alias])) as conn:
@@ -162,7 +175,7 @@ def prove(
     _record(files_bundle, alias, old)
     if diff.empty():
         log(f"[{alias}] a fresh build of the new files holds every row a fresh build of the old history holds "
-            f"({new.count()} rows)")
+            f"({new.count()} rows; rows compared in {time.monotonic() - started:.1f} s)")
         _keep_new(config, target, database, new, log)
         return
     groups = datamigration.assign(diff, target.project, data_apps)
@@ -181,10 +194,10 @@ def prove(
     if not left.empty():
         raise OperationFailed(f"a fresh build of the new files with their data migration still differs from one of the old "
                               f"history ({left.summary()}): carry those rows by hand, or pass --accept-loss")
-    log(f"[{alias}] proved: a fresh build of the new files holds the old history's {old.data.count()} rows, row for row "
-        "(content types and permissions by natural key)")
     scratch.migrate(manage, target.project, database, names)  # the data migration, into the proof's scratch database
     _keep_new(config, target, database, rebuilt, log)
+    log(f"[{alias}] proved: a fresh build of the new files holds the old history's {old.data.count()} rows, row for row "
+        f"(content types and permissions by natural key; rows compared, carried and proved in {time.monotonic() - started:.1f} s)")
 
 
 def _old_files_on_disk(target: Target, files_bundle: Path, log: Log) -> contextlib.AbstractContextManager:

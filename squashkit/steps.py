@@ -42,8 +42,11 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
                           no data points it at an empty scratch database (the
                           live django_migrations still names the old files)
     5b scratch.require_equivalent squash: a scratch database built by a real   the scratch database is always
-       (online: judge)    migrate of the new files must match the restored  dropped
-                          one (the live one when no data moves)
+       (online: judge)    migrate of the new files must match the restored  dropped (and NNNN_squashkit_data.py
+                          one (the live one when no data moves); then its      goes with the files of 2)
+                          rows must hold the old history's, built beside 1:
+                          what differs is carried as data and proved
+                          (freshproof.prove)
     5c history.rewrite    squash that moves no data, instead of 3-8: per        before COMMIT: as 2; after:
                           database one transaction: lock django_migrations,     history.put_back (the saved rows,
                           save the project apps' rows (journal, bundle's        one transaction), then as 2;

@@ -26,8 +26,6 @@ import argparse
 import json
 import os
 import re
-import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,10 +36,10 @@ from pathlib import Path
 from psycopg import sql
 
 from squashkit import cluster as cluster_module
-from squashkit import journal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import PYTHON, SAMPLE, Databases, ensure_template, log, machine_info, run, seed_fingerprint
+from squash import journal_split, median, project_copy, start_cluster
 
 SIDES = {"with": {}, "without": {"SQUASHKIT_DATA_PROOF": "off"}}
 OLD_BUILD = re.compile(r"built the old history fresh beside the backup in ([0-9.]+) s")
@@ -69,14 +67,7 @@ def squash_once(dbs: Databases, template: str, work: Path, side: str) -> dict:
     dbname = "bench_freshproof"
     dbs.drop_prefixed(dbname)
     dbs.create(dbname, template=template)
-    project = work / "project"
-    shutil.rmtree(project, ignore_errors=True)
-    shutil.copytree(SAMPLE, project, symlinks=True, ignore=shutil.ignore_patterns("backups", "__pycache__"))
-    (project / "pyproject.toml").unlink()
-    (project / "squashkit.toml").write_text(
-        f'python = "{PYTHON}"\nbackup_dir = "backups"\n[environments.bench]\nsettings = "sample_project.settings"\n'
-        f'env = {{ DATABASE_URL = "postgres:///{dbname}" }}\n'
-    )
+    project = project_copy(work, dbname)
     argv = [PYTHON, "-m", "squashkit.cli", "--config", str(project / "squashkit.toml"), "squash", "--yes", "--accept-loss"]
     env = {**os.environ, "SAMPLE_FRESHDATA": "1", **SIDES[side]}
     clock = time.perf_counter()
@@ -87,24 +78,18 @@ def squash_once(dbs: Databases, template: str, work: Path, side: str) -> dict:
     carried = sorted(p.name for p in (project / "seeds" / "migrations").glob("*_squashkit_data.py"))
     if bool(carried) != (side == "with"):
         raise RuntimeError(f"squash {side} the data proof wrote {carried or 'no data migration'}: not the squash meant")
-    (path,) = (project / "backups").glob(f"*{journal.SUFFIX}")
-    at = {(e.step, e.event): e.at.timestamp() for e in journal.read(path).entries}
-    backup = at[("backup", "finished")] - at[("backup", "started")]
+    backup, phase = journal_split(project)
     found, proved = OLD_BUILD.search(result.stderr), PROVED.findall(result.stderr)
     dbs.drop_prefixed(dbname)
     return {
         "wall_s": round(wall, 2),
         "backup_s": round(backup, 2),
         "own_s": round(wall - backup, 2),
-        "phase_s": round(at[("phase", "finished")] - at[("phase", "started")], 2),
+        "phase_s": round(phase, 2),
         "old_build_s": float(found.group(1)) if found else 0.0,
         "proof_s": round(sum(float(seconds) for seconds in proved), 2),
         "load_1min": round(os.getloadavg()[0], 2),
     }
-
-
-def median(samples: list[dict], key: str) -> float:
-    return round(statistics.median(sample[key] for sample in samples), 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-dir", type=Path, default=Path("/tmp/squashkit-bench-freshproof-cluster"))
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "freshproof-latest.json")
     args = parser.parse_args(argv)
-    pg = cluster_module.start(args.cluster_dir)
-    for key in [k for k in os.environ if k.startswith("PG") or k in ("DATABASE_URL", "ANALYTICS_DATABASE_URL", "SQUASHKIT_ENV",
-                                                                      "SQUASHKIT_DATA_PROOF", "SAMPLE_FRESHDATA")]:
-        del os.environ[key]
-    os.environ.update(pg.environ())
-    os.environ["DJANGO_SETTINGS_MODULE"] = "sample_project.settings"
-    dbs = Databases(pg)
+    dbs = start_cluster(args.cluster_dir, "SQUASHKIT_DATA_PROOF", "SAMPLE_FRESHDATA")
     results = {"command": "benchmarks/freshproof.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "scales": []}
     try:

@@ -44,12 +44,18 @@ from run import PYTHON, SAMPLE, Databases, ensure_template, log, machine_info  #
 LIMIT = 1.3  # issue 11: the squash's own time grows by less than this from 2k to ~50k rows
 
 
-def squash_once(dbs: Databases, template: str, work: Path, rebuild: bool) -> dict:
-    """One ``squash`` of a fresh copy; the wall time and the journal's split of it."""
-    dbname = "bench_squash"
-    for suffix in ("", "__squashkit_new", "__squashkit_prev", "__squashkit_scratch", "__squashkit_new__squashkit_scratch"):
-        dbs.drop(dbname + suffix)
-    dbs.create(dbname, template=template)
+def start_cluster(cluster_dir: Path, *unset: str) -> Databases:
+    """The benchmark's own cluster, and this process's environment pointed at it alone."""
+    pg = cluster_module.start(cluster_dir)
+    for key in [k for k in os.environ if k.startswith("PG") or k in ("DATABASE_URL", "ANALYTICS_DATABASE_URL", "SQUASHKIT_ENV", *unset)]:
+        del os.environ[key]
+    os.environ.update(pg.environ())
+    os.environ["DJANGO_SETTINGS_MODULE"] = "sample_project.settings"
+    return Databases(pg)
+
+
+def project_copy(work: Path, dbname: str) -> Path:
+    """A fresh copy of sample_project (a squash rewrites its files), its one environment ``bench`` on ``dbname``."""
     project = work / "project"
     shutil.rmtree(project, ignore_errors=True)
     shutil.copytree(SAMPLE, project, symlinks=True, ignore=shutil.ignore_patterns("backups", "__pycache__"))
@@ -58,6 +64,23 @@ def squash_once(dbs: Databases, template: str, work: Path, rebuild: bool) -> dic
         f'python = "{PYTHON}"\nbackup_dir = "backups"\n[environments.bench]\nsettings = "sample_project.settings"\n'
         f'env = {{ DATABASE_URL = "postgres:///{dbname}" }}\n'
     )
+    return project
+
+
+def journal_split(project: Path) -> tuple[float, float]:
+    """(the backup's seconds, the phase's seconds) of the one run journalled in ``project``."""
+    (path,) = (project / "backups").glob(f"*{journal.SUFFIX}")
+    at = {(e.step, e.event): e.at.timestamp() for e in journal.read(path).entries}
+    return at[("backup", "finished")] - at[("backup", "started")], at[("phase", "finished")] - at[("phase", "started")]
+
+
+def squash_once(dbs: Databases, template: str, work: Path, rebuild: bool) -> dict:
+    """One ``squash`` of a fresh copy; the wall time and the journal's split of it."""
+    dbname = "bench_squash"
+    for suffix in ("", "__squashkit_new", "__squashkit_prev", "__squashkit_scratch", "__squashkit_new__squashkit_scratch"):
+        dbs.drop(dbname + suffix)
+    dbs.create(dbname, template=template)
+    project = project_copy(work, dbname)
     argv = [PYTHON, "-m", "squashkit.cli", "--config", str(project / "squashkit.toml"), "squash", "--yes", "--accept-loss",
             *(["--rebuild"] if rebuild else [])]
     clock = time.perf_counter()
@@ -65,10 +88,7 @@ def squash_once(dbs: Databases, template: str, work: Path, rebuild: bool) -> dic
     wall = time.perf_counter() - clock
     if result.returncode != 0:
         raise RuntimeError(f"squash failed: {result.stderr[-2000:]}")
-    (path,) = (project / "backups").glob(f"*{journal.SUFFIX}")
-    run = journal.read(path)
-    at = {(e.step, e.event): e.at.timestamp() for e in run.entries}
-    backup = at[("backup", "finished")] - at[("backup", "started")]
+    backup, phase = journal_split(project)
     with psycopg.connect(**dbs.pg.conninfo(dbname)) as conn:
         rows = (sum(postgres.table_counts(conn).values()),
                 conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
@@ -77,7 +97,7 @@ def squash_once(dbs: Databases, template: str, work: Path, rebuild: bool) -> dic
         "wall_s": round(wall, 2),
         "backup_s": round(backup, 2),
         "own_s": round(wall - backup, 2),
-        "phase_s": round(at[("phase", "finished")] - at[("phase", "started")], 2),
+        "phase_s": round(phase, 2),
         "rows": rows[0],
         "database_bytes": rows[1],
     }
@@ -96,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-dir", type=Path, default=Path("/tmp/squashkit-bench-squash-cluster"))
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "squash-latest.json")
     args = parser.parse_args(argv)
-    pg = cluster_module.start(args.cluster_dir)
-    for key in [k for k in os.environ if k.startswith("PG") or k in ("DATABASE_URL", "ANALYTICS_DATABASE_URL", "SQUASHKIT_ENV")]:
-        del os.environ[key]
-    os.environ.update(pg.environ())
-    os.environ["DJANGO_SETTINGS_MODULE"] = "sample_project.settings"
-    dbs = Databases(pg)
+    dbs = start_cluster(args.cluster_dir)
     results = {"command": "benchmarks/squash.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "scales": []}
     try:

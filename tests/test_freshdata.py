@@ -142,3 +142,15 @@ def test_a_squash_that_rebuilds_the_database_carries_the_old_historys_rows_and_k
     owner = {} if squashed == project.dev else {"owner": PROD_OWNER, "password": PROD_PASSWORD}
     project.manage(squashed, "migrate", "--check", **owner)  # every file applied
     project.manage(squashed, "makemigrations", "--check", "--dry-run", **owner)
+
+
+def test_the_loss_report_alone_says_a_squash_compares_data_migrations_as_rows(fresh_project):
+    """``squashkit losses`` shows what a squash's step 0b shows: data migrations compared as rows, not lost."""
+    result = fresh_project.run("losses", "--json")
+    assert result.code == 0, result.stderr
+    operations = json.loads(result.stdout)["operations"]
+    backfill = next(op for op in operations if op["migration"] == "0003_populate_order_reference")
+    assert backfill["verdict"] == "data" and "compared row for row" in backfill["reason"], backfill
+    assert any(op["app"] == "seeds" and op["verdict"] == "data" for op in operations), operations
+    text = fresh_project.run("losses")
+    assert text.code == 0 and "compared as rows" in text.stdout, text.stdout

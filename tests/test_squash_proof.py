@@ -14,15 +14,21 @@ from tests.test_resume import databases
 
 
 def test_squash_refuses_a_data_migration_it_cannot_carry_without_accept_loss(project):
-    """--rebuild compares no fresh builds (a plain squash settles the backfill as nothing to carry:
-    tests/test_freshdata.py), so the data migration written against older models is refused."""
+    """Without the data proof (SQUASHKIT_DATA_PROOF=off, as before issue 14) the data migration
+    written against older models is refused, nothing changed; with it, --rebuild compares fresh
+    builds and settles the backfill as nothing to carry (tests/test_freshdata.py carries rows)."""
     before, files = project.fingerprint(project.dev), project.migration_files()
-    result = project.run("squash", "--yes", "--rebuild")
+    result = project.run("squash", "--yes", "--rebuild", env={"SQUASHKIT_DATA_PROOF": "off"})
     assert result.code == 2, result.stderr
     error = result.stderr.strip().splitlines()[-1]
     assert "orders/migrations/0003_populate_order_reference.py" in error and "--accept-loss" in error, error
     assert project.fingerprint(project.dev) == before and project.migration_files() == files
     assert databases(project) == {project.dev}
+
+    proved = project.run("squash", "--yes", "--rebuild")
+    assert proved.code == 0, proved.stderr
+    assert "not needed orders/migrations/0003_populate_order_reference.py" in proved.stderr, proved.stderr
+    assert project.fingerprint(project.dev) == before
 
 
 def test_squash_carries_the_view_trigger_and_extension_into_migrations_a_fresh_database_can_run(project, pg):

@@ -49,6 +49,7 @@ def replace_database(
     """Steps 2-7 (and the swap), journalled, with automatic undo on any failure.
 
     Side mode builds ``<name>__squashkit_new`` and swaps it in only once verified: a failure
+    drops the side database and the live one was never touched. In place, a failure after the
     drop puts the target back from ``safety_bundle``. ``fallback`` names what the caller does
     itself when this fails (rollback's db.json): then the failure is only reported. ``fresh``
     (a squash): the old history's fresh build, started beside the backup; its rows are proved

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,12 @@ from pathlib import Path
 from squashkit import bundle, progress
 from squashkit.config import Config, Storage, is_url
 from squashkit.errors import BadInput, Interrupted, OperationFailed, SquashkitError, UndoIncomplete, first_line
+
+# A connection cut mid-upload also fails a task of s3fs's event loop that nobody awaits; asyncio
+# would print its traceback at exit ("Task exception was never retrieved") after squashkit's own
+# one-line error has said what happened. That report is squashkit's to give, once.
+logging.getLogger("asyncio").addHandler(logging.NullHandler())
+logging.getLogger("asyncio").propagate = False
 
 BLOCK = 8 << 20  # bytes per read and per uploaded part: memory stays flat whatever the file's size
 DOWNLOADS = ".downloads"

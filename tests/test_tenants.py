@@ -15,13 +15,24 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import OWNER, OWNER_PASSWORD, SAMPLE, admin, create_database, drop_database, squashkit, table_fingerprints, unique_name
+from tests.conftest import (
+    OWNER,
+    OWNER_PASSWORD,
+    SAMPLE,
+    admin,
+    create_database,
+    drop_database,
+    squashkit,
+    table_fingerprints,
+    unique_name,
+)
 
 TENANCY = SAMPLE / "tenancy"
 SKIP = ("django_migrations",)
@@ -36,7 +47,7 @@ def _env(pg, dbname: str) -> dict[str, str]:
 
 def _manage(pg, root: Path, dbname: str, *args: str) -> str:
     result = subprocess.run([sys.executable, str(root / "manage.py"), *args], cwd=root, env=_env(pg, dbname),
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"manage.py {' '.join(args)}: {result.stderr[-3000:]}"
     return result.stdout
 
@@ -61,22 +72,22 @@ class Tenancy:
     def run(self, *args: str, **env: str):
         return squashkit("--config", str(self.root / "squashkit.toml"), *args, env=env)
 
-    def manage(self, *args: str) -> str:
-        return _manage(self.pg, self.root / "tenancy", self.dbname, *args)
+    def manage(self, *args: str, dbname: str | None = None) -> str:
+        return _manage(self.pg, self.root / "tenancy", dbname or self.dbname, *args)
 
-    def connect(self) -> psycopg.Connection:
-        return admin(self.pg, self.dbname)
+    def connect(self, dbname: str | None = None) -> psycopg.Connection:
+        return admin(self.pg, dbname or self.dbname)
 
-    def fingerprint(self) -> dict:
-        with self.connect() as conn:
+    def fingerprint(self, dbname: str | None = None) -> dict:
+        with self.connect(dbname) as conn:
             return table_fingerprints(conn, skip=SKIP)
 
     def of(self, found: dict, schema: str) -> dict:
         return {table: value for table, value in found.items() if table.split(".", 1)[0] == schema}
 
-    def rows(self, schema: str) -> set[tuple[str, str]]:
+    def rows(self, schema: str, dbname: str | None = None) -> set[tuple[str, str]]:
         """The project apps' rows of django_migrations in ``schema``."""
-        with self.connect() as conn:
+        with self.connect(dbname) as conn:
             return set(conn.execute(sql.SQL("SELECT app, name FROM {} WHERE app IN ('clinic', 'customers')").format(
                 sql.Identifier(schema, "django_migrations"))).fetchall())
 
@@ -187,3 +198,82 @@ def test_a_single_tenant_backup_restores_into_a_database_with_public_and_the_oth
     refused = tenancy.run("rollback", path, "--schema", "north", "--yes")
     assert refused.code != 0 and "holds the schemas east, south, not 'north'" in refused.stderr.strip().splitlines()[-1]
     assert tenancy.fingerprint() == after
+
+
+def _with_prod(tenancy: Tenancy, template: str) -> str:
+    """prod: a second environment, tenancy's schemas with a value of its own in north; its database's name."""
+    prod = create_database(tenancy.pg, unique_name("tenancy_prod"), template=template)
+    with admin(tenancy.pg, prod) as conn:
+        conn.execute("UPDATE north.clinic_patient SET weight = 99 WHERE id = 1")
+    url = tenancy.pg.url(prod, user=OWNER, password=OWNER_PASSWORD).replace('"', '\\"')
+    with (tenancy.root / "squashkit.toml").open("a") as toml:
+        toml.write(f'[environments.prod]\nsettings = "tenancy.settings"\nenv = {{ DATABASE_URL = "{url}" }}\n')
+    return prod
+
+
+def test_promote_keeps_every_tenant_row_for_row_and_a_new_tenant_on_prod_migrates(tenancy, tenancy_template):
+    prod = _with_prod(tenancy, tenancy_template)
+    try:
+        dev = tenancy.fingerprint()
+        result = tenancy.run("promote", "dev-to-prod", "--yes")
+        assert result.code == 0, result.stderr
+        promoted = tenancy.fingerprint(prod)
+        for schema in ("public", "tenant_template", *TENANTS):  # every schema, row for row
+            assert tenancy.of(promoted, schema) == tenancy.of(dev, schema) != {}, schema
+            assert tenancy.rows(schema, prod) == tenancy.rows(schema), schema
+        assert promoted == dev
+        tenancy.manage("migrate", "--check", "-v", "0", dbname=prod)
+        tenancy.manage("add_clinic", "west", dbname=prod)  # cloned from prod's template
+        tenancy.manage("add_clinic", "west2", "--migrate", dbname=prod)
+        tenancy.manage("migrate", "--check", "-v", "0", dbname=prod)
+        after = tenancy.fingerprint(prod)
+        for schema in ("west", "west2"):
+            assert tenancy.rows(schema, prod) == tenancy.rows("north", prod)
+            assert after[f"{schema}.clinic_species"][0] == 4
+        assert {t: v for t, v in after.items() if t.split(".")[0] not in ("west", "west2", "public")} == \
+            {t: v for t, v in promoted.items() if t.split(".")[0] != "public"}
+    finally:
+        for name in (prod, prod + "__squashkit_prev"):
+            drop_database(tenancy.pg, name)
+
+
+def _lock_held(conn: psycopg.Connection, *, granted: bool) -> bool:
+    return conn.execute("SELECT count(*) FROM pg_locks WHERE relation = 'public.customers_clinic'::regclass "
+                        "AND mode = %s AND granted = %s", ["ShareLock" if granted else "RowExclusiveLock", granted]).fetchone()[0] > 0
+
+
+def test_a_tenant_created_during_a_squash_waits_for_it_and_records_the_new_files(tenancy):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "SQUASHKIT_ENV"}
+    squash = subprocess.Popen([sys.executable, "-m", "squashkit.cli", "--config", str(tenancy.root / "squashkit.toml"), "squash", "--yes"],
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    creating = None
+    try:
+        with tenancy.connect() as conn:
+            deadline = time.monotonic() + 300
+            while not _lock_held(conn, granted=True):
+                assert squash.poll() is None and time.monotonic() < deadline, "the squash never locked the tenant table"
+                time.sleep(0.05)
+            # A tenant saved now waits: with a short lock_timeout its row cannot go in.
+            with pytest.raises(psycopg.errors.LockNotAvailable), conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '200ms'")
+                conn.execute("INSERT INTO public.customers_clinic (schema_name, name, created_on) VALUES ('blocked', 'x', now())")
+            # One created as a user would: it waits until the squash ends, then clones the rewritten template.
+            creating = subprocess.Popen([sys.executable, str(tenancy.root / "tenancy" / "manage.py"), "add_clinic", "west"],
+                                        cwd=tenancy.root / "tenancy", env=_env(tenancy.pg, tenancy.dbname),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            while not _lock_held(conn, granted=False):
+                assert creating.poll() is None and squash.poll() is None, "add_clinic did not wait for the squash"
+                time.sleep(0.05)
+        _out, err = squash.communicate(timeout=600)
+        assert squash.returncode == 0, err
+        assert creating.wait(timeout=120) == 0, creating.stderr.read()
+    finally:
+        for process in (squash, creating):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert _squashed(tenancy)
+    assert tenancy.rows("west") == tenancy.rows("north") == {
+        ("customers", "0001_initial"), ("clinic", "0001_initial"), ("clinic", "0002_squashkit_carried")}
+    assert tenancy.fingerprint()["west.clinic_species"][0] == 4
+    tenancy.manage("migrate", "--check", "-v", "0")

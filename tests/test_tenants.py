@@ -277,3 +277,29 @@ def test_a_tenant_created_during_a_squash_waits_for_it_and_records_the_new_files
         ("customers", "0001_initial"), ("clinic", "0001_initial"), ("clinic", "0002_squashkit_carried")}
     assert tenancy.fingerprint()["west.clinic_species"][0] == 4
     tenancy.manage("migrate", "--check", "-v", "0")
+
+
+@pytest.mark.parametrize("step", ["restore tenant", "verify", "drop previous"])
+def test_a_killed_single_tenant_rollback_resumes_to_before_or_after_and_touches_no_other_schema(tenancy, step):
+    original = tenancy.fingerprint()
+    full = tenancy.run("backup")
+    assert full.code == 0, full.stderr
+    path = full.stdout.strip().splitlines()[-1]
+    with tenancy.connect() as conn:
+        conn.execute("UPDATE north.clinic_patient SET full_name = 'renamed' WHERE id % 3 = 0")
+        conn.execute("UPDATE south.clinic_patient SET weight = 1")
+    changed = tenancy.fingerprint()
+    killed = tenancy.run("rollback", path, "--schema", "north", "--yes", SQUASHKIT_TEST_KILL_AT=f"dev:{step}")
+    assert killed.code == -9, killed.stderr[-2000:]
+    refused = tenancy.run("rollback", path, "--schema", "north", "--yes")  # no other run meanwhile
+    assert refused.code != 0 and "squashkit resume" in refused.stderr.strip().splitlines()[-1], refused.stderr
+    resumed = tenancy.run("resume", "--yes")
+    assert resumed.code == 0, resumed.stderr
+    after = tenancy.fingerprint()
+    # Before its transaction committed, north is as it was; once committed (verify, drop), it is the bundle's.
+    assert tenancy.of(after, "north") == tenancy.of(original if step != "restore tenant" else changed, "north")
+    # Every other schema untouched, and no north__squashkit_prev left (its tables would be listed here).
+    assert {t: v for t, v in after.items() if not t.startswith("north.")} == \
+        {t: v for t, v in changed.items() if not t.startswith("north.")}
+    tenancy.manage("migrate", "--check", "-v", "0")
+    assert tenancy.run("status").code == 0

@@ -303,3 +303,28 @@ def test_a_killed_single_tenant_rollback_resumes_to_before_or_after_and_touches_
         {t: v for t, v in changed.items() if not t.startswith("north.")}
     tenancy.manage("migrate", "--check", "-v", "0")
     assert tenancy.run("status").code == 0
+
+
+def test_a_json_rollback_of_a_tenants_project_says_it_restores_public_alone_and_needs_public_only(tenancy):
+    original = tenancy.fingerprint()
+    made = tenancy.run("backup")
+    assert made.code == 0, made.stderr
+    fixture = next(Path(made.stdout.strip().splitlines()[-1]).glob("db.json*"))
+    with tenancy.connect() as conn:
+        conn.execute("UPDATE public.auth_user SET first_name = 'changed'")
+        conn.execute("UPDATE north.clinic_patient SET weight = 1")
+    changed = tenancy.fingerprint()
+    refused = tenancy.run("rollback", str(fixture), "--yes")
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.code == 2 and "restores public only" in last and "--public-only" in last, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert tenancy.fingerprint() == changed
+    done = tenancy.run("rollback", str(fixture), "--yes", "--public-only")
+    assert done.code == 0, done.stderr
+    after = tenancy.fingerprint()
+    assert tenancy.of(after, "public") == tenancy.of(original, "public")
+    assert {t.split(".")[0] for t in after} == {"public"}  # as it said: no tenant's schema came back
+    # The database it replaced is kept: rollback --kept brings every tenant back.
+    kept = tenancy.run("rollback", "--kept", "--yes")
+    assert kept.code == 0, kept.stderr
+    assert tenancy.fingerprint() == changed

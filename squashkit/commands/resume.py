@@ -113,7 +113,7 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
         path = Path(h.argument)
         bundle_dir, manifest, use_dump = rollback.choose_source(path)
         rollback.run_rollback(config, resolve(config, h.target), path, bundle_dir, manifest, use_dump, "in-place", record, log,
-                              save_files=False, loaddata=h.loaddata)
+                              save_files=False, loaddata=h.loaddata, public_only=h.public_only)
         return "finished", f"the rollback of {h.target} from {h.argument} was done again and finished"
     states = [phase.undo_phase(config, run, started.env, log, started=started) for started in reversed(phases)]
     if h.command == "rollback":

@@ -328,3 +328,16 @@ def test_a_json_rollback_of_a_tenants_project_says_it_restores_public_alone_and_
     kept = tenancy.run("rollback", "--kept", "--yes")
     assert kept.code == 0, kept.stderr
     assert tenancy.fingerprint() == changed
+
+
+def test_a_squash_of_multi_type_tenants_is_refused_in_one_line_and_changes_nothing(tenancy):
+    config = tenancy.root / "squashkit.toml"
+    config.write_text(config.read_text().replace('settings = "tenancy.settings"', 'settings = "tenancy.settings_multitype"'))
+    before = tenancy.fingerprint()
+    files = sorted(p.name for p in (tenancy.root / "tenancy" / "clinic" / "migrations").glob("0*.py"))
+    refused = tenancy.run("squash", "--yes")
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.code == 2 and "HAS_MULTI_TYPE_TENANTS" in last and "nothing was changed" in last, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert tenancy.fingerprint() == before
+    assert sorted(p.name for p in (tenancy.root / "tenancy" / "clinic" / "migrations").glob("0*.py")) == files

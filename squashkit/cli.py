@@ -308,6 +308,8 @@ def rollback(
     identity: Optional[Path] = IdentityOption,
     schema: Optional[str] = typer.Option(
         None, "--schema", help="django-tenants: put this one tenant back from BUNDLE (full or --schema), nothing else touched."),
+    public_only: bool = typer.Option(
+        False, "--public-only", help="django-tenants: allow db.json, which holds public alone (no tenant's schema comes back)."),
 ) -> None:
     """Put the environment back: from a bundle (its dump when intact, else its db.json), with --kept by renaming, or with
     --migrations-only only the migration files and django_migrations a squash changed."""
@@ -331,7 +333,7 @@ def rollback(
             rollback_command.rollback_migrations(config, path=local, env=env, yes=yes, typed=confirm, log=_log)
         else:
             rollback_command.rollback(config, path=local, env=env, yes=yes, in_place=in_place, typed=confirm,
-                                      loaddata=loaddata, log=_log)
+                                      loaddata=loaddata, public_only=public_only, log=_log)
     _account()
 
 

@@ -40,10 +40,12 @@ class Header(BaseModel):
     argument: str | None = Field(None, description="The bundle or fixture path, or promote's spec.")
     squash: bool = False
     loaddata: bool = Field(False, description="rollback: the json is loaded by Django's loaddata, not by SQL.")
-    mode: Literal["side", "in-place", "online", "schemas"] = Field(
+    public_only: bool = Field(False, description="rollback of a django-tenants project: db.json (public alone) may be used.")
+    mode: Literal["side", "in-place", "online", "schemas", "tenant"] = Field(
         description="How the target's database changes: rebuilt beside it and swapped in, dropped and rebuilt, "
-        "online (a squash or rollback --migrations-only: only django_migrations is rewritten, no data moves), or "
-        "schemas (recreate where the database may not be dropped: its project schemas rebuilt beside the old ones).")
+        "online (a squash or rollback --migrations-only: only django_migrations is rewritten, no data moves), "
+        "schemas (recreate where the database may not be dropped: its project schemas rebuilt beside the old ones), or "
+        "tenant (rollback --schema: one django-tenants schema replaced, nothing else touched).")
     config: Path = Field(description="The config file the run used.")
     pid: int
     host: str

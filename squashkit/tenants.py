@@ -109,6 +109,15 @@ def rewritten(conn: psycopg.Connection, tenancy: Tenancy) -> list[TenantSchema]:
     return [found for found in schemas(conn, tenancy) if found.kind != "orphan"]
 
 
+def require_single_type(project: ProjectInfo) -> None:
+    """A squash proves every tenant schema against one build of TENANT_APPS: with tenant types
+    (``HAS_MULTI_TYPE_TENANTS``) each type has apps of its own, and that proof would be false."""
+    if project.tenancy is not None and project.tenancy.multi_type:
+        raise BadInput("this django-tenants project has tenant types (HAS_MULTI_TYPE_TENANTS): squashkit does not yet "
+                       "prove a tenant of each type against its type's apps, so it does not squash it; backup, promote "
+                       "and rollback work; nothing was changed")
+
+
 # --- tenant creation blocked for the length of a run -------------------------------------------------
 
 
@@ -248,6 +257,8 @@ def report(project: ProjectInfo, params: ConnectionParams) -> list[tuple[str, st
               f"templates {', '.join(tenancy.base_schemas) or 'none'}; a squash blocks tenant creation while it runs "
               f"(LOCK TABLE {tenancy.tenant_table} IN SHARE MODE)")
     lines = [("tenants", "ok", layout)]
+    if tenancy.multi_type:
+        lines.append(("tenant types", "warn", "HAS_MULTI_TYPE_TENANTS: tenants are not proved per type yet, so squash refuses"))
     on_disk = disk_migrations(project)
     with postgres.connect(params) as conn:
         found = schemas(conn, tenancy)
@@ -260,8 +271,8 @@ def report(project: ProjectInfo, params: ConnectionParams) -> list[tuple[str, st
                           f"orphan (a django_migrations, no tenant row): {recorded} rows of the project's apps; squash leaves it alone"))
         elif missing:
             lines.append((f"schema {each.name}", "fail",
-                          f"{each.kind}: {len(missing)} migration(s) on disk not recorded, e.g. {missing[0]} "
-                          f"(migrate_schemas --schema {each.name})"))
+                          (f"{each.kind}: {len(missing)} migration(s) on disk not recorded, e.g. {missing[0]} "
+                           f"(migrate_schemas --schema {each.name})")))
         else:
             lines.append((f"schema {each.name}", "ok", f"{each.kind}: every migration on disk recorded ({recorded} rows of the project's apps)"))
     return lines

@@ -7,7 +7,8 @@ safety bundle); once it began (everything was verified), finish the swap; an in-
 rollback is done again. A squash that moves no data is finished once its rewrite of
 django_migrations committed on every database (read back from the rows), else undone (the
 saved rows put back where it committed, the files from the tarball); a rollback
---migrations-only is done again. Half-written bundles and scratch databases the run left are removed.
+--migrations-only is done again; a rollback --schema is finished or undone by its own
+``tenant.resume``. Half-written bundles and scratch databases the run left are removed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,19 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from squashkit import databases, history, journal, locks, online, phase, postgres, runs, schema, steps
-from squashkit.commands import recreate, rollback
+from squashkit import (
+    databases,
+    history,
+    journal,
+    locks,
+    online,
+    phase,
+    postgres,
+    runs,
+    schema,
+    steps,
+)
+from squashkit.commands import recreate, rollback, tenant
 from squashkit.config import Config
 from squashkit.errors import BadInput, first_line
 from squashkit.journal import Journal
@@ -72,6 +84,8 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
         return "nothing to do", "the run had changed nothing yet; its half-written bundles were removed"
     if h.command == "recreate":
         return recreate.resume(config, run, log)
+    if h.command == "rollback" and h.mode == tenant.MODE:
+        return tenant.resume(config, run, log)
     if h.command == "rollback" and h.mode == online.MODE:
         log("a rollback --migrations-only is finished by doing it again")
         path = Path(h.argument)
@@ -99,7 +113,7 @@ def _resume(config: Config, run: journal.Run, record: Journal, log: Log) -> tupl
         path = Path(h.argument)
         bundle_dir, manifest, use_dump = rollback.choose_source(path)
         rollback.run_rollback(config, resolve(config, h.target), path, bundle_dir, manifest, use_dump, "in-place", record, log,
-                              save_files=False, loaddata=h.loaddata)
+                              save_files=False, loaddata=h.loaddata, public_only=h.public_only)
         return "finished", f"the rollback of {h.target} from {h.argument} was done again and finished"
     states = [phase.undo_phase(config, run, started.env, log, started=started) for started in reversed(phases)]
     if h.command == "rollback":

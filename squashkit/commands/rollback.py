@@ -33,6 +33,7 @@ def rollback(
     in_place: bool = False,
     typed: str | None = None,
     loaddata: bool = False,
+    public_only: bool = False,
     log: Log = stderr_log,
 ) -> None:
     """Put ``env`` back from a bundle (its dump when intact, else its db.json) or from a db.json.
@@ -49,6 +50,8 @@ def rollback(
     if loaddata and manifest is not None and manifest.encrypted:
         raise BadInput("--loaddata cannot read an encrypted bundle (loaddata would need it decrypted on disk): "
                        "roll back without it (nothing was changed)")
+    if not use_dump:
+        require_json_covers(target, public_only)
     run = journal.new_run_id("rollback", target.name)
     with runs.exclusive(config, run, [target]):
         # 0. Preflight: the drop could be finished, no leftover side database (changes nothing).
@@ -58,10 +61,11 @@ def rollback(
         runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {path}?",
                 yes=yes, protected=target.protected_name(), typed=typed)
         with runs.journalled(config, run, command="rollback", target=target.name, argument=str(path), mode=mode,
-                             loaddata=loaddata) as record:
+                             loaddata=loaddata, public_only=public_only) as record:
             # 1-8. Save the files of the moment, put the bundle's back, rebuild from the dump (else the
             # json), verify, swap; a failure puts the files back and drops what was built.
-            run_rollback(config, target, path, bundle_dir, manifest, use_dump, mode, record, log, loaddata=loaddata)
+            run_rollback(config, target, path, bundle_dir, manifest, use_dump, mode, record, log, loaddata=loaddata,
+                         public_only=public_only)
 
 
 def rollback_kept(
@@ -155,11 +159,34 @@ def choose_source(path: Path) -> tuple[Path | None, bundle.Manifest | None, bool
     raise BadInput(f"{path} is neither a bundle directory nor a .json fixture")
 
 
+def require_json_covers(target: Target, public_only: bool) -> None:
+    """db.json holds the tables of public alone: a django-tenants project rolled back from it would
+    come back with its tenant rows in public and none of their schemas."""
+    tenancy = target.project.tenancy
+    if tenancy is not None and not public_only:
+        raise BadInput(f"{target.name} is a django-tenants project and db.json holds its {tenancy.public_schema} schema alone: "
+                       f"a rollback from it restores public only, with no tenant's schema nor template (their rows in "
+                       f"{tenancy.tenant_table} come back without them); the bundle's dump holds every schema. "
+                       "Pass --public-only to go on anyway; nothing was changed")
+
+
+def public_part(manifest: bundle.Manifest, target: Target) -> bundle.Manifest:
+    """``manifest`` with the content hashes of public's tables alone: what a --public-only json
+    rollback of a django-tenants project is verified against."""
+    public = target.project.tenancy.public_schema
+    return manifest.model_copy(update={"databases": [
+        entry.model_copy(update={"contents": {t: c for t, c in entry.contents.items() if t.split(".", 1)[0] == public}})
+        for entry in manifest.databases]})
+
+
 def run_rollback(
     config: Config, target: Target, path: Path, bundle_dir: Path | None, manifest: bundle.Manifest | None,
     use_dump: bool, mode: steps.Mode, record: Journal, log: Log, *, save_files: bool = True, loaddata: bool = False,
+    public_only: bool = False,
 ) -> None:
-    """The rollback itself, journalled in ``record`` (``resume`` calls it again for an in-place one)."""
+    """The rollback itself, journalled in ``record`` (``resume`` calls it again for an in-place one).
+    A django-tenants project falls back to db.json (public alone) only with ``public_only``."""
+    json_allowed = target.project.tenancy is None or public_only
     # 1. Save the migration files of the moment (undone: nothing changed yet).
     saved = None
     if bundle_dir is not None and save_files:
@@ -179,14 +206,17 @@ def run_rollback(
         if use_dump:
             try:
                 phase.replace_database(config, target, bundle_dir, None, squash=False, jobs=1, log=log, mode=mode, record=record,
-                                  fallback="db.json")
+                                  fallback="db.json" if json_allowed else None)
                 return
             except OperationFailed as exc:
-                if mode == "in-place" and not bundle.json_intact(bundle_dir, manifest):
+                if not json_allowed or (mode == "in-place" and not bundle.json_intact(bundle_dir, manifest)):
                     raise
                 log(f"restoring the dump failed ({exc}); falling back to db.json")
         elif path.is_dir():
             log(f"the dump is damaged ({', '.join(bundle.damaged_files(path, manifest))}); rebuilding from db.json")
+        if target.project.tenancy is not None:
+            log(f"db.json holds {target.project.tenancy.public_schema} alone (--public-only): no tenant's schema comes back")
+            manifest = public_part(manifest, target) if manifest else None
         phase.rebuild_from_json(config, target, bundle_dir, manifest, None if bundle_dir else path, mode, record, log,
                                 loaddata=loaddata)
     except (SquashkitError, psycopg.Error) as exc:

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squashkit import freshproof, journal, online, phase, plan, postgres, runs, steps
+from squashkit import (
+    freshproof,
+    journal,
+    online,
+    phase,
+    plan,
+    postgres,
+    runs,
+    steps,
+    tenants,
+)
 from squashkit.config import Config
 from squashkit.errors import BadInput
 from squashkit.runs import Log, stderr_log
@@ -53,6 +63,7 @@ def squash(
     with runs.exclusive(config, run, [target]):
         # 0. Preflight: migrations applied and complete, files committed; a squash that moves no
         # data needs a scratch database and a django_migrations it may rewrite (changes nothing).
+        tenants.require_single_type(target.project)
         with postgres.connect(target.params()) as conn:
             extensions = postgres.installed_extensions(conn)
         steps.preflight(config, target, extensions, log, source=target, files_change=True, force=force, squashing=True,

@@ -18,7 +18,10 @@ rollback --schema NAME, each step with what undoes it:
        had (the code now on disk; a full bundle dumps none) -- a failure or a kill rolls it all back
     3. verify: every table of NAME has the content the bundle recorded; undone by dropping the
        restored schema and renaming NAME__squashkit_prev back, in one transaction
-    4. drop NAME__squashkit_prev (a kill before it leaves it behind; the restored tenant is live)
+    4. drop NAME__squashkit_prev
+   The run is journalled like every other: after a kill, ``squashkit resume`` (``resume`` below)
+   drops the old copy once step 4 began, re-verifies a committed step 2 (kept, or undone as 3),
+   and knows a step 2 that never committed changed nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from squashkit.target import Target, resolve
 FILE = "schemas.json"
 DUMP = "schemas.dump"
 PREV_SUFFIX = "__squashkit_prev"
+# The journal's mode of a rollback --schema: one tenant's schema replaced, nothing else.
+MODE = "tenant"
 
 
 class SchemaBundle(BaseModel):
@@ -144,7 +149,8 @@ def _read(path: Path, name: str) -> tuple[Path, dict[str, content.TableContent]]
 
 def rollback_schema(config: Config, *, path: Path, schema: str, env: str | None = None, yes: bool = False,
                     typed: str | None = None, log: Log = stderr_log) -> None:
-    """Put tenant ``schema`` back from ``path``; public and every other tenant untouched."""
+    """Put tenant ``schema`` back from ``path``; public and every other tenant untouched. Journalled:
+    after a kill, ``squashkit resume`` finishes it or leaves the tenant as it was (``resume``)."""
     target = resolve(config, env)
     _require_tenancy(target)
     tenancy = target.project.tenancy
@@ -152,36 +158,101 @@ def rollback_schema(config: Config, *, path: Path, schema: str, env: str | None 
     # 1. The bundle holds the schema; its tenant row is in public.
     dump, expected = _read(Path(path), schema)
     prev = schema + PREV_SUFFIX
-    with postgres.connect(params) as conn:
-        if schema not in tenants.tenant_names(conn, tenancy):
-            raise BadInput(f"{tenancy.tenant_table} has no tenant whose schema is {schema!r}: create its tenant row first "
-                           "(without creating its schema), then roll it back; nothing was changed")
-        present = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [[schema, prev]])}
-        rows_from = next((s.name for s in tenants.schemas(conn, tenancy) if s.kind == "tenant" and s.name != schema), None)
-    if prev in present:
-        raise BadInput(f"schema {prev} is left over from an earlier rollback: drop it once you have checked it (nothing was changed)")
-    runs.confirm(f"Put tenant {schema} of {target.name}'s database {params.dbname} back from {Path(path).name}?",
-                 yes=yes, protected=target.protected_name(), typed=typed)
     run = journal.new_run_id("rollback-schema", target.name)
-    with runs.exclusive(config, run, [target]):
-        # 2. One transaction: the live schema renamed away, the bundle's restored, its django_migrations rows.
-        _restore(config, params, dump, schema, prev if schema in present else None, rows_from, log)
-        # 3. Verify; undone by putting the renamed schema back.
+    with runs.exclusive(config, run, [target]):  # an interrupted run is resumed first: it may have left prev
         with postgres.connect(params) as conn:
-            problems = content.differences(expected, content.read(conn, list(expected)))
-        if problems:
-            if schema in present:
-                with postgres.connect(params, autocommit=False) as conn:
-                    conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-                    conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(prev), sql.Identifier(schema)))
-                    conn.commit()
-            raise OperationFailed(f"verify of {schema}: {problems[0]}; tenant {schema} is as it was")
-        # 4. The old schema dropped.
-        if schema in present:
-            with postgres.connect(params) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(prev)))
+            if schema not in tenants.tenant_names(conn, tenancy):
+                raise BadInput(f"{tenancy.tenant_table} has no tenant whose schema is {schema!r}: create its tenant row first "
+                               "(without creating its schema), then roll it back; nothing was changed")
+            present = _present(conn, schema)
+            rows_from = next((s.name for s in tenants.schemas(conn, tenancy) if s.kind == "tenant" and s.name != schema), None)
+        if prev in present:
+            raise BadInput(f"schema {prev} is left over from an earlier rollback: drop it once you have checked it (nothing was changed)")
+        replaced = schema in present
+        runs.confirm(f"Put tenant {schema} of {target.name}'s database {params.dbname} back from {Path(path).name}?",
+                     yes=yes, protected=target.protected_name(), typed=typed)
+        with runs.journalled(config, run, command="rollback", target=target.name, argument=str(path), mode=MODE) as record:
+            _rollback(config, params, record, alias=tenancy.alias, dump=dump, expected=expected, schema=schema, replaced=replaced,
+                      rows_from=rows_from, log=log)
     log(f"tenant {schema} is back as {Path(path).name} has it: {len(expected)} tables verified by content; "
         "public and the other tenants were not touched")
+
+
+def _rollback(config: Config, params: postgres.ConnectionParams, record: journal.Journal, *, alias: str, dump: Path,
+              expected: dict[str, content.TableContent], schema: str, replaced: bool, rows_from: str | None,
+              log: Log) -> None:
+    """Steps 2-4 of ``rollback_schema``, each journalled before it acts."""
+    env, prev = record.header.target, schema + PREV_SUFFIX
+    # "work" is the live name: nothing is built beside it (resume looks for scratch databases by it).
+    record.started("phase", env, mode=MODE, schema=schema, replaced=replaced,
+                   databases={alias: {"live": params.dbname, "work": params.dbname}})
+    # 2. One transaction: the live schema renamed away, the bundle's restored, its django_migrations rows.
+    record.started("restore tenant", env, schema=schema, renamed_to=prev if replaced else None)
+    _restore(config, params, dump, schema, prev if replaced else None, rows_from, log)
+    record.finished("restore tenant", env)
+    # 3. Verify; undone by dropping the restored schema and renaming the old one back.
+    record.started("verify", env)
+    problem = _verify_or_undo(params, schema, expected, replaced)
+    if problem:
+        raise OperationFailed(f"verify of {schema}: {problem}; tenant {schema} is as it was")
+    record.finished("verify", env)
+    # 4. The old schema dropped.
+    record.started("drop previous", env, schema=prev)
+    _drop(params, prev)
+    record.finished("drop previous", env)
+    record.finished("phase", env)
+
+
+def resume(config: Config, run: journal.Run, log: Log) -> tuple[journal.Outcome, str]:
+    """A killed ``rollback --schema``, from its journal and what the database holds: once step 4
+    began, the old copy is dropped (finished); before step 2's transaction committed (the live schema
+    not renamed away, or the schema still absent), nothing had changed; in between, the restored
+    tenant is verified again: kept and the old copy dropped, or dropped and the old copy renamed back."""
+    started = run.phases()[-1]
+    target = resolve(config, started.env)
+    params = target.params(target.project.tenancy.alias)
+    name, replaced = started.changed["schema"], started.changed["replaced"]
+    prev = name + PREV_SUFFIX
+    if run.started("drop previous"):
+        _drop(params, prev)
+        return "finished", f"tenant {name} had been restored and verified; its old copy {prev} is dropped"
+    with postgres.connect(params) as conn:
+        present = _present(conn, name)
+    if (prev if replaced else name) not in present:
+        return "rolled back", f"tenant {name} was not touched: the restore's transaction never committed"
+    log(f"tenant {name} was restored from {run.header.argument}; verifying it again")
+    _dump, expected = _read(Path(run.header.argument), name)
+    problem = _verify_or_undo(params, name, expected, replaced)
+    if problem:
+        return "rolled back", f"tenant {name} is as it was: the restored copy differed ({problem})"
+    _drop(params, prev)
+    return "finished", f"tenant {name} is back from {run.header.argument}, verified; its old copy {prev} is dropped"
+
+
+def _present(conn: psycopg.Connection, name: str) -> set[str]:
+    """Which of ``name`` and its renamed-away copy exist."""
+    return {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [[name, name + PREV_SUFFIX]])}
+
+
+def _verify_or_undo(params: postgres.ConnectionParams, name: str, expected: dict[str, content.TableContent],
+                    replaced: bool) -> str | None:
+    """None when every table of ``name`` holds what the bundle recorded; else the first difference,
+    the restored schema dropped and the live one (if there was one) renamed back, in one transaction."""
+    with postgres.connect(params) as conn:
+        problems = content.differences(expected, content.read(conn, list(expected)))
+    if not problems:
+        return None
+    with postgres.connect(params, autocommit=False) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        if replaced:
+            conn.execute(sql.SQL("ALTER SCHEMA {} RENAME TO {}").format(sql.Identifier(name + PREV_SUFFIX), sql.Identifier(name)))
+        conn.commit()
+    return problems[0]
+
+
+def _drop(params: postgres.ConnectionParams, name: str) -> None:
+    with postgres.connect(params) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
 def _restore(config: Config, params: postgres.ConnectionParams, dump: Path, schema: str, prev: str | None,

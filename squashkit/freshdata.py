@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from squashkit.scratch_cache import FOLDER, KEEP
 
-FORMAT = 1
+FORMAT = 2
 CONTENT_TYPES = "django_content_type"
 PERMISSIONS = "auth_permission"
 SKIPPED = {"django_migrations"}
@@ -49,6 +49,8 @@ class TableRows(BaseModel):
     identity: list[str] = Field(description="The columns a row is matched by: the primary key, or a natural key.")
     types: dict[str, str] = Field(default_factory=dict, description="column -> its type, as format_type prints it.")
     references: list[str] = Field(default_factory=list, description="Tables its foreign keys point at (insert order).")
+    foreign_keys: dict[str, str] = Field(
+        default_factory=dict, description="column -> the table its (one-column) foreign key points at, itself included.")
     natural: dict[str, str] = Field(
         default_factory=dict, description="column -> 'contenttype' or 'permission': its values are natural keys.")
     rows: dict[str, dict] = Field(default_factory=dict, description="identity (JSON of its values) -> the row, column -> value.")
@@ -117,12 +119,14 @@ def snapshot(conn: psycopg.Connection) -> Snapshot:
         keys[oids[oid]].append(column)
     references: dict[str, set[str]] = {name: set() for name in oids.values()}
     natural: dict[str, dict[str, str]] = {name: {} for name in oids.values()}
+    foreign: dict[str, dict[str, str]] = {name: {} for name in oids.values()}
     for oid, target, column in conn.execute(
             """SELECT c.conrelid, c.confrelid, a.attname FROM pg_constraint c
                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
                WHERE c.contype = 'f' AND c.conrelid = ANY(%s)""", [list(oids)]):
         if target in oids:
             references[oids[oid]].add(oids[target])
+            foreign[oids[oid]][column] = oids[target]
             kind = {CONTENT_TYPES: "contenttype", PERMISSIONS: "permission"}.get(oids[target])
             if kind and len(keys[oids[oid]]) and column not in keys[oids[oid]]:
                 natural[oids[oid]][column] = kind
@@ -130,7 +134,7 @@ def snapshot(conn: psycopg.Connection) -> Snapshot:
     found = Snapshot()
     for name in oids.values():
         table = TableRows(identity=keys[name], types=columns[name], references=sorted(references[name] - {name}),
-                          natural=natural[name])
+                          natural=natural[name], foreign_keys=foreign[name])
         for row in _rows(conn, name, columns[name]):
             for column, kind in table.natural.items():
                 if row.get(column) is not None:

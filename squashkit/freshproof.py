@@ -169,8 +169,11 @@ def prove(
         log(f"[{alias}] what the old history's data migrations leave in a fresh database:\n"
             + losses.render(LossReport(operations=settled)))
     losses.require_nothing_lost(report, accept_loss)
-    for table, identities in unstable.items():
-        log(f"--accept-loss: {len(identities)} row(s) of {table} are not carried (their values differ on every build)")
+    left_out = _pointing_at(old.data, diff, unstable)
+    for table, identities in left_out.items():
+        why = ("their values differ on every build" if not identities - unstable.get(table, set())
+               else "their values differ on every build, or they point at such a row")
+        log(f"--accept-loss: {len(identities)} row(s) of {table} are not carried ({why})")
         diff.tables[table].insert = [i for i in diff.tables[table].insert if i not in identities]
     _record(files_bundle, alias, old)
     if diff.empty():
@@ -188,7 +191,7 @@ def prove(
     with postgres.connect(params.with_dbname((restored or {}).get(alias, params.dbname))) as conn:
         scratch.judge(schema.compare(rebuilt_schema, schema.snapshot(conn)), ", ".join(database.aliases), against, allow_drift, log)
     left = freshdata.compare(old.data, rebuilt, old.volatile)
-    for table, identities in unstable.items():
+    for table, identities in left_out.items():
         if table in left.tables:
             left.tables[table].insert = [i for i in left.tables[table].insert if i not in identities]
     if not left.empty():
@@ -221,6 +224,38 @@ def _unstable(manage: ManagePy, diff: freshdata.DataDiff) -> dict[str, set[str]]
                 diff.unstable += [f"{table}.{c}" for c in columns if c not in defaults.get(table, []) and c != "*"]
     diff.unstable = sorted(set(diff.unstable))
     return found
+
+
+def _pointing_at(old: freshdata.Snapshot, diff: freshdata.DataDiff, left_out: dict[str, set[str]]) -> dict[str, set[str]]:
+    """``left_out`` (table -> rows not carried) with every row to insert that points at one of them
+    through a foreign key, and so on: inserted, it would break that key (pretix: a notification
+    setting of the first admin user, whose password hash differs on every build)."""
+    out = {table: set(identities) for table, identities in left_out.items() if identities}
+    changed = bool(out)
+    while changed:
+        changed = False
+        for table, wanted in diff.tables.items():
+            rows = old.tables.get(table)
+            if rows is None:
+                continue
+            for identity in wanted.insert:
+                if identity in out.get(table, ()):
+                    continue
+                row = rows.rows.get(identity, {})
+                if any(_points_at(old, target, row.get(column), out.get(target, set()))
+                       for column, target in rows.foreign_keys.items()):
+                    out.setdefault(table, set()).add(identity)
+                    changed = True
+    return out
+
+
+def _points_at(old: freshdata.Snapshot, target: str, value, identities: set[str]) -> bool:
+    """Whether ``value`` is the one-column primary key of one of ``target``'s rows ``identities``."""
+    rows = old.tables.get(target)
+    if value is None or not identities or rows is None or len(rows.identity) != 1:
+        return False
+    key = rows.identity[0]
+    return any(rows.rows.get(identity, {}).get(key) == value for identity in identities)
 
 
 def _field_defaults(manage: ManagePy, tables: list[str]) -> dict[str, list[str]]:

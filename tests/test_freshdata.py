@@ -154,3 +154,35 @@ def test_the_loss_report_alone_says_a_squash_compares_data_migrations_as_rows(fr
     assert any(op["app"] == "seeds" and op["verdict"] == "data" for op in operations), operations
     text = fresh_project.run("losses")
     assert text.code == 0 and "compared as rows" in text.stdout, text.stdout
+
+
+def test_with_accept_loss_a_row_left_out_takes_the_rows_pointing_at_it_along(fresh_project):
+    """A row whose values differ on every build is left out with --accept-loss; a carried row that
+    points at it would break its foreign key in every fresh build (pretix's first admin user and
+    its notification setting): it is left out too, and the squash goes on."""
+    project = fresh_project
+    (project.root / "seeds" / "migrations" / "0008_random_root.py").write_text(
+        "import secrets\n\nfrom django.db import migrations\n\n\n"
+        "def seed(apps, schema_editor):\n"
+        "    Category = apps.get_model('seeds', 'Category')\n"
+        "    alias = schema_editor.connection.alias\n"
+        "    root = Category.objects.using(alias).create(name='root-' + secrets.token_hex(8))\n"
+        "    Category.objects.using(alias).create(name='leaf-of-random-root', parent=root)\n\n\n"
+        "class Migration(migrations.Migration):\n\n"
+        "    dependencies = [('seeds', '0007_retire_beta')]\n\n"
+        "    operations = [migrations.RunPython(seed)]\n"
+    )
+    project.manage(project.dev, "migrate", "-v", "0")
+    old = fresh_rows(project, "old")
+    live = project.fingerprint(project.dev)
+
+    refused = project.run("squash", "--yes", "--force")
+    assert refused.code != 0 and "seeds_category.name" in refused.stderr.strip().splitlines()[-1], refused.stderr
+
+    result = project.run("squash", "--yes", "--force", "--accept-loss")
+    assert result.code == 0, result.stderr
+    assert "2 row(s) of seeds_category are not carried" in result.stderr, result.stderr
+    assert project.fingerprint(project.dev) == live
+    new = fresh_rows(project, "new")
+    assert new["public.seeds_category"][0] == old["public.seeds_category"][0] - 2  # the random root and its leaf
+    assert {t: v for t, v in new.items() if t != "public.seeds_category"} == {t: v for t, v in old.items() if t != "public.seeds_category"}

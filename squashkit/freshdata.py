@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from squashkit.scratch_cache import FOLDER, KEEP
 
-FORMAT = 2
+FORMAT = 2  # bump when Snapshot changes meaning (2: foreign_keys): a kept build of another format is built again
 CONTENT_TYPES = "django_content_type"
 PERMISSIONS = "auth_permission"
 SKIPPED = {"django_migrations"}
@@ -69,6 +69,7 @@ class CachedData(BaseModel):
     """A fresh build of one set of migration files, kept under ``scratch_cache.key``."""
 
     key: str
+    format: int = Field(1, description="FORMAT when it was kept: an entry of another format is never taken.")
     alias: str
     made_by: str
     built_at: datetime.datetime
@@ -291,7 +292,7 @@ def load(backup_dir: Path, digest: str) -> CachedData | None:
         cached = CachedData.model_validate_json(_path(backup_dir, digest).read_text())
     except (OSError, ValueError, ValidationError):
         return None
-    return cached if cached.key == digest else None
+    return cached if cached.key == digest and cached.format == FORMAT else None
 
 
 def save(backup_dir: Path, entry: CachedData, log: Log | None = None) -> None:
@@ -314,5 +315,5 @@ def save(backup_dir: Path, entry: CachedData, log: Log | None = None) -> None:
 
 def entry(digest: str, alias: str, made_by: str, seconds: float, files: int, data: Snapshot,
           volatile_cells: dict[str, dict[str, list[str]]] | None = None) -> CachedData:
-    return CachedData(key=digest, alias=alias, made_by=made_by, built_at=datetime.datetime.now(datetime.timezone.utc),
+    return CachedData(key=digest, format=FORMAT, alias=alias, made_by=made_by, built_at=datetime.datetime.now(datetime.timezone.utc),
                       seconds=round(seconds, 2), files=files, data=data, volatile=volatile_cells)

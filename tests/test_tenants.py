@@ -55,7 +55,6 @@ def _manage(pg, root: Path, dbname: str, *args: str) -> str:
 @pytest.fixture(scope="session")
 def tenancy_template(pg) -> str:
     """tenancy migrated (public, the template, three tenants) and seeded once; tests copy it."""
-    pytest.importorskip("django_tenants")
     name = "tenancy_tpl"
     create_database(pg, name)
     _manage(pg, TENANCY, name, "migrate_schemas", "--shared", "-v", "0")

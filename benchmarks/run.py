@@ -417,9 +417,15 @@ def target_backup(rep: Repeat) -> dict:
     sample = squashkit_sample(measured, processes)
     if sample["ok"]:
         rep.bundle = bundle = Path(measured.stdout.strip().splitlines()[-1])  # backup prints it last
-        sample["db_json_bytes"] = (bundle / "db.json").stat().st_size
+        sample["db_json_bytes"] = _json_file(bundle).stat().st_size
         sample["db_dump_bytes"] = (bundle / "db.dump").stat().st_size
     return sample
+
+
+def _json_file(bundle: Path) -> Path:
+    """default's json as the manifest names it (db.json.gz since compression became the default)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return bundle / next(d["json_file"] for d in manifest["databases"] if d["alias"] == "default")
 
 
 def target_promote(rep: Repeat) -> dict:
@@ -448,7 +454,7 @@ def _rollback(rep: Repeat, what: str) -> dict:
     bundle = bundle_for(rep)
     if bundle is None:
         return failed("squashkit backup failed, so there was no bundle to roll back to")
-    path = bundle / "db.json" if what == "json" else bundle
+    path = _json_file(bundle) if what == "json" else bundle
     sample = squashkit_sample(*squashkit_run(main_project(rep), "rollback", str(path), "--env", "dev", "--yes",
                                              logfile=rep.work / f"rollback-{what}.log"))
     rep.kept = rep.kept or sample["ok"]  # side mode keeps the replaced database: what --kept swaps back

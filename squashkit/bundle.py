@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from squashkit import content
+from squashkit import content, history
 from squashkit.content import TableContent
 from squashkit.errors import BadInput, DiskFull
 from squashkit.foundation import Foundation
@@ -43,7 +43,8 @@ MANIFEST = "manifest.json"
 #    extensions in their schemas, extension rows); django_migrations dumped without its rows.
 # 5: db.json.gz (--compress) and age-encrypted files (encrypted, encrypted_to); older readers would
 #    not know how to open them.
-FORMAT_VERSION = 5
+# 6: the django_migrations rows with their ids and times (migration_rows), put back instead of faked.
+FORMAT_VERSION = 6
 
 
 class AliasBackup(BaseModel):
@@ -80,6 +81,12 @@ class AliasBackup(BaseModel):
     foundation: Foundation | None = Field(
         None, description="The database's settings, schemas, extensions (with their schemas) and extension rows, laid "
         "into a new database before pg_restore or migrate. None in bundles before format 4 and on dump_of entries.",
+    )
+    migration_rows: list[history.Row] = Field(
+        default_factory=list,
+        description="The rows of the django_migrations this alias finds, with their ids and times (the dump holds the "
+        "table without them): put back as they were for every app whose files a run does not change. Empty before "
+        "format 6: the rows are then faked.",
     )
     contents: dict[str, TableContent] = Field(
         default_factory=dict,
@@ -351,49 +358,3 @@ def verify_hashes(directory: Path, manifest: Manifest) -> None:
             f"bundle {directory} is damaged: {damaged[0]}{more} is missing or does not match its sha256 in the manifest; "
             "nothing was changed (use another bundle)"
         )
-
-
-def require_matches_code(
-    manifest: Manifest, code: dict[str, list[str]], *, name: str = "the bundle", aliases: dict[str, list[str]] | None = None,
-) -> None:
-    """Refuse a bundle the code cannot take as it is: ``code`` maps every app label of the
-    project to its migration names on disk.
-
-    - From another project: one of its own apps is not installed here, so its tables would
-      come back with no code, and this project's migrations were never applied there.
-    - Newer than the code: its database applied migrations of this code's apps that the code
-      does not have; faking the code's migrations would drop that record and keep a schema
-      the models do not describe. (Rows of migrations a squashed migration ``replaces``,
-      whose files were since deleted, count as newer too: put those files back, or restore
-      with the code the bundle was taken with.)
-    - Older than the code: it never applied a migration the code has; faking it would skip
-      its change.
-    """
-    foreign = sorted(set(manifest.own_apps) - set(code))
-    if foreign:
-        raise BadInput(
-            f"{name} comes from another project: its apps {', '.join(foreign)} are not installed here"
-            + "; nothing was changed"
-        )
-    for entry in manifest.databases:
-        if entry.facts.django_migrations_table is None:
-            continue
-        applied = {tuple(row) for row in entry.facts.applied_migrations}
-        newer = sorted((app, migration) for app, migration in applied if app in code and migration not in code[app])
-        if newer:
-            app, migration = newer[0]
-            raise BadInput(
-                f"{name}'s {entry.alias} database applied {len(newer)} migration(s) this code does not have "
-                f"(e.g. {app}.{migration}): its schema is newer than the code; restore it with the code it was taken "
-                "with (squashkit rollback puts its migration files back); nothing was changed"
-            )
-        # An app the routers keep off this alias may be recorded there or not (``aliases``: where each app migrates).
-        never = sorted((app, migration) for app, names in code.items() for migration in names
-                       if (app, migration) not in applied and (aliases is None or entry.alias in aliases.get(app, [entry.alias])))
-        if never:
-            app, migration = never[0]
-            raise BadInput(
-                f"{name}'s {entry.alias} database never applied {len(never)} migration(s) the code has "
-                f"(e.g. {app}.{migration}): faking them would skip their changes; restore it with the code it was "
-                "taken with (squashkit rollback puts its migration files back) and migrate after; nothing was changed"
-            )

@@ -8,6 +8,7 @@ Example (pyproject.toml)::
     exclude = ["audit.Snapshot"]      # dumpdata excludes on top of the standard ones
     extensions = ["pg_trgm"]          # created on every recreated database
     unscoped = ["tenants.context.all_tenants"]  # entered around squashkit's ORM use (default: django-scopes')
+    project_apps = ["dcim", "extras"]  # apps installed as packages that are the project's own
 
     [tool.squashkit.environments.dev]
     settings = "mysite.settings"
@@ -174,6 +175,11 @@ class Config(BaseModel):
         "runs in the project, so scoped default managers see every row; unset: django_scopes.scopes_disabled when the "
         "project has django-scopes; [] enters nothing.",
     )
+    project_apps: list[str] = Field(
+        default_factory=list,
+        description="Labels of apps installed as packages (site-packages, plugins) that are the project's own: squashed, "
+        "archived and held to a bundle like the apps under the project's root, which count without being listed.",
+    )
     environments: dict[str, Environment] = Field(description="Named environments.")
 
     @field_validator("environments")
@@ -184,6 +190,14 @@ class Config(BaseModel):
         for name in value:
             if not _NAME.match(name):
                 raise ValueError(f"environment name {name!r} may only hold letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("project_apps")
+    @classmethod
+    def _app_labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", label):
+                raise ValueError(f"{label!r} is not an app label")
         return value
 
     @field_validator("exclude")

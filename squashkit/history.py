@@ -113,6 +113,47 @@ def insert_saved_statement() -> sql.Composed:
 # --- reading and writing ----------------------------------------------------------------------------
 
 
+def found(conn: psycopg.Connection) -> tuple[str | None, list[Row]]:
+    """(schema.name of the django_migrations this connection's search_path finds, as Django finds it,
+    and all its rows with their ids and times, in the order they were applied); (None, []) without one."""
+    where = conn.execute(
+        """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.oid = to_regclass('django_migrations')"""
+    ).fetchone()
+    if not where:
+        return None, []
+    query = sql.SQL("SELECT id, app, name, applied FROM {} ORDER BY applied, id").format(sql.Identifier(*where))
+    return ".".join(where), [Row(id=i, app=a, name=n, applied=t) for i, a, n, t in conn.execute(query)]
+
+
+def recorded_rows(entry) -> list[Row]:
+    """The rows of a bundle's entry (a ``bundle.AliasBackup``) to put back: its applied migrations,
+    with the ids and times it recorded (bundles before format 6 recorded neither: the sequence
+    numbers them, applied now)."""
+    saved = {(row.app, row.name): row for row in entry.migration_rows}
+    return [saved.get((app, name)) or Row(app=app, name=name) for app, name in entry.facts.applied_migrations]
+
+
+def replace_all(conn: psycopg.Connection, table: str, rows: list[Row]) -> None:
+    """``table`` (schema.name of a django_migrations) emptied and given ``rows``, in the caller's
+    transaction; its id sequence set past them, so the next ``migrate`` numbers on from there."""
+    schema, name = table.split(".", 1)
+    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, name)))
+    if rows and all(row.id is not None for row in rows):
+        conn.execute(sql.SQL(
+            "INSERT INTO {} (id, app, name, applied) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[])"
+        ).format(sql.Identifier(schema, name)), [[r.id for r in rows], [r.app for r in rows], [r.name for r in rows],
+                                                 [r.applied for r in rows]])
+    elif rows:
+        conn.execute(sql.SQL(
+            "INSERT INTO {} (app, name, applied) SELECT app, name, now() "
+            "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS new (app, name, position) ORDER BY position"
+        ).format(sql.Identifier(schema, name)), [[r.app for r in rows], [r.name for r in rows]])
+    qualified = sql.Identifier(schema, name)
+    conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), coalesce((SELECT max(id) FROM {}), 0) + 1, false)")
+                 .format(sql.Literal(qualified.as_string(conn)), qualified))
+
+
 def exists(conn: psycopg.Connection) -> bool:
     return bool(conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0])
 

@@ -91,6 +91,8 @@ class LossReport(BaseModel):
     """Every operation a squash would forget, in the order migrate applied them."""
 
     operations: list[LostOperation] = Field(default_factory=list)
+    apps_read: int = Field(0, description="The project's own apps whose migrations were read.")
+    migrations_read: int = Field(0, description="Their migrations on disk, as migrate plans them.")
 
     def with_verdict(self, verdict: Verdict) -> list[LostOperation]:
         return [op for op in self.operations if op.verdict == verdict]
@@ -113,7 +115,9 @@ def scan(manage: ManagePy, project: ProjectInfo) -> LossReport:
             file = _file_of(entry, project, manage.cwd)
             judged = _judge(entry, file, connection_for(entry["app"]), tables, operations)
             operations.append(_refuse_clash(judged, operations))
-    return LossReport(operations=[_into_initial(op, project) for op in operations])
+    own = project.own_apps()
+    return LossReport(operations=[_into_initial(op, project) for op in operations], apps_read=len(own),
+                      migrations_read=sum(len(app.migrations) for app in own))
 
 
 def _into_initial(op: LostOperation, project: ProjectInfo) -> LostOperation:
@@ -514,11 +518,15 @@ LINE_WIDTH = 160
 def render(report: LossReport, *, full: bool = False) -> str:
     """The report for a terminal: counts first, then app by app and verdict by verdict, one line per
     operation. Reasons are cut to fit a line unless ``full`` (the report file, ``--json`` has them too)."""
+    read = f"read {report.apps_read} project app(s), {report.migrations_read} migration(s): " if report.apps_read else ""
+    if not report.operations and not report.apps_read:
+        return ("read no project app: the project has no apps of its own, so nothing would be squashed "
+                "(project_apps in the config names apps installed as packages)")
     if not report.operations:
-        return "nothing to carry: every operation of the migrations is written again from the models"
+        return f"{read}nothing to carry, every operation of the migrations is written again from the models"
     total = _counts(report.operations, key=lambda op: op.verdict)
     lines = [
-        f"{len(report.operations)} operation(s) makemigrations will not write again: "
+        f"{read}{len(report.operations)} operation(s) makemigrations will not write again: "
         + ", ".join(f"{total.get(verdict, 0)} {verdict.replace('_', ' ')}" for verdict in ("carried", "lost", "not_needed"))
         + (f", {total['data']} compared as rows" if total.get("data") else "")
     ]

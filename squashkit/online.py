@@ -101,7 +101,7 @@ def squash(
     ``files_bundle`` is a bundle of ``target`` holding the files on disk now: its tarball undoes
     step 2, and the rows step 5c replaces are saved beside it (``history.json``)."""
     env = target.name
-    apps = [app.label for app in target.project.own_apps()]
+    apps = steps.squashed_apps(target.project)
     live = {alias: target.params(alias).dbname for alias in target.project.postgres_aliases()}
     archive = files_bundle / bundle.read_manifest(files_bundle).migrations_archive
     # "work" is the live name: nothing is built beside it, and resume drops the scratch databases by it.

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, carry, fixture, foundation, freshproof, journal, jsonload, online, postgres, scratch, steps
+from squashkit import (
+    bundle, carry, fixture, foundation, freshproof, journal, jsonload, online, postgres, provenance, scratch, steps,
+)
 from squashkit.config import Config
 from squashkit.databases import migrate_order, once_per_database, physical
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
@@ -45,6 +47,7 @@ def replace_database(
     allow_drift: bool = False,
     fresh: freshproof.Pending | None = None,
     accept_loss: bool = False,
+    squashed: bool = False,
 ) -> None:
     """Steps 2-7 (and the swap), journalled, with automatic undo on any failure.
 
@@ -53,7 +56,8 @@ def replace_database(
     drop puts the target back from ``safety_bundle``. ``fallback`` names what the caller does
     itself when this fails (rollback's db.json): then the failure is only reported. ``fresh``
     (a squash): the old history's fresh build, started beside the backup; its rows are proved
-    in 5b (``freshproof.prove``).
+    in 5b (``freshproof.prove``). ``squashed``: the project apps' files were squashed since the
+    bundle was made (``promote --squash``): their rows are not the bundle's but the new files'.
     """
     manifest = bundle.read_manifest(source_bundle)
     safety = bundle.read_manifest(safety_bundle) if safety_bundle else None
@@ -61,8 +65,13 @@ def replace_database(
     entries = dumps_to_restore(target, manifest)
     live, work, side = database_names(target, aliases, mode)
     env = target.name
-    for entry in entries:  # refused before anything changes
+    # Refused before anything changes: a bundle of another project or of a newer code, or laid out otherwise.
+    verdict = provenance.check(manifest, target.project, name=f"bundle {source_bundle.name}",
+                               files_from=manifest if squashed else None)
+    for entry in entries:
         foundation.require_same_schemas(target.params(entry.alias), entry.foundation, f"bundle {source_bundle.name}")
+    if verdict.kind == "newer":
+        log(verdict.reason)
     record.started(
         "phase", env, mode=mode, squash=squash, source_bundle=str(source_bundle),
         safety_bundle=str(safety_bundle) if safety_bundle else None,
@@ -107,7 +116,7 @@ def replace_database(
         if squash:
             step = "makemigrations"
             record.started(step, env)
-            labels = [app.label for app in target.project.own_apps()]
+            labels = steps.squashed_apps(target.project)
             target.manage.on(side).run("makemigrations", *labels, "-v", "0", what="makemigrations")
             log(f"makemigrations done for {', '.join(labels)}")
             if carried is not None:
@@ -125,11 +134,19 @@ def replace_database(
                 restored=work)) if fresh is not None else None
             scratch.require_equivalent(config, target, side, allow_drift, log, rows)
             record.finished(step, env)
-        # 6. migrate --fake into an emptied django_migrations; undone as 3.
+        # 6. django_migrations as the bundle recorded it; migrate --fake for the regenerated apps alone,
+        # migrate for real what a newer code adds; undone as 3.
         step = "migrate --fake"
         record.started(step, env)
-        steps.fake_migrations(target, log, databases=side)
+        steps.record_history(target, manifest, log, databases=side, missing=verdict.missing,
+                             regenerated=[app.label for app in target.project.own_apps()] if squash or squashed else None)
         record.finished(step, env)
+        # 6b. A newer code's migrations ran for real: the result must be what the code builds (a scratch build).
+        if verdict.kind == "newer":
+            step = "schema of the code"
+            record.started(step, env)
+            scratch.require_equivalent(config, target, side, False, log)
+            record.finished(step, env)
         # 7. Verify against the bundle (changes nothing).
         step = "verify"
         record.started(step, env)
@@ -211,7 +228,7 @@ def roll_back(config: Config, target: Target, safety_bundle: Path | None, safety
             steps.recreate_database(target, entry.alias, entry.facts, [*entry.facts.extensions, *config.extensions], log,
                                     entry.foundation)
             steps.pg_restore(config, target, entry.alias, safety_bundle / entry.dump, 1, log)
-        steps.fake_migrations(target, log)
+        steps.record_history(target, safety, log)
         steps.verify(target, safety, log)
         return f"{target.name} was put back from {safety_bundle} and verified: its data and migration files are as before."
     except (SquashkitError, psycopg.Error) as exc:

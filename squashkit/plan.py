@@ -124,7 +124,7 @@ def build(
         if mode == "side":
             swaps.append(PlannedStep(
                 name=f"swap {alias}",
-                does=f"end other sessions on {live}; in one transaction {live} becomes {steps.side_name(live, steps.KEPT)} and {name} becomes {live}",
+                does=f"drop the database an earlier run kept, if any; end other sessions on {live}; in one transaction {live} becomes {steps.side_name(live, steps.KEPT)} and {name} becomes {live}",
                 commands=swap,
                 undo="rename back: squashkit resume, or squashkit rollback with the safety bundle",
             ))
@@ -142,9 +142,14 @@ def build(
                       "DROP DATABASE <name>__squashkit_scratch"],
             undo="the scratch database is always dropped",
         ))
+    labels = " ".join(a.label for a in target.project.own_apps())
     planned.append(PlannedStep(
-        name="migrate --fake", does="mark every migration applied in a fresh django_migrations",
-        commands=[f"manage.py migrate --fake --database {alias}" for alias in aliases],
+        name="migrate --fake",
+        does="each alias's django_migrations filled with the bundle's rows, ids and times kept"
+             + ("; the regenerated apps' migrations (" + labels + ") marked applied" if squash else
+                "; migrate runs what the code has beyond them (nothing when the bundle is of this code)"),
+        commands=["INSERT INTO django_migrations (id, app, name, applied) ... (the bundle's rows)",
+                  *(f"manage.py migrate {'--fake ' if squash else ''}--database {alias}" for alias in aliases)],
         undo="drop the side database (the live one is untouched)" if mode == "side" else "restore from the safety bundle",
     ))
     planned.append(PlannedStep(

@@ -311,6 +311,18 @@ def last_error_line(stderr: bytes) -> str:
     return lines[-1] if lines else "(no error output)"
 
 
+def declare_own(project: ProjectInfo, labels: list[str]) -> ProjectInfo:
+    """``project`` with the apps the config names (``project_apps``) counted as its own, wherever they
+    are installed; a label no installed app has is refused."""
+    installed = {app.label for app in project.apps}
+    unknown = sorted(set(labels) - installed)
+    if unknown:
+        raise BadInput(f"project_apps names {', '.join(unknown)}, which no installed app is: check INSTALLED_APPS "
+                       "(nothing was changed)")
+    return project.model_copy(update={"apps": [app.model_copy(update={"own": True}) if app.label in labels else app
+                                              for app in project.apps]})
+
+
 def introspect(manage: ManagePy) -> ProjectInfo:
     """Ask the project, under its environment's settings, what it is made of."""
     with tempfile.TemporaryDirectory(prefix="squashkit-probe-") as private:

@@ -52,9 +52,11 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
                           save the project apps' rows (journal, bundle's        one transaction), then as 2;
                           history.json), delete them, insert the new files as   rollback BUNDLE --migrations-only
                           applied as the scratch migrate recorded them; then 7  does the same later
-    6  fake_migrations    migrate --fake per alias (TEST DEPENDENCIES order)    as 3
-                          into the emptied django_migrations its search_path
-                          finds (never --fake-initial)
+    6  record_history     per alias, the django_migrations its search_path     as 3
+                          finds, filled with the bundle's rows (ids, times)
+                          for every app whose files did not change; then
+                          migrate --fake for the regenerated apps alone, and
+                          migrate for real what a newer code adds
     7  verify             a rebuild: every table holds the bundle's content     (nothing changed)
                           (its content hashes; row counts for older bundles);
                           both: on every alias the migrations of the apps its
@@ -85,7 +87,7 @@ from typing import Literal
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from squashkit import bundle, bundlefiles, clients, foundation, losses, postgres, progress, tenants
+from squashkit import bundle, bundlefiles, clients, foundation, history, losses, postgres, progress, provenance, tenants
 from squashkit.commands.backup import backup
 from squashkit.config import Config
 from squashkit.databases import (
@@ -131,8 +133,8 @@ def preflight(
     """Step 0: refuse before anything changes when the result could not be trusted.
 
     Unapplied migrations or model changes without a migration would be faked and silently
-    lost, on a live source (``source``) or in a bundle older than the code (``manifest``);
-    an extension the target server lacks would fail the restore after the drop.
+    lost on a live source (``source``); a bundle (``manifest``) of another project, or newer than
+    the code, would come back under models that do not describe it (``provenance``); an extension the target server lacks would fail the restore after the drop.
     ``rebuilds=False`` (a squash that moves no data, ``online.preflight`` checks the rest):
     nothing is dropped or built beside the target, so its sessions and side names do not matter.
     """
@@ -159,9 +161,8 @@ def preflight(
             continue
         if not passed:
             raise BadInput(f"refusing to go on: {meaning} on {checked.name} (they would be faked and lost)")
-    if manifest is not None:
-        code = {app.label: app.migrations for app in target.project.apps}
-        bundle.require_matches_code(manifest, code, name="the bundle", aliases={app.label: app.aliases for app in target.project.apps})
+    if manifest is not None:  # another project's bundle, or one newer than the code
+        provenance.check(manifest, target.project)
     needed = sorted(set(manifest_extensions) | set(config.extensions))
     params = target.params().with_dbname("postgres")
     admin = target.admin()
@@ -275,11 +276,25 @@ def _may_create_databases(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
 
 
+def squashed_apps(project: ProjectInfo) -> list[str]:
+    """The labels a squash regenerates: the project's own apps. A project with none is refused:
+    there is nothing to squash, and ``makemigrations`` without labels would write migrations for
+    every installed app, into site-packages too."""
+    labels = [app.label for app in project.own_apps()]
+    if not labels:
+        raise BadInput("the project has no apps of its own to squash (every installed app lives outside the project "
+                       "directory, e.g. in site-packages): name them in the config, project_apps = [\"label\", ...]; "
+                       "nothing was changed")
+    return labels
+
+
 def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Path | None = None,
                 adjust: Callable[[LossReport], LossReport] | None = None) -> LossReport:
     """Before any file is deleted: what regenerated migrations would forget, what is carried over,
     and a refusal (without --accept-loss) for what cannot be. ``full_report``: a file the report is
-    written to with every reason whole (a large history's report is cut to one line per operation)."""
+    written to with every reason whole (a large history's report is cut to one line per operation).
+    A project without apps of its own is refused first (``squashed_apps``)."""
+    squashed_apps(target.project)
     report = losses.scan(target.manage, target.project)
     # The file with every reason is written only for a refusal, which names it: a run that goes on
     # (or is then not confirmed) leaves nothing behind; `squashkit losses --full` prints it any time.
@@ -498,27 +513,57 @@ def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int
             foundation.restore_pinned(run, params, [*paths_of(target.project, sharing(target.project, alias)), *extension_schemas])
 
 
-def fake_migrations(target: Target, log: Log, *, databases: dict[str, str] | None = None) -> None:
-    """Step 6: mark every migration applied, per alias, into a django_migrations with no stale rows.
+def record_history(
+    target: Target, manifest: bundle.Manifest, log: Log, *, databases: dict[str, str] | None = None,
+    regenerated: list[str] | None = None, missing: dict[str, list[tuple[str, str]]] | None = None,
+) -> None:
+    """Step 6: each alias's django_migrations as the bundle recorded it, ids and applied times kept,
+    for every app whose files this run does not change; ``migrate --fake`` only for ``regenerated``
+    (a squash's new files), and ``migrate`` for real for ``missing`` (a code newer than the bundle).
 
-    The dump excludes django_migrations, so the table is created fresh here: a name reused by
-    regenerated files (0001_initial) cannot count as applied by accident. Never --fake-initial,
-    which runs contrib migrations for real against existing tables. ``databases`` points the
-    aliases at the side databases being built.
+    The dump holds each django_migrations without its rows, so the table is filled here: faking
+    the whole history into it would lose the ids and times, and would send post_migrate with a
+    state no deploy produces (an empty one, before the fake), which handlers calling
+    ``apps.get_model`` fail on. A bundle without a django_migrations for an alias (none existed)
+    gets the old treatment there: migrate --fake. Never --fake-initial, which runs contrib
+    migrations for real against existing tables. ``databases`` points the aliases at the side
+    databases being built.
     """
     names = databases or {}
     manage = target.manage.on(names) if names else target.manage
     order = migrate_order(target.project)
-    # Emptied first, all of them: two aliases whose search_paths find one django_migrations share it.
+    entries = {e.alias: e for e in manifest.databases}
+    leave_out = set(regenerated or [])
+    filled: set[tuple[str, str]] = set()  # (database, table): two aliases whose search_paths find one table share it
+    faked: list[str] = []
     for alias in order:
         params = target.params(alias)
-        with postgres.connect(params.with_dbname(names.get(alias, params.dbname))) as conn:
-            if conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0]:
-                conn.execute("TRUNCATE django_migrations")
+        params = params.with_dbname(names.get(alias, params.dbname))
+        entry = entries.get(alias)
+        with postgres.connect(params, autocommit=False) as conn:
+            table, _rows = history.found(conn)
+            if entry is None or entry.facts.django_migrations_table is None or table is None:
+                conn.rollback()
+                faked.append(alias)
+                continue
+            if (params.dbname, table) in filled:
+                conn.rollback()
+                continue
+            rows = [row for row in history.recorded_rows(entry) if row.app not in leave_out]
+            history.replace_all(conn, table, rows)
+            conn.commit()
+            filled.add((params.dbname, table))
+        log(f"[{alias}] django_migrations put back as the bundle recorded it: {len(rows)} rows, ids and times kept")
     # In the order the test runner migrates them: the first alias decides where a shared table goes.
     for alias in order:
-        manage.run("migrate", "--fake", "--database", alias, "-v", "0", what=f"migrate --fake on {alias}")
-    log("migrate --fake done on " + ", ".join(order))
+        if leave_out or alias in faked:
+            manage.run("migrate", "--fake", "--database", alias, "-v", "0", what=f"migrate --fake on {alias}")
+    if leave_out or faked:
+        log("migrate --fake done on " + ", ".join(order) + (f" for {', '.join(sorted(leave_out))}" if leave_out else ""))
+    for alias in order:
+        if (missing or {}).get(alias) and alias not in faked:
+            manage.run("migrate", "--database", alias, "-v", "0", what=f"migrate on {alias}")
+            log(f"[{alias}] migrate ran {len(missing[alias])} migration(s) the bundle's database never applied")
 
 
 def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databases: dict[str, str] | None = None) -> None:
@@ -577,6 +622,23 @@ def require_files_match_history(target: Target, log: Log) -> None:
                     "the files and the database do not go together"
                 )
     log("verified: every migration file on disk is applied in the database now live")
+
+
+def kept_note(target: Target, mode: Mode) -> str:
+    """What a confirmation says of the databases an earlier run kept, which this run's swap drops
+    (only once this run is verified): a safety net is never removed without the user being told."""
+    if mode != "side":
+        return ""
+    kept = []
+    for alias in primary_aliases(target.project):
+        name = side_name(target.params(alias).dbname, KEPT)
+        with postgres.connect(target.server(alias).with_dbname("postgres")) as conn:
+            if postgres.database_exists(conn, name):
+                kept.append(f"{name} ({postgres.database_comment(conn, name) or 'no comment'})")
+    if not kept:
+        return ""
+    return (f" Once verified, the swap drops {', '.join(kept)}, kept by an earlier run (its state is in that run's "
+            "safety bundle; squashkit rollback --kept would no longer reach it).")
 
 
 def swap_in(target: Target, alias: str, new: str, run: str, log: Log) -> None:

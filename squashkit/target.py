@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from squashkit import postgres, tenants
 from squashkit.config import Config, Environment
-from squashkit.project import ManagePy, ProjectInfo, introspect, manage_py
+from squashkit.project import ManagePy, ProjectInfo, declare_own, introspect, manage_py
 
 
 class Target(BaseModel):
@@ -48,4 +48,5 @@ def resolve(config: Config, env: str | None) -> Target:
     """The environment's manage.py and what the project is under its settings (one ``manage.py`` run)."""
     name, environment = config.environment(env)
     manage = manage_py(config, name, environment)
-    return Target(name=name, environment=environment, manage=manage, project=introspect(manage))
+    return Target(name=name, environment=environment, manage=manage,
+                  project=declare_own(introspect(manage), config.project_apps))

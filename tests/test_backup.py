@@ -95,7 +95,7 @@ def test_manifest_matches_the_database(backed_up):
     assert entry.facts.server_version.startswith(str(entry.facts.server_version_num // 10000))
     assert "public" in entry.facts.schemas
     assert entry.snapshot_consistent
-    assert read_manifest(path).format_version == 5
+    assert read_manifest(path).format_version == 6
 
 
 def test_manifest_records_each_tables_content_as_the_database_holds_it(backed_up):

@@ -48,12 +48,13 @@ from pathlib import Path
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
-from squashkit import __version__, bundle, bundlefiles, clients, content, foundation, jsonfixture, postgres, progress
+from squashkit import __version__, bundle, bundlefiles, clients, content, foundation, history, jsonfixture, postgres, progress
 from squashkit.bundlefiles import Sealing
 from squashkit.config import Config
 from squashkit.databases import Database, physical
 from squashkit.errors import BadInput, OperationFailed, first_line
 from squashkit.fixture import NaturalKeys, read_counts, read_ids
+from squashkit.history import Row as MigrationRow
 from squashkit.project import AppInfo, ModelInfo, ProjectInfo, archive_migrations, migration_files
 from squashkit.runs import stderr_log
 from squashkit.target import Target, resolve
@@ -183,7 +184,7 @@ class _JsonPlan(BaseModel):
     contenttypes_name: str | None = None
     saved_ids: int = 0
     slow: dict[str, str] = Field(default_factory=dict)
-    history: tuple[str | None, list[tuple[str, str]]] = Field(description="Its django_migrations and rows.")
+    history: tuple[str | None, list[MigrationRow]] = Field(description="Its django_migrations and rows.")
 
 
 def _plan_json(
@@ -224,7 +225,7 @@ def _plan_json(
         alias=alias, json_name=json_name, models=dumped_models, excludes=excludes,
         tables_by_model={label: table for label, table in tables_by_model.items() if table}, json_tables=json_tables,
         implicit=implicit, keys=keys, contenttypes_name=contenttypes_name, saved_ids=saved_ids, slow=slow,
-        history=postgres.migration_history(conn),
+        history=history.found(conn),
     )
 
 
@@ -336,7 +337,7 @@ def _backup_database(
     entries = []
     for alias, plan in plans.items():
         alias_params = project.connection(alias)
-        table, applied = plan.history
+        table, recorded = plan.history
         entries.append(bundle.AliasBackup(
             alias=alias,
             database=alias_params.dbname,
@@ -353,7 +354,9 @@ def _backup_database(
             pg_dump_version=str(pg_dump("--version")).strip(),
             snapshot_consistent=snapshot_id is not None,
             slow_models=plan.slow,
-            facts=facts.model_copy(update={"django_migrations_table": table, "applied_migrations": applied}),
+            facts=facts.model_copy(update={"django_migrations_table": table,
+                                           "applied_migrations": [(row.app, row.name) for row in recorded]}),
+            migration_rows=recorded,
             dump_of=None if alias == primary else primary,
             foundation=found if alias == primary else None,
             # Another alias's entry checks the database; this one what its own json fills.

@@ -20,7 +20,7 @@ from squashkit import clients, drift, freshcheck, journal, placement, postgres, 
 from squashkit.config import Config
 from squashkit.databases import Database, physical
 from squashkit.errors import BadInput, SquashkitError
-from squashkit.project import AppInfo, ManagePy, ProjectInfo, introspect, manage_py
+from squashkit.project import AppInfo, ManagePy, ProjectInfo, declare_own, introspect, manage_py
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -45,12 +45,19 @@ def check(config: Config, *, env: str | None = None, use_cache: bool = True) -> 
     add("environment", "ok", f"{env_name} ({environment.settings}) from {config.source}")
     try:
         manage = manage_py(config, env_name, environment)
-        project = introspect(manage)
+        project = declare_own(introspect(manage), config.project_apps)
     except SquashkitError as exc:
         add("project", "fail", str(exc))
         return results
     own = project.own_apps()
-    add("project", "ok", f"Django {project.django_version}, {len(own)} project apps: {', '.join(a.label for a in own)}")
+    if own:
+        add("project", "ok", f"Django {project.django_version}, {len(own)} project apps: {', '.join(a.label for a in own)}")
+    else:
+        outside = [a.label for a in project.apps if a.migrations and not a.name.startswith("django.contrib.")]
+        add("project", "warn", f"Django {project.django_version}, no project apps: every installed app lives outside "
+            f"{manage.cwd} ({len(project.apps)} apps), so a squash has nothing to squash and a bundle names no app of "
+            "this project; if some are the project's own (installed as packages, plugins), list them in the config: "
+            f"project_apps = [{', '.join(repr(a).replace(chr(39), chr(34)) for a in outside[:3])}{', ...' if len(outside) > 3 else ''}]")
     _check_models(manage, add)
     if not project.postgres_aliases():
         add("databases", "fail", "no PostgreSQL database in DATABASES")

@@ -56,8 +56,8 @@ def promote(
             report = steps.scan_losses(source, accept_loss, log, full_report=config.backup_dir / f"{run}.losses.txt",
                                        adjust=freshproof.defer_to_data)
         _require_target_unchanged(config, source, target, force, log)
-        runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {source.name}'s data?",
-                yes=yes, protected=target.protected_name(), typed=typed)
+        runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {source.name}'s data?"
+                     + steps.kept_note(target, mode), yes=yes, protected=target.protected_name(), typed=typed)
         with runs.journalled(config, run, command="promote", target=target.name, source=source.name, argument=spec,
                          squash=squash, mode=mode) as record:
             # 1. The source's fingerprint and bundle, and a safety bundle of the target (changes nothing);
@@ -76,7 +76,8 @@ def promote(
                 target = resolve(config, target_name)
             # 3-8 on the target: rebuilt from the source's dump, verified, swapped; undone on failure.
             try:
-                phase.replace_database(config, target, source_bundle, safety, squash=False, jobs=1, log=log, mode=mode, record=record)
+                phase.replace_database(config, target, source_bundle, safety, squash=False, jobs=1, log=log, mode=mode, record=record,
+                                       squashed=squash)
             except UndoIncomplete:
                 raise  # the journal stays open: resume undoes the target's phase, then the source's
             except OperationFailed as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squashkit import bundle, bundlefiles, freshproof, journal, online, phase, plan, runs, steps
+from squashkit import bundle, bundlefiles, freshproof, journal, online, phase, plan, provenance, runs, steps
 from squashkit.config import Config
 from squashkit.errors import BadInput, OperationFailed, UndoIncomplete
 from squashkit.journal import Journal
@@ -61,8 +61,10 @@ def restore(
                                    adjust=freshproof.defer_to_data) if squash else None
         if squash:
             online.preflight(config, target)
-        runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {bundle_path.name}?",
-                     yes=yes, protected=target.protected_name(), typed=typed)
+        verdict = provenance.check(manifest, target.project, name=f"bundle {bundle_path.name}")
+        upgrade = f" {verdict.reason}." if verdict.kind == "newer" else ""
+        runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {bundle_path.name}?{upgrade}"
+                     + steps.kept_note(target, mode), yes=yes, protected=target.protected_name(), typed=typed)
         with runs.journalled(config, run, command="restore", target=target.name, argument=str(bundle_path), squash=squash,
                              mode=mode) as record:
             # 1. A safety bundle of the target (changes nothing).

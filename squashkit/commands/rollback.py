@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from squashkit import bundle, bundlefiles, history, journal, online, phase, postgres, runs, steps
+from squashkit import bundle, bundlefiles, history, journal, online, phase, postgres, provenance, runs, steps
 from squashkit.config import Config
 from squashkit.databases import primary_aliases
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, first_line
@@ -52,14 +52,19 @@ def rollback(
                        "roll back without it (nothing was changed)")
     if not use_dump:
         require_json_covers(target, public_only)
+    # 0. What the bundle belongs to, against the code as it will be once the bundle's files are back:
+    # another project's, or one newer than the code, is refused before anything changes.
+    verdict = require_belongs(target, path, manifest, use_dump)
     run = journal.new_run_id("rollback", target.name)
     with runs.exclusive(config, run, [target]):
         # 0. Preflight: the drop could be finished, no leftover side database (changes nothing).
         steps.require_safe_to_drop(target)
         if mode == "side":
             steps.require_no_leftovers(target)
-        runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {path}?",
-                yes=yes, protected=target.protected_name(), typed=typed)
+        upgrade = f" {verdict.reason}." if verdict is not None and verdict.kind == "newer" else ""
+        runs.confirm(f"Replace {target.name}'s database {target.params().dbname} with {path}?{upgrade}"
+                     + steps.kept_note(target, mode),
+                     yes=yes, protected=target.protected_name(), typed=typed)
         with runs.journalled(config, run, command="rollback", target=target.name, argument=str(path), mode=mode,
                              loaddata=loaddata, public_only=public_only) as record:
             # 1-8. Save the files of the moment, put the bundle's back, rebuild from the dump (else the
@@ -152,11 +157,31 @@ def choose_source(path: Path) -> tuple[Path | None, bundle.Manifest | None, bool
             raise BadInput(f"bundle {path.parent.name} is damaged ({damaged}): nothing was changed; use another bundle")
         return path.parent, manifest, False
     if path.is_file() and path.name.endswith((".json", ".json.gz")):
+        return None, None, False  # read to the end by require_belongs, before anything changes
+    raise BadInput(f"{path} is neither a bundle directory nor a .json fixture")
+
+
+def require_belongs(target: Target, path: Path, manifest: bundle.Manifest | None,
+                    use_dump: bool) -> provenance.Verdict | None:
+    """Refuse, before anything changes, a bundle or db.json of another project, or one whose database
+    applied migrations the code does not have. A code newer than the bundle goes on from its dump
+    (its rows back, the new migrations run for real); the json has no such way: its rows would be
+    loaded into the newer schema, so that is refused too, naming the way that works."""
+    if manifest is None:
         from squashkit.fixture import fixture_models
 
-        fixture_models(path)  # read to the end before anything is dropped: a truncated file is refused
-        return None, None, False
-    raise BadInput(f"{path} is neither a bundle directory nor a .json fixture")
+        installed = {model.label for app in target.project.apps for model in app.models}
+        strangers = sorted(label for label in fixture_models(path) if label not in installed)
+        if strangers:
+            raise BadInput(f"{path.name} comes from another project: it holds {len(strangers)} model(s) not installed here "
+                           f"(e.g. {strangers[0]}); nothing was changed")
+        return None
+    verdict = provenance.check(manifest, target.project, name=f"bundle {path.name}", files_from=manifest)
+    if verdict.kind == "newer" and not use_dump:
+        raise BadInput(f"{verdict.reason.split(':')[0]}: a json rollback would load its rows into the newer schema. "
+                       "Roll back from the bundle's intact dump (pass the bundle directory), or check out the code the "
+                       "bundle was taken with; nothing was changed")
+    return verdict
 
 
 def require_json_covers(target: Target, public_only: bool) -> None:

@@ -76,7 +76,7 @@ def squash(
         apps = len(target.project.own_apps())
         runs.confirm(
             f"Delete the migration files of {apps} apps and rebuild {target.name}'s database {target.params().dbname}?"
-            if rebuild else
+            + steps.kept_note(target, mode) if rebuild else
             f"Regenerate the migration files of {apps} apps and rewrite their rows of django_migrations in "
             f"{target.name}'s database {target.params().dbname} (no data is copied)?",
             yes=yes, protected=target.protected_name(), typed=typed,

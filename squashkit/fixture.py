@@ -409,10 +409,18 @@ def empty_tables(conn: psycopg.Connection, tables: list[str]) -> None:
 
 def fixture_models(path: Path) -> set[str]:
     """The model labels of any JSON fixture (one object a line or indented): it is read whole, as loaddata does."""
+    return fixture_apps(path)[0]
+
+
+def fixture_apps(path: Path) -> tuple[set[str], set[str]]:
+    """(the model labels of a JSON fixture, the apps its content types name): what it says of the project
+    it came from. Read whole, as loaddata does: a truncated file is refused here, before anything changes."""
     try:
         with bundlefiles.open_read(path) as source:
             objects = json.loads(source.read())
-        return {obj["model"] for obj in objects}
+        labels = {obj["model"] for obj in objects}
+        apps = {obj["fields"]["app_label"] for obj in objects if obj["model"] == CONTENT_TYPE}
+        return labels, apps
     except (ValueError, KeyError, TypeError, OSError, EOFError) as exc:  # OSError: a damaged .gz
         # Read before anything is dropped: a damaged file is the user's input, nothing changed.
         raise BadInput(f"{path.name} is not a JSON fixture ({str(exc).splitlines()[0]}): nothing was changed") from None

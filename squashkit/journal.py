@@ -178,10 +178,16 @@ def new_run_id(command: str, target: str) -> str:
 
 def _test_kill(step: str, env: str | None) -> None:
     """Test-only: $SQUASHKIT_TEST_KILL_AT names a step (``env:step`` or ``step``) at whose start
-    the process SIGKILLs itself, right after the journal says the step started."""
+    the process SIGKILLs itself, right after the journal says the step started (or, for a check
+    made before any journal, ``kill_point``, as it starts)."""
     wanted = os.environ.get("SQUASHKIT_TEST_KILL_AT")
     if wanted and wanted in (step, f"{env}:{step}"):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_point(step: str) -> None:
+    """Test-only: a point outside any journalled step where $SQUASHKIT_TEST_KILL_AT may kill the run."""
+    _test_kill(step, None)
 
 
 def read(path: Path) -> Run:

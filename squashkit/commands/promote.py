@@ -35,6 +35,8 @@ def promote(
     source_name, target_name = parse_promotion(spec, config)
     source = resolve(config, source_name)
     target = resolve(config, target_name)
+    if squash:  # a project without apps of its own: refused before anything, a lock included
+        steps.squashed_apps(source.project)
     mode, _why = steps.choose_mode(target, in_place)
     if dry_run:
         shapes = {alias: plan.live_shape(source.params(alias)) for alias in source.project.postgres_aliases()}

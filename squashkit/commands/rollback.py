@@ -168,13 +168,16 @@ def require_belongs(target: Target, path: Path, manifest: bundle.Manifest | None
     (its rows back, the new migrations run for real); the json has no such way: its rows would be
     loaded into the newer schema, so that is refused too, naming the way that works."""
     if manifest is None:
-        from squashkit.fixture import fixture_models
+        from squashkit.fixture import fixture_apps
 
+        labels, content_type_apps = fixture_apps(path)
         installed = {model.label for app in target.project.apps for model in app.models}
-        strangers = sorted(label for label in fixture_models(path) if label not in installed)
-        if strangers:
-            raise BadInput(f"{path.name} comes from another project: it holds {len(strangers)} model(s) not installed here "
-                           f"(e.g. {strangers[0]}); nothing was changed")
+        strangers = sorted(label for label in labels if label not in installed)
+        ours = sorted(app.label for app in target.project.own_apps() if app.models)
+        if strangers or (content_type_apps and ours and not set(ours) & content_type_apps):
+            what = (f"it holds {len(strangers)} model(s) not installed here (e.g. {strangers[0]})" if strangers else
+                    f"its content types name none of this project's apps ({', '.join(ours[:5])})")
+            raise BadInput(f"{path.name} comes from another project: {what}; nothing was changed")
         return None
     verdict = provenance.check(manifest, target.project, name=f"bundle {path.name}", files_from=manifest)
     if verdict.kind == "newer" and not use_dump:

@@ -49,6 +49,7 @@ def squash(
         raise BadInput("--in-place drops and rebuilds the database: it goes with --rebuild (a squash without it copies "
                        "no data and drops nothing); nothing was changed")
     target = resolve(config, env)
+    steps.squashed_apps(target.project)  # a project without apps of its own: refused before anything, a lock included
     mode, _why = steps.choose_mode(target, in_place) if rebuild else (online.MODE, "")
     if dry_run:
         shapes = {alias: plan.live_shape(target.params(alias)) for alias in target.project.postgres_aliases()}

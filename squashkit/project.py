@@ -102,6 +102,8 @@ class AppInfo(BaseModel):
         default_factory=dict,
         description="Squashed migration name -> the (app, name) it replaces: rows Django records without a file for them.",
     )
+    parents: dict[str, list[tuple[str, str]]] = Field(
+        default_factory=dict, description="Migration name -> the (app, name) it depends on, as migrate's graph has them.")
     aliases: list[str] = Field(description="Aliases this app migrates to (the routers' allow_migrate).")
     models: list[ModelInfo]
 

@@ -43,6 +43,8 @@ class CodeApp(BaseModel):
     migrations: list[str] = Field(description="Migration names on disk, a squashed one instead of those it replaces.")
     replaces: dict[str, list[tuple[str, str]]] = Field(
         default_factory=dict, description="Squashed migration name -> the (app, name) it replaces.")
+    parents: dict[str, list[tuple[str, str]]] = Field(
+        default_factory=dict, description="Migration name -> the (app, name) it depends on.")
     aliases: list[str] = Field(description="The aliases its migrations run on (the routers' allow_migrate).")
     tables: list[str] = Field(default_factory=list, description="Its models' tables, as db_table names them.")
 
@@ -123,6 +125,21 @@ def judge(bundle: BundleSide, code: Code, *, name: str = "the bundle") -> Verdic
                 if (app.label, migration) in applied or _squashed_applied(app, migration, applied):
                     continue
                 missing.setdefault(alias, []).append((app.label, migration))
+    # 4. Newer code must continue the bundle's history: an applied migration whose parent the bundle never
+    # applied means the histories diverge (migrate would stop at InconsistentMigrationHistory).
+    for alias, pairs in sorted(missing.items()):
+        applied = {tuple(row) for row in bundle.applied[alias]}
+        lacking = set(pairs)
+        for app in code.apps:
+            for migration, parents in app.parents.items():
+                if (app.label, migration) not in applied:
+                    continue
+                gap = next((tuple(p) for p in parents if tuple(p) in lacking), None)
+                if gap:
+                    return Verdict(kind="older", reason=(
+                        f"{name}'s {alias} database applied {app.label}.{migration} but never {gap[0]}.{gap[1]}, which it "
+                        "depends on in this code: their histories diverge. Nothing was changed; check out the code the "
+                        "bundle was taken with, or restore it into a database of its own to inspect it"))
     if missing:
         verdict = Verdict(kind="newer", reason="", missing=missing)
         verdict.reason = (f"the code has {verdict.describe_missing()} that {name}'s database never applied: it comes back "
@@ -172,9 +189,12 @@ def code_of(project, *, files_from=None) -> Code:
         migrations, replaces = list(app.migrations), dict(app.replaces)
         if files_from is not None and app.label in files_from.own_apps:
             migrations, replaces = list(files_from.own_apps[app.label].migrations), {}
+            parents = {}
+        else:
+            parents = dict(app.parents)
         tables = [t for m in app.models if not m.proxy and not m.auto_created for t in (m.db_table, *m.m2m_tables)]
         apps.append(CodeApp(label=app.label, project=app.own, contrib=app.name.startswith(CONTRIB_PREFIX),
-                            migrations=migrations, replaces=replaces, aliases=aliases, tables=tables))
+                            migrations=migrations, replaces=replaces, parents=parents, aliases=aliases, tables=tables))
     return Code(apps=apps)
 
 

@@ -734,26 +734,27 @@ def test_jobs_below_one_are_refused(envs, made_bundle, args, phrase):
         refused(run(envs, *(arg.format(bundle=made_bundle) for arg in args)), 2, phrase)
 
 
-def test_require_matches_code_tells_another_project_a_newer_and_an_older_bundle_apart(made_bundle):
-    """The library check preflight is to call (bundle.require_matches_code), against a real manifest."""
-    from squashkit.bundle import require_matches_code
-    from squashkit.errors import BadInput
+def test_provenance_tells_another_project_a_newer_and_an_older_code_apart(made_bundle):
+    """The check every command that replaces a database makes (provenance.judge), against a real manifest."""
+    from squashkit.provenance import BundleSide, Code, CodeApp, bundle_side, judge
 
     manifest = read_manifest(made_bundle)
-    code: dict[str, list[str]] = {}
+    side: BundleSide = bundle_side(manifest)
+    names: dict[str, list[str]] = {}
     for app, name in manifest.alias("default").facts.applied_migrations:
-        code.setdefault(app, []).append(name)
-    require_matches_code(manifest, code)  # the code it was taken with
+        names.setdefault(app, []).append(name)
 
-    older_code = {**code, "catalog": [name for name in code["catalog"] if not name.startswith("0008")]}
-    with pytest.raises(BadInput, match=r"applied 1 migration\(s\) this code does not have \(e\.g\. catalog\.0008_"):
-        require_matches_code(manifest, older_code)
-    newer_code = {**code, "orders": [*code["orders"], "0099_new"]}
-    with pytest.raises(BadInput, match=r"never applied 1 migration\(s\) the code has \(e\.g\. orders\.0099_new\)"):
-        require_matches_code(manifest, newer_code)
-    other_project = {label: names for label, names in code.items() if label not in ("community", "analytics")}
-    with pytest.raises(BadInput, match="comes from another project: its apps analytics, community are not installed here"):
-        require_matches_code(manifest, other_project)
+    def code(migrations: dict[str, list[str]]) -> Code:
+        return Code(apps=[CodeApp(label=label, project=label in manifest.own_apps, migrations=found, aliases=["default"])
+                          for label, found in migrations.items()])
+
+    assert judge(side, code(names)).kind == "same"  # the code it was taken with
+    older = judge(side, code({**names, "catalog": [n for n in names["catalog"] if not n.startswith("0008")]}))
+    assert older.kind == "older" and "applied 1 migration(s) this code does not have (e.g. catalog.0008_" in older.reason
+    newer = judge(side, code({**names, "orders": [*names["orders"], "0099_new"]}))
+    assert newer.kind == "newer" and newer.missing == {"default": [("orders", "0099_new")]}
+    other = judge(side, code({label: found for label, found in names.items() if label not in ("community", "analytics")}))
+    assert other.kind == "foreign" and "its apps analytics, community are not installed here" in other.reason
 
 
 def test_more_jobs_than_the_server_has_free_connections_are_refused(envs, made_bundle):

@@ -96,3 +96,12 @@ def test_an_app_the_routers_keep_off_an_alias_is_not_missing_there():
     bundle = BundleSide(own_apps=["shop", "stats"], tables=[],
                         applied={"default": rows(*CONTRIB, SHOP), "analytics": rows(*CONTRIB, SHOP, analytics)})
     assert judge(bundle, code).kind == "same"
+
+
+def test_a_newer_code_must_continue_the_bundles_history_or_it_has_diverged():
+    """An applied migration whose parent the bundle never applied: migrate would stop halfway."""
+    child = CodeApp(label="orders", project=True, migrations=["0001_initial", "0002_ship"], aliases=["default"],
+                    parents={"0002_ship": [("shop", "0002_price")]})
+    code = Code(apps=[*CONTRIB, SHOP, child])
+    verdict = judge(side(rows(*CONTRIB, SHOP, child, drop=(("shop", "0002_price"),)), own=["shop", "orders"]), code)
+    assert verdict.kind == "older" and "applied orders.0002_ship but never shop.0002_price" in verdict.reason

@@ -302,6 +302,10 @@ def probe():
                 "migrations_folder_resolved": real,
                 "migrations": [name for app, name in graph_nodes if app == app_config.label],
                 "replaces": replaces.get(app_config.label, {}),
+                "parents": {
+                    name: sorted([list(parent.key) for parent in loader.graph.node_map[(app, name)].parents])
+                    for app, name in graph_nodes if app == app_config.label
+                },
                 "aliases": [
                     a for a in aliases
                     if any(router.allow_migrate_model(a, m) for m in app_config.get_models(include_auto_created=True))

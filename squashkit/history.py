@@ -95,19 +95,19 @@ def delete_statement(apps: list[str]) -> sql.Composed:
     return sql.SQL("DELETE FROM {} WHERE app = ANY({}::text[])").format(sql.Identifier(TABLE), sql.Literal(apps))
 
 
-def insert_new_statement() -> sql.Composed:
+def insert_new_statement(table: sql.Identifier = sql.Identifier(TABLE)) -> sql.Composed:
     """New rows, numbered by the sequence in the order given, applied at the transaction's time."""
     return sql.SQL(
         "INSERT INTO {} (app, name, applied) SELECT app, name, now() "
         "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS new (app, name, position) ORDER BY position"
-    ).format(sql.Identifier(TABLE))
+    ).format(table)
 
 
-def insert_saved_statement() -> sql.Composed:
+def insert_saved_statement(table: sql.Identifier = sql.Identifier(TABLE)) -> sql.Composed:
     """Saved rows with their own ids and times (the sequence is already past them)."""
     return sql.SQL(
         "INSERT INTO {} (id, app, name, applied) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[])"
-    ).format(sql.Identifier(TABLE))
+    ).format(table)
 
 
 # --- reading and writing ----------------------------------------------------------------------------
@@ -136,22 +136,20 @@ def recorded_rows(entry) -> list[Row]:
 
 def replace_all(conn: psycopg.Connection, table: str, rows: list[Row]) -> None:
     """``table`` (schema.name of a django_migrations) emptied and given ``rows``, in the caller's
-    transaction; its id sequence set past them, so the next ``migrate`` numbers on from there."""
+    transaction: those with an id keep it (and their time), the sequence is set past them, and rows
+    without one are numbered after them, applied now."""
     schema, name = table.split(".", 1)
-    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, name)))
-    if rows and all(row.id is not None for row in rows):
-        conn.execute(sql.SQL(
-            "INSERT INTO {} (id, app, name, applied) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[])"
-        ).format(sql.Identifier(schema, name)), [[r.id for r in rows], [r.app for r in rows], [r.name for r in rows],
-                                                 [r.applied for r in rows]])
-    elif rows:
-        conn.execute(sql.SQL(
-            "INSERT INTO {} (app, name, applied) SELECT app, name, now() "
-            "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS new (app, name, position) ORDER BY position"
-        ).format(sql.Identifier(schema, name)), [[r.app for r in rows], [r.name for r in rows]])
     qualified = sql.Identifier(schema, name)
+    conn.execute(sql.SQL("TRUNCATE {}").format(qualified))
+    saved = [row for row in rows if row.id is not None]
+    if saved:
+        conn.execute(insert_saved_statement(qualified),
+                     [[r.id for r in saved], [r.app for r in saved], [r.name for r in saved], [r.applied for r in saved]])
     conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), coalesce((SELECT max(id) FROM {}), 0) + 1, false)")
                  .format(sql.Literal(qualified.as_string(conn)), qualified))
+    new = [row for row in rows if row.id is None]
+    if new:
+        conn.execute(insert_new_statement(qualified), [[r.app for r in new], [r.name for r in new]])
 
 
 def exists(conn: psycopg.Connection) -> bool:

@@ -518,22 +518,24 @@ def record_history(
     regenerated: list[str] | None = None, missing: dict[str, list[tuple[str, str]]] | None = None,
 ) -> None:
     """Step 6: each alias's django_migrations as the bundle recorded it, ids and applied times kept,
-    for every app whose files this run does not change; ``migrate --fake`` only for ``regenerated``
-    (a squash's new files), and ``migrate`` for real for ``missing`` (a code newer than the bundle).
+    for every app whose files this run does not change; the files on disk of ``regenerated`` apps (a
+    squash's new files) recorded as applied in their place; ``migrate`` for real for ``missing``
+    (a code newer than the bundle).
 
-    The dump holds each django_migrations without its rows, so the table is filled here: faking
-    the whole history into it would lose the ids and times, and would send post_migrate with a
-    state no deploy produces (an empty one, before the fake), which handlers calling
-    ``apps.get_model`` fail on. A bundle without a django_migrations for an alias (none existed)
-    gets the old treatment there: migrate --fake. Never --fake-initial, which runs contrib
-    migrations for real against existing tables. ``databases`` points the aliases at the side
-    databases being built.
+    The dump holds each django_migrations without its rows, so the table is filled here. Faking
+    the whole history into it would lose the ids and times, and ``migrate --fake`` sends
+    post_migrate with the state from before the fake (Django does not advance it when faking):
+    handlers calling ``apps.get_model`` fail on it, as no deploy would. The regenerated apps' rows
+    are written as the online squash writes them, for the apps the bundle's table had rows of: an
+    app a database never recorded stays unrecorded. A bundle without a django_migrations for an
+    alias (none existed) gets ``migrate --fake`` there; never --fake-initial, which runs contrib
+    migrations for real against existing tables. ``databases`` points at the side databases.
     """
     names = databases or {}
     manage = target.manage.on(names) if names else target.manage
     order = migrate_order(target.project)
     entries = {e.alias: e for e in manifest.databases}
-    leave_out = set(regenerated or [])
+    new_files = {app.label: migration_names(app) for app in target.project.own_apps() if app.label in (regenerated or [])}
     filled: set[tuple[str, str]] = set()  # (database, table): two aliases whose search_paths find one table share it
     faked: list[str] = []
     for alias in order:
@@ -549,17 +551,19 @@ def record_history(
             if (params.dbname, table) in filled:
                 conn.rollback()
                 continue
-            rows = [row for row in history.recorded_rows(entry) if row.app not in leave_out]
-            history.replace_all(conn, table, rows)
+            recorded = history.recorded_rows(entry)
+            kept = [row for row in recorded if row.app not in new_files]
+            written = [history.Row(app=label, name=name) for label, found in new_files.items()
+                       if any(row.app == label for row in recorded) for name in found]
+            history.replace_all(conn, table, kept + written)
             conn.commit()
             filled.add((params.dbname, table))
-        log(f"[{alias}] django_migrations put back as the bundle recorded it: {len(rows)} rows, ids and times kept")
+        log(f"[{alias}] django_migrations put back as the bundle recorded it ({len(kept)} rows, ids and times kept)"
+            + (f"; {len(written)} rows for the regenerated files of {', '.join(new_files)}" if new_files else ""))
     # In the order the test runner migrates them: the first alias decides where a shared table goes.
-    for alias in order:
-        if leave_out or alias in faked:
-            manage.run("migrate", "--fake", "--database", alias, "-v", "0", what=f"migrate --fake on {alias}")
-    if leave_out or faked:
-        log("migrate --fake done on " + ", ".join(order) + (f" for {', '.join(sorted(leave_out))}" if leave_out else ""))
+    for alias in faked:
+        manage.run("migrate", "--fake", "--database", alias, "-v", "0", what=f"migrate --fake on {alias}")
+        log(f"[{alias}] the bundle has no django_migrations here: migrate --fake recorded the files as applied")
     for alias in order:
         if (missing or {}).get(alias) and alias not in faked:
             manage.run("migrate", "--database", alias, "-v", "0", what=f"migrate on {alias}")

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from squashkit.errors import BadInput
 from squashkit.postgres import ConnectionParams
@@ -192,20 +192,13 @@ class Config(BaseModel):
                 raise ValueError(f"environment name {name!r} may only hold letters, digits, '_', '.', '-'")
         return value
 
-    @field_validator("project_apps")
+    @field_validator("exclude", "project_apps")
     @classmethod
-    def _app_labels(cls, value: list[str]) -> list[str]:
+    def _labels(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        models = info.field_name == "exclude"  # app labels or models; project_apps: app labels alone
         for label in value:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", label):
-                raise ValueError(f"{label!r} is not an app label")
-        return value
-
-    @field_validator("exclude")
-    @classmethod
-    def _labels(cls, value: list[str]) -> list[str]:
-        for label in value:
-            if not _APP_OR_MODEL.match(label):
-                raise ValueError(f"{label!r} is not an app label or app_label.ModelName")
+            if not _APP_OR_MODEL.match(label) or (not models and "." in label):
+                raise ValueError(f"{label!r} is not an app label" + (" or app_label.ModelName" if models else ""))
         return value
 
     @field_validator("unscoped")

@@ -249,7 +249,10 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
         )
     ]
     tables = [TableCount(schema=schema, name=name, rows=rows) for schema, name, rows in _count_rows(conn)]
-    migrations_table, applied = migration_history(conn)
+    from squashkit import history  # history reads and writes through this module
+
+    migrations_table, recorded = history.found(conn)
+    applied = [(row.app, row.name) for row in recorded]
     return DatabaseFacts(
         server_version=one[0],
         server_version_num=one[1],
@@ -264,19 +267,6 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
         django_migrations_table=migrations_table,
         sequences=read_sequences(conn),
     )
-
-
-def migration_history(conn: psycopg.Connection) -> tuple[str | None, list[tuple[str, str]]]:
-    """(schema.name of the django_migrations this connection's search_path finds, as Django finds
-    it, and its (app, name) rows in the order they were applied); (None, []) when there is none."""
-    found = conn.execute(
-        """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.oid = to_regclass('django_migrations')"""
-    ).fetchone()
-    if not found:
-        return None, []
-    query = sql.SQL("SELECT app, name FROM {} ORDER BY applied, id").format(sql.Identifier(*found))
-    return ".".join(found), [(app, name) for app, name in conn.execute(query)]
 
 
 def read_sequences(conn: psycopg.Connection) -> dict[str, SequenceState]:

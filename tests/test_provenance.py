@@ -105,3 +105,18 @@ def test_a_newer_code_must_continue_the_bundles_history_or_it_has_diverged():
     code = Code(apps=[*CONTRIB, SHOP, child])
     verdict = judge(side(rows(*CONTRIB, SHOP, child, drop=(("shop", "0002_price"),)), own=["shop", "orders"]), code)
     assert verdict.kind == "older" and "applied orders.0002_ship but never shop.0002_price" in verdict.reason
+
+
+def test_project_apps_counts_packaged_apps_as_the_projects_own_and_refuses_unknown_labels(tmp_path):
+    from squashkit.project import AppInfo, ProjectInfo, declare_own
+
+    def app(label: str) -> AppInfo:
+        return AppInfo(label=label, name=f"pkg.{label}", path=tmp_path, own=False, migrations_module=None,
+                       migrations_folder=None, migrations_folder_resolved=None, migrations=["0001_initial"],
+                       aliases=["default"], models=[])
+
+    project = ProjectInfo(django_version="5.2", python="python", databases={}, apps=[app("dcim"), app("extras")])
+    assert [a.label for a in declare_own(project, ["dcim"]).own_apps()] == ["dcim"]
+    assert declare_own(project, []).own_apps() == []
+    with pytest.raises(BadInput, match="project_apps names ipam, which no installed app is"):
+        declare_own(project, ["dcim", "ipam"])

@@ -120,14 +120,16 @@ def _check_layout(project: ProjectInfo, database: Database, add) -> None:
         return  # the connection findings say why
     name = f"migrate order ({', '.join(database.aliases)})"
     order = [alias for alias in migrate_order(project, layout) if alias in database.aliases]
-    _order, impossible = build_order(order, layout, [database.aliases])
+    impossible = build_order(order, layout, [database.aliases])[1]
     if impossible:
-        pairs = "; ".join(f"{reader} reaches {layout[owner].home}.django_migrations, {owner}'s" for reader, owner in impossible)
+        pairs = "; ".join(f"{reader} reaches {layout[owner].home}.django_migrations, {owner}'s"
+                          for reader, owner in impossible)
         add(name, "fail", f"{pairs}, and the other way round: no migrate order builds this database from nothing; "
             "take the other alias's schema off one search_path")
         return
-    seen = [f"{reader}'s search_path ({', '.join(layout[reader].path)}) reaches {layout[owner].home}.django_migrations, "
-            f"{owner}'s" for reader, owner in sightings(layout, [database.aliases])]
+    seen = [f"{reader}'s search_path ({', '.join(layout[reader].path)}) reaches "
+            f"{layout[owner].home}.django_migrations, {owner}'s"
+            for reader, owner in sightings(layout, [database.aliases])]
     if seen:
         add(name, "warn", f"{'; '.join(seen)}: migrate {' before '.join(order)}, as squashkit's scratch builds and "
             "recreate do (the other way round, the later alias takes the first's history, where every app is recorded, "
@@ -138,10 +140,11 @@ def _check_layout(project: ProjectInfo, database: Database, add) -> None:
     for home, aliases in shared.items():
         strays = [alias for alias in aliases if layout[alias].path[0] != home]
         if len(aliases) > 1 and strays:
-            add(f"django_migrations ({', '.join(aliases)})", "warn", f"{', '.join(aliases)} share {home}.django_migrations, though {strays[0]}'s search_path puts "
-                f"{layout[strays[0]].path[0]} first: each records the other's apps as applied, so a migrate of one creates "
-                f"nothing for the other (the database was migrated in the wrong order); squashkit recreate builds each "
-                "its own")
+            add(f"django_migrations ({', '.join(aliases)})", "warn",
+                f"{', '.join(aliases)} share {home}.django_migrations, though {strays[0]}'s search_path puts "
+                f"{layout[strays[0]].path[0]} first: each records the other's apps as applied, so a migrate of one "
+                "creates nothing for the other (the aliases were migrated the other way round, or before the schema "
+                "existed); squashkit recreate builds each its own")
 
 
 def _check_mode(conn: psycopg.Connection, has_admin: bool, dbname: str, alias: str, add) -> None:

@@ -179,3 +179,15 @@ def test_check_says_when_two_aliases_share_one_history(pg, depot):
     shared = found["django_migrations (default, data)"]
     assert shared["status"] == "warn" and "share public.django_migrations" in shared["detail"], shared
     assert "migrate order (default, data)" not in found  # one table: nothing to order
+
+
+def test_rollback_from_json_rebuilds_both_aliases_data_first(depot):
+    dev = depot.fingerprint("dev")
+    made = depot.run("backup")
+    assert made.code == 0, made.stderr[-3000:]
+    bundle = Path(made.stdout.strip().splitlines()[-1])
+    back = depot.run("rollback", str(bundle / "db.json.gz"), "--env", "prod", "--yes")
+    assert back.code == 0, back.stderr[-3000:]
+    assert depot.fingerprint("prod") == dev
+    assert _own_histories(depot, "prod")
+    _migrated(depot, "prod")

@@ -12,7 +12,8 @@ class Migration(migrations.Migration):
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("delta", models.IntegerField()),
-                ("item", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="moves", to="inventory.item")),
+                ("item", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="moves",
+                                           to="inventory.item")),
             ],
             options={"db_table": "inv_move"},
         ),

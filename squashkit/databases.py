@@ -7,6 +7,11 @@ same rows twice, and the second lock or rename would find the first one's. Every
 speaks Django (``migrate --fake``, the fixtures, ``migrate --check``) still runs per alias, since
 each alias has its own search_path and so its own ``django_migrations``.
 
+Where aliases of one database see each other, the order they are migrated in decides where each
+records its history (``migrate_order``): an alias whose search_path reaches another alias's
+``django_migrations`` goes first, every scratch build and ``recreate`` alike, so that it creates
+its own table before it can find the other's.
+
 A ``Database`` is reached for the database-wide work (locks, dumps, renames) through its first
 alias: ``default`` when it is one of them, else the first in settings order.
 """
@@ -18,6 +23,7 @@ import re
 
 from pydantic import BaseModel, Field
 
+from squashkit import postgres
 from squashkit.errors import BadInput
 from squashkit.postgres import ConnectionParams
 from squashkit.project import ProjectInfo
@@ -83,12 +89,105 @@ def sharing(project: ProjectInfo, alias: str) -> Database:
     raise KeyError(alias)
 
 
-def migrate_order(project: ProjectInfo) -> list[str]:
-    """The aliases in the order Django's test runner creates their databases: ``TEST["DEPENDENCIES"]``
-    first (every alias depends on ``default`` unless it says otherwise), then settings order.
+class AliasLayout(BaseModel):
+    """What one alias's connection finds on its database: where ``migrate`` reads and records its history."""
 
-    Migrating in this order reproduces where the first alias put what later ones find through
-    their search_path (``django_migrations``, the PostGIS extension, content types)."""
+    path: list[str] = Field(description="The schemas of its search_path in order (on a live database, those that exist).")
+    home: str = Field(description="The schema of the django_migrations it reads and records into.")
+
+
+Layout = dict[str, AliasLayout]
+
+
+def declared_layout(project: ProjectInfo, aliases: list[str] | None = None) -> Layout:
+    """Each alias's layout as its settings declare it, for a database built schemas first: its
+    OPTIONS search_path (``public`` when it sets none), its django_migrations in the first schema of it."""
+    layout = {}
+    for alias in project.postgres_aliases() if aliases is None else aliases:
+        path = search_path(project.connection(alias)) or ["public"]
+        layout[alias] = AliasLayout(path=path, home=path[0])
+    return layout
+
+
+_HOME = """SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.oid = to_regclass('django_migrations')"""
+
+
+def live_layout(project: ProjectInfo, database: Database) -> Layout:
+    """Each alias of ``database`` as it finds the live database: the schemas of its search_path that
+    exist there (OPTIONS, ``ALTER ROLE``/``ALTER DATABASE ... SET`` alike) and the django_migrations
+    it finds, or where it would create one. The declared layout when the database does not exist yet.
+
+    A scratch build must record each alias's history where the live one keeps it: the rows a squash
+    writes back are read from there, and an alias that finds another's table creates nothing."""
+    params = project.connection(database.alias)
+    with postgres.connect(params.with_dbname("postgres")) as conn:
+        if not postgres.database_exists(conn, params.dbname):
+            return declared_layout(project, database.aliases)
+    layout = {}
+    for alias in database.aliases:
+        with postgres.connect(project.connection(alias)) as conn:
+            path = list(conn.execute("SELECT current_schemas(false)").fetchone()[0]) or ["public"]
+            found = conn.execute(_HOME).fetchone()
+        layout[alias] = AliasLayout(path=path, home=found[0] if found else path[0])
+    return layout
+
+
+def sightings(layout: Layout, together: list[list[str]]) -> list[tuple[str, str]]:
+    """``(reader, owner)``: aliases of one database (each group of ``together``) whose search_path
+    reaches another alias's django_migrations, in the schema the other keeps it in.
+
+    The reader must migrate first: migrated after the owner, it finds the owner's table before
+    its own exists, reads the owner's history (every app is recorded there, routed or not) as
+    its own, and creates none of its tables."""
+    found = []
+    for aliases in together:
+        for reader in aliases:
+            for owner in aliases:
+                mine, theirs = layout[reader].home, layout[owner].home
+                if reader != owner and mine != theirs and theirs in layout[reader].path:
+                    found.append((reader, owner))
+    return found
+
+
+def build_order(
+    preferred: list[str], layout: Layout, together: list[list[str]],
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the aliases in an order where no alias reads another's django_migrations, the sightings no order
+    can satisfy: two aliases that each see the other's). Otherwise ``preferred`` order is kept.
+
+    Every reader goes before the owner it sees (``sightings``); among the aliases free to go, the
+    first in ``preferred`` goes first, so a layout with no sighting keeps ``preferred`` as it is."""
+    needs = sightings(layout, together)
+    before = {alias: {reader for reader, owner in needs if owner == alias} for alias in preferred}
+    ordered: list[str] = []
+    impossible: list[tuple[str, str]] = []
+    while len(ordered) < len(preferred):
+        waiting = [alias for alias in preferred if alias not in ordered]
+        ready = [alias for alias in waiting if not before[alias] - set(ordered)]
+        if not ready:  # a circle: the first waiting alias goes anyway, and what it breaks is reported
+            ready = waiting[:1]
+            impossible += [(reader, ready[0]) for reader in sorted(before[ready[0]] - set(ordered))]
+        ordered.append(ready[0])
+    return ordered, impossible
+
+
+def migrate_order(project: ProjectInfo, layout: Layout | None = None) -> list[str]:
+    """The aliases in the order to migrate them: the order Django's test runner creates their
+    databases (``TEST["DEPENDENCIES"]`` first: every alias depends on ``default`` unless it says
+    otherwise, then settings order), except that an alias whose search_path reaches another
+    alias's django_migrations goes before that one (``build_order``).
+
+    Migrating in this order reproduces where each alias put what later ones find through their
+    search_path (``django_migrations``, the PostGIS extension, content types). ``layout`` (a
+    database's ``live_layout``) says where each alias finds things; the declared one for the rest."""
+    preferred = _test_runner_order(project)
+    found = {**declared_layout(project, preferred), **(layout or {})}
+    together = [database.aliases for database in physical(project)]
+    return build_order(preferred, found, together)[0]
+
+
+def _test_runner_order(project: ProjectInfo) -> list[str]:
     aliases = project.postgres_aliases()
     depends = {
         alias: [d for d in (project.databases[alias].get("TEST") or {}).get("DEPENDENCIES", ["default"]) if d in aliases and d != alias]

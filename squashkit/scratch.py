@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 
 from squashkit import drift, postgres, schema
 from squashkit.config import Config
-from squashkit.databases import Database, migrate_order, physical
+from squashkit.databases import Database, live_layout, migrate_order, physical
 from squashkit.errors import OperationFailed
 from squashkit.postgres import ConnectionParams
 from squashkit.project import ManagePy, ProjectInfo
@@ -44,9 +44,11 @@ def empty(
 
 
 def migrate(manage: ManagePy, project: ProjectInfo, database: Database, names: dict[str, str]) -> None:
-    """A real ``migrate`` of every alias of ``database`` into its scratch database, in the test runner's order."""
+    """A real ``migrate`` of every alias of ``database`` into its scratch database, in the order the
+    live database's layout needs (``migrate_order``)."""
     on = manage.on(names)
-    for alias in [alias for alias in migrate_order(project) if alias in database.aliases]:
+    order = migrate_order(project, live_layout(project, database)) if len(database.aliases) > 1 else database.aliases
+    for alias in [alias for alias in order if alias in database.aliases]:
         on.run("migrate", "--database", alias, "--noinput", "-v", "0", what=f"migrate {alias} into the scratch database {names[alias]}")
 
 

@@ -6,7 +6,8 @@ what goes into that migrate, so it is kept under a hash of exactly that (``key``
 
 - every migration file of every installed app, by path and content (third-party apps too: a
   Django upgrade changes theirs), and the installed apps themselves;
-- the settings module, the Django version, the aliases that reach the database;
+- the settings module, the Django version, the aliases that reach the database and where each
+  finds its ``django_migrations`` (``databases.live_layout``: it decides their migrate order);
 - the server's version, the database's encoding and locale, and the extensions the scratch
   database gets (the live database's and the configured ones).
 
@@ -32,7 +33,7 @@ import psycopg
 from pydantic import BaseModel, Field, ValidationError
 
 from squashkit import __version__, postgres, schema, scratch
-from squashkit.databases import Database
+from squashkit.databases import Database, live_layout
 from squashkit.postgres import ConnectionParams
 from squashkit.project import ManagePy, ProjectInfo, migration_files
 
@@ -81,6 +82,9 @@ def key(manage: ManagePy, project: ProjectInfo, database: Database, params: Conn
     with postgres.connect(params) as conn:
         feed("server", conn.info.server_version, *(postgres.database_locale(conn, params.dbname) or ()))
         feed("extensions", *sorted((set(postgres.installed_extensions(conn)) | set(extensions)) - {"plpgsql"}))
+    if len(database.aliases) > 1:
+        for alias, found in live_layout(project, database).items():
+            feed("layout", alias, found.home, *found.path)
     return digest.hexdigest(), files
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from squashkit import clients, drift, freshcheck, journal, placement, postgres, schema, scratch_cache, tenants
 from squashkit.config import Config
-from squashkit.databases import Database, physical
+from squashkit.databases import Database, build_order, live_layout, migrate_order, physical, sightings
 from squashkit.errors import BadInput, SquashkitError
 from squashkit.project import AppInfo, ManagePy, ProjectInfo, declare_own, introspect, manage_py
 
@@ -73,6 +73,7 @@ def check(config: Config, *, env: str | None = None, use_cache: bool = True) -> 
         if len(database.aliases) > 1:
             add(f"database {database.name}", "ok", f"reached by {', '.join(database.aliases)}: dumped, rebuilt and swapped "
                 "once; each alias keeps the django_migrations its search_path finds")
+            _check_layout(project, database, add)
         diff: list = []
         for alias in database.aliases:
             _check_alias(config, manage, admin, project, alias, add, database=database, diff=diff, use_cache=use_cache)
@@ -114,6 +115,43 @@ def _check_alias(
         add(f"connection ({alias})", "fail", str(exc))
     except psycopg.Error as exc:
         add(f"database ({alias})", "fail", str(exc).strip().splitlines()[0])
+
+
+def _check_layout(project: ProjectInfo, database: Database, add) -> None:
+    """Aliases of one database that can see another alias's django_migrations through their search_path,
+    and the order that builds them: migrated the other way round (a plain ``manage.py migrate`` of
+    ``default`` first), the reader takes the other's history for its own and creates none of its tables."""
+    try:
+        layout = live_layout(project, database)
+    except (SquashkitError, psycopg.Error):
+        return  # the connection findings say why
+    name = f"migrate order ({', '.join(database.aliases)})"
+    order = [alias for alias in migrate_order(project, layout) if alias in database.aliases]
+    impossible = build_order(order, layout, [database.aliases])[1]
+    if impossible:
+        pairs = "; ".join(f"{reader} reaches {layout[owner].home}.django_migrations, {owner}'s"
+                          for reader, owner in impossible)
+        add(name, "fail", f"{pairs}, and the other way round: no migrate order builds this database from nothing; "
+            "take the other alias's schema off one search_path")
+        return
+    seen = [f"{reader}'s search_path ({', '.join(layout[reader].path)}) reaches "
+            f"{layout[owner].home}.django_migrations, {owner}'s"
+            for reader, owner in sightings(layout, [database.aliases])]
+    if seen:
+        add(name, "warn", f"{'; '.join(seen)}: migrate {' before '.join(order)}, as squashkit's scratch builds and "
+            "recreate do (the other way round, the later alias takes the first's history, where every app is recorded, "
+            "for its own and creates none of its tables)")
+    shared = {}
+    for alias in database.aliases:
+        shared.setdefault(layout[alias].home, []).append(alias)
+    for home, aliases in shared.items():
+        strays = [alias for alias in aliases if layout[alias].path[0] != home]
+        if len(aliases) > 1 and strays:
+            add(f"django_migrations ({', '.join(aliases)})", "warn",
+                f"{', '.join(aliases)} share {home}.django_migrations, though {strays[0]}'s search_path puts "
+                f"{layout[strays[0]].path[0]} first: each records the other's apps as applied, so a migrate of one "
+                "creates nothing for the other (the aliases were migrated the other way round, or before the schema "
+                "existed); squashkit recreate builds each its own")
 
 
 def _check_mode(conn: psycopg.Connection, has_admin: bool, dbname: str, alias: str, add) -> None:

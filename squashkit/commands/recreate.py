@@ -14,8 +14,10 @@ regenerate the migrations, ``migrate APP --database ALIAS`` for each app on its 
 3. Unless ``--keep-migrations``: migrate the current files into them, judge what regenerated
    files would forget against that (refused, nothing changed, when something would be lost),
    empty them again, delete the files, ``makemigrations`` pointed at them, carry over.
-4. ``migrate`` every alias for real, in the order ``TEST["DEPENDENCIES"]`` implies (each app's
-   operations run where its router allows, every alias records its own history).
+4. ``migrate`` every alias for real, in the order ``TEST["DEPENDENCIES"]`` implies, except that an
+   alias whose search_path reaches another's ``django_migrations`` goes first (each app's
+   operations run where its router allows, every alias records its own history in the first
+   schema of its search_path; migrated second, it would read the other's as its own and build nothing).
 5. ``loaddata`` each fixture on every alias whose router allows one of its models.
 6. Verify: ``migrate --check`` on every alias, ``makemigrations --check``.
 7. Swap the new databases in (the old ones kept as ``__squashkit_prev``); or drop the renamed schemas.
@@ -276,6 +278,8 @@ def _empty(config: Config, target: Target, mode: str, live: dict[str, str], work
 
 
 def _migrate(manage: ManagePy, target: Target, log: Log) -> None:
+    """Steps 3-4's real migrate, in the order the settings' layout needs: recreate builds each alias's
+    django_migrations where a database made schemas first has it, even where the live one shares one."""
     order = migrate_order(target.project)
     for alias in order:
         manage.run("migrate", "--database", alias, "--noinput", "-v", "0", what=f"migrate on {alias}")

@@ -6,18 +6,18 @@ tables differ, as a data migration that stays valid when the models change later
 
 - literal rows, and the models asked of ``apps.get_model`` by name: nothing of the project is
   imported (a later squash finds the models unchanged and moves it as it is);
-- rows deleted (the new build has them, the old one not), updated, then inserted in
-  foreign-key order, each on its own table only (a multi-table child's parent row is its own
-  row), with the values as the old build held them;
+- one migration, after the last migration of every app, in one transaction: rows deleted (the
+  new build has them, the old one not; referencing rows first), updated, then inserted in
+  foreign-key order (a multi-table child after its parent row, whichever app owns that table),
+  each on its own table only, with the values as the old build held them;
 - content types and permissions by natural key, found or created when it runs (``post_migrate``
   numbers them in its own order, after every migration);
 - columns two builds of the old history disagree on (a uuid4 or clock default) left to the
   model's default, as the old history left them;
 - sequences set past the inserted ids.
 
-A table belongs to the app whose model owns it; a third-party table's rows go to the project app
-whose data migrations changed them (the first such app). The migration depends on the app's
-last regenerated or carried migration and on every app whose tables its rows reference.
+The migration lives in the first project app whose data migration left rows (``host``); the
+loss report still answers, app by app, for the tables each app's data migrations changed.
 """
 
 from __future__ import annotations
@@ -115,9 +115,9 @@ def apply_rows(apps, schema_editor, models, rows):
 
 
 def assign(diff: DataDiff, project: ProjectInfo, data_apps: list[str]) -> dict[str, list[str]]:
-    """app label -> the differing tables its data migration holds: a model's own app when it is a
-    project app, else the first project app with a data migration among ``data_apps``; apps whose
-    rows reference each other's both ways go into one."""
+    """app label -> the differing tables whose rows it answers for (the loss report's verdicts): a
+    model's own app when it is a project app, else the first project app with a data migration
+    among ``data_apps``."""
     owners = _table_owners(project)
     own = [app.label for app in project.own_apps()]
     fallback = next((label for label in data_apps if label in own), None) or (own[0] if own else None)
@@ -133,40 +133,57 @@ def assign(diff: DataDiff, project: ProjectInfo, data_apps: list[str]) -> dict[s
     return groups
 
 
+def host(groups: dict[str, list[str]], data_apps: list[str]) -> str:
+    """The app whose folder holds the data migration: the first project app whose data migration left
+    rows (the one a reader looks in), else the first app owning a differing table."""
+    return next((app for app in data_apps if app in groups), None) or next(iter(groups))
+
+
 def write(diff: DataDiff, old: Snapshot, new: Snapshot, project: ProjectInfo, alias: str, groups: dict[str, list[str]],
-          *, now: datetime.datetime | None = None) -> list[Path]:
-    """Write ``NNNN_squashkit_data.py`` per app of ``groups``, after the app's last migration; returns the files."""
+          *, data_apps: list[str] | None = None, now: datetime.datetime | None = None) -> list[Path]:
+    """Write one ``NNNN_squashkit_data.py`` holding every differing row, in ``host``'s folder; returns the files.
+
+    One migration, after the last migration of every project app and of the third-party apps whose
+    tables it writes: the difference is what the new files' build holds at its end, so the rows are
+    written once the migrations making them ran (a carried RunPython of another app may have made
+    the row an update names), and in one transaction, so a
+    multi-table child and its parent row (a third-party table) commit together whatever their
+    apps' order (a child in one migration and its parent in a later one broke every fresh build)."""
+    app = host(groups, data_apps or [])
+    folder = next(a.migrations_folder for a in project.own_apps() if a.label == app)
+    files = carry.regenerated_files(folder)
+    if not files:
+        raise OperationFailed(f"{app} has no regenerated migration to follow with its data migration")
+    path = carry.next_migration(files, NAME)
+    if path.exists():
+        raise OperationFailed(f"{path.name} exists already (another database's rows for {app}): carry them by hand")
+    tables = [t for t in insert_order(old, [t for tables in groups.values() for t in tables])]
+    referenced = {ref for t in tables for ref in old.tables[t].references}
+    referenced |= {CONTENT_TYPES for t in tables if "contenttype" in old.tables[t].natural.values() or t == PERMISSIONS}
+    referenced |= {PERMISSIONS for t in tables if "permission" in old.tables[t].natural.values()}
+    depends = dependencies(project, app, files[-1].stem, tables, referenced)
+    carry.write_python(path, _module(diff, old, new, tables, _table_owners(project), alias, depends,
+                                     now or datetime.datetime.now()))
+    return [path]
+
+
+def dependencies(project: ProjectInfo, app: str, last: str, written: list[str], referenced: set[str]
+                 ) -> list[tuple[str, str]]:
+    """(app, its last migration): ``app``'s, every other project app's (their carried RunPython may make
+    a row the difference names), and those of the third-party apps owning ``written`` or ``referenced``
+    tables. Not every app's: a dependency pulls that app's migrations earlier in migrate's plan, and
+    a join table numbered by that plan (``auth_group_permissions``) would then differ."""
     owners = _table_owners(project)
-    apps = {app.label: app for app in project.own_apps()}
-    table_app = {table: app for app, tables in groups.items() for table in tables}
-    order = _fk_order(old, [t for tables in groups.values() for t in tables])
-    needs = {app: {table_app[ref] for t in tables for ref in old.tables[t].references if table_app.get(ref, app) != app}
-             for app, tables in groups.items()}
-    if _cyclic(needs):
-        first = next(iter(groups))
-        groups = {first: [t for tables in groups.values() for t in tables]}
-        needs = {first: set()}
-    written: dict[str, Path] = {}
-    for app in _app_order(needs):
-        files = carry.regenerated_files(apps[app].migrations_folder)
-        if not files:
-            raise OperationFailed(f"{app} has no regenerated migration to follow with its data migration")
-        path = carry.next_migration(files, NAME)
-        if path.exists():
-            raise OperationFailed(f"{path.name} exists already (another database's rows for {app}): carry them by hand")
-        tables = [t for t in order if t in groups[app]]
-        dependencies = [(app, files[-1].stem)]
-        for other in sorted(needs[app]):
-            dependencies.append((other, written[other].stem))
-        referenced = {t for table in tables for t in [table, *old.tables[table].references]}
-        third = {owners[t][0] for t in referenced if t in owners}
-        third |= {"contenttypes" for t in tables if _uses(old, diff, t, "contenttype") or t == CONTENT_TYPES}
-        third |= {"auth" for t in tables if _uses(old, diff, t, "permission") or t == PERMISSIONS}
-        for other in sorted(third - set(groups) - {app}):
-            dependencies.append((other, _last_migration(project, other)))
-        carry.write_python(path, _module(diff, old, new, tables, owners, alias, dependencies, now or datetime.datetime.now()))
-        written[app] = path
-    return list(written.values())
+    own = {a.label: a for a in project.own_apps()}
+    found = [(app, last)]
+    for label, other in own.items():
+        files = carry.regenerated_files(other.migrations_folder) if other.migrations_folder else []
+        if label != app and files:
+            found.append((label, files[-1].stem))
+    for label in sorted({owners[t][0] for t in [*written, *referenced] if t in owners} - set(own)):
+        if (name := _last_migration(project, label)) != "__latest__":
+            found.append((label, name))
+    return found
 
 
 def _last_migration(project: ProjectInfo, label: str) -> str:
@@ -176,10 +193,6 @@ def _last_migration(project: ProjectInfo, label: str) -> str:
     if app is not None and app.own and app.migrations_folder and (files := carry.regenerated_files(app.migrations_folder)):
         return files[-1].stem
     return max(app.migrations) if app is not None and app.migrations else "__latest__"
-
-
-def _uses(old: Snapshot, diff: DataDiff, table: str, kind: str) -> bool:
-    return kind in old.tables[table].natural.values() or (kind == "contenttype" and table == PERMISSIONS)
 
 
 def _table_owners(project: ProjectInfo) -> dict[str, tuple[str, str]]:
@@ -192,9 +205,10 @@ def _table_owners(project: ProjectInfo) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _fk_order(old: Snapshot, tables: list[str]) -> list[str]:
-    """Referenced tables before those referencing them (a cycle keeps its given order: the foreign keys Django
-    makes are checked at commit)."""
+def insert_order(old: Snapshot, tables: list[str]) -> list[str]:
+    """Referenced tables before those referencing them, a multi-table child after its parent (a cycle
+    keeps its given order: the foreign keys Django makes are checked at commit). Rows are inserted in
+    this order and deleted in the reverse one, so a foreign key made ``IMMEDIATE`` (by RunSQL) holds too."""
     done: list[str] = []
     visiting: set[str] = set()
 
@@ -211,27 +225,6 @@ def _fk_order(old: Snapshot, tables: list[str]) -> list[str]:
     for table in sorted(tables):
         visit(table)
     return done
-
-
-def _cyclic(needs: dict[str, set[str]]) -> bool:
-    try:
-        _app_order(needs)
-    except ValueError:
-        return True
-    return False
-
-
-def _app_order(needs: dict[str, set[str]]) -> list[str]:
-    order: list[str] = []
-    pending = dict(needs)
-    while pending:
-        ready = sorted(app for app, wanted in pending.items() if wanted <= set(order))
-        if not ready:
-            raise ValueError("cycle")
-        order += ready
-        for app in ready:
-            del pending[app]
-    return order
 
 
 # --- the module -----------------------------------------------------------------------------------
@@ -268,6 +261,7 @@ def _module(diff: DataDiff, old: Snapshot, new: Snapshot, tables: list[str], own
             if defaulted:
                 rows["defaulted"][label] = defaulted
         counts.append(f"  {table}: {changes.describe()}")
+    rows["delete"] = dict(reversed(rows["delete"].items()))  # a referencing row goes before the row it points at
     rows = {k: v for k, v in rows.items() if v}
     data = _pretty({alias: rows})
     helpers = (CONTENT_TYPES_HELPER if "ContentTypeKey(" in data else "") + (PERMISSIONS_HELPER if "PermissionKey(" in data else "")

@@ -164,7 +164,8 @@ def prove(
         diff = freshdata.compare(old.data, new, old.volatile)
     unstable = _unstable(manage, diff)
     data_apps = [op.app for op in report.with_verdict("data")]
-    settled = settle(report, diff, datamigration.assign(diff, target.project, data_apps), unstable)
+    groups = datamigration.assign(diff, target.project, data_apps)
+    settled = settle(report, diff, groups, unstable, datamigration.host(groups, data_apps) if groups else "")
     if settled:
         log(f"[{alias}] what the old history's data migrations leave in a fresh database:\n"
             + losses.render(LossReport(operations=settled)))
@@ -182,7 +183,7 @@ def prove(
         _keep_new(config, target, database, new, log)
         return
     groups = datamigration.assign(diff, target.project, data_apps)
-    written = datamigration.write(diff, old.data, new, target.project, alias, groups)
+    written = datamigration.write(diff, old.data, new, target.project, alias, groups, data_apps=data_apps)
     log(f"[{alias}] carried as data ({diff.summary()}) into "
         + ", ".join(str(p.relative_to(target.manage.cwd)) for p in written))
     # Built again from nothing: the new files alone must give the old history's schema and rows.
@@ -268,9 +269,10 @@ def _field_defaults(manage: ManagePy, tables: list[str]) -> dict[str, list[str]]
         return json.loads(out.read_text()) if out.exists() else {}
 
 
-def settle(report: LossReport, diff: freshdata.DataDiff, groups: dict[str, list[str]], unstable: dict[str, set[str]]
-           ) -> list[losses.LostOperation]:
-    """Each ``data`` operation of the report: carried as data, not needed, or lost, app by app; returns them."""
+def settle(report: LossReport, diff: freshdata.DataDiff, groups: dict[str, list[str]], unstable: dict[str, set[str]],
+           host: str = "") -> list[losses.LostOperation]:
+    """Each ``data`` operation of the report: carried as data (in ``host``'s migration), not needed, or lost,
+    app by app; returns them."""
     settled = report.with_verdict("data")
     blamed: set[int] = set()
     for app in {op.app for op in settled}:
@@ -288,7 +290,7 @@ def settle(report: LossReport, diff: freshdata.DataDiff, groups: dict[str, list[
                 "the clock or randomness, and no model default makes it): not carried with values that differ on every build")
         elif tables:
             rows = "; ".join(f"{t}: {diff.tables[t].describe()}" for t in tables)
-            op.verdict, op.reason = "carried", f"carried as data in {op.app}'s {datamigration.NAME} migration ({rows})"
+            op.verdict, op.reason = "carried", f"carried as data in {host or op.app}'s {datamigration.NAME} migration ({rows})"
         else:
             op.verdict, op.reason = "not_needed", (
                 "nothing to carry: a fresh build of the new files holds the same rows in "

@@ -186,3 +186,45 @@ def test_with_accept_loss_a_row_left_out_takes_the_rows_pointing_at_it_along(fre
     new = fresh_rows(project, "new")
     assert new["public.seeds_category"][0] == old["public.seeds_category"][0] - 2  # the random root and its leaf
     assert {t: v for t, v in new.items() if t != "public.seeds_category"} == {t: v for t, v in old.items() if t != "public.seeds_category"}
+
+
+# --- a page tree: multi-table rows of a third-party parent, made by two apps (SAMPLE_PAGETREE=1) ---
+
+PAGETREE = {"SAMPLE_PAGETREE": "1"}
+
+
+@pytest.fixture(scope="module")
+def pagetree_template(pg) -> str:
+    name = "pagetree_template"
+    create_database(pg, name)
+    manage(pg, name, "migrate", "-v", "0", **PAGETREE)
+    return name
+
+
+@pytest.fixture
+def pagetree_project(pg, pagetree_template, prod_role, tmp_path, monkeypatch) -> Project:
+    monkeypatch.setenv("SAMPLE_PAGETREE", "1")
+    yield from project_copy(pg, tmp_path, pagetree_template, prefix="pages_")
+
+
+def test_multi_table_rows_of_a_third_party_parent_made_by_two_apps_are_carried_parents_first(pagetree_project):
+    """home's data migration replaces the third-party welcome page with a HomePage (a delete, an
+    insert of a child row and its parent row, an update of the root); library's, carried as code,
+    makes an index page under it. One data migration writes them all, once library's code ran,
+    and a fresh build of the new files holds the old history's rows, row for row."""
+    project = pagetree_project
+    old = fresh_rows(project, "old")
+    assert old["public.home_homepage"][0] == 1 and old["public.library_indexpage"][0] == 1
+    live = project.fingerprint(project.dev)
+
+    result = project.run("squash", "--yes")
+    assert result.code == 0, result.stderr
+    carried = data_migrations(project)
+    assert len(carried) == 1, result.stderr  # one migration: the child rows commit with their parent rows
+    text = next(iter(carried.values()))
+    assert "'pagetree.page'" in text and "'home.homepage'" in text and "'library.indexpage'" in text
+    assert "('library', '0002_squashkit_carried')" in text  # after the code that made the row it updates
+    assert (project.root / "library" / "migrations" / "0002_squashkit_carried.py").exists()
+    assert fresh_rows(project, "new") == old
+    assert project.fingerprint(project.dev) == live
+    assert_clean(project, project.dev)

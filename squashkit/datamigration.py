@@ -29,10 +29,11 @@ from pathlib import Path
 
 from squashkit import carry
 from squashkit.errors import OperationFailed
-from squashkit.freshdata import CONTENT_TYPES, PERMISSIONS, DataDiff, Snapshot
+from squashkit.freshdata import CONTENT_TYPES, PERMISSIONS, DataDiff, Snapshot, row_key
 from squashkit.project import ProjectInfo
 
 NAME = "squashkit_data"
+NOT_WRITTEN = "squashkit: carried rows not written: "  # then JSON: [{table, action, key, why}], read by ``not_written``
 
 # The natural keys, written only when the rows hold some (their models are asked for by name).
 CONTENT_TYPES_HELPER = '''
@@ -71,7 +72,7 @@ def _fields(model, row):
     fields = {field.column: field for field in model._meta.local_concrete_fields}
     unknown = sorted(set(row) - set(fields))
     if unknown:
-        raise RuntimeError(f"{model._meta.label} has no field for column(s) {', '.join(unknown)} of {model._meta.db_table}")
+        raise RuntimeError(f"the model has no field for column(s) {', '.join(unknown)}")
     return fields
 
 
@@ -81,17 +82,30 @@ def _attnames(apps, alias, model, row):
 
 
 def apply_rows(apps, schema_editor, models, rows):
-    """Delete, update, then insert each table's rows on that table alone; set sequences past the inserted ids."""
+    """Delete, update, then insert each table's rows on that table alone; set sequences past the inserted ids.
+
+    Each row is written in a savepoint and the foreign keys are checked before the end: a row that
+    cannot be written is named with why (in one line, after NOT_WRITTEN), every such row at once."""
     alias = schema_editor.connection.alias
     mine = rows.get(alias, {})
+    failed = []
+
+    def attempt(action, label, key, write):
+        try:
+            with transaction.atomic(using=alias):
+                write()
+        except (DatabaseError, RuntimeError) as exc:
+            failed.append({"table": models[label]._meta.db_table, "action": action, "key": key, "why": _why(exc)})
+
     for label, keys in mine.get("delete", {}).items():
         manager = models[label]._base_manager.using(alias)
         for key in keys:
-            manager.filter(**_attnames(apps, alias, models[label], key))._raw_delete(alias)
+            attempt("delete", label, key, lambda: manager.filter(**_attnames(apps, alias, models[label], key))._raw_delete(alias))
     for label, changes in mine.get("update", {}).items():
         manager = models[label]._base_manager.using(alias)
         for key, values in changes:
-            manager.filter(**_attnames(apps, alias, models[label], key)).update(**_attnames(apps, alias, models[label], values))
+            attempt("update", label, key, lambda: manager.filter(**_attnames(apps, alias, models[label], key)).update(
+                **_attnames(apps, alias, models[label], values)))
     inserted = []
     for label, new_rows in mine.get("insert", {}).items():
         model = models[label]
@@ -99,18 +113,49 @@ def apply_rows(apps, schema_editor, models, rows):
             for row in new_rows:
                 _value(apps, alias, row)
             continue
-        defaulted = mine.get("defaulted", {}).get(label, [])
         for row in new_rows:
-            obj = model(**_attnames(apps, alias, model, row))  # a defaulted column gets the model's default
-            written = [f for f in model._meta.local_concrete_fields if f.column in row or f.column in defaulted]
-            missing = [f.column for f in written if f.column in defaulted and not f.has_default()]
-            if missing:
-                raise RuntimeError(f"{label}: {', '.join(missing)} differ on every build and have no default")
-            model._base_manager.using(alias)._insert([obj], fields=written, raw=True, using=alias)
+            attempt("insert", label, {model._meta.pk.column: row.get(model._meta.pk.column)},
+                    lambda: _insert(apps, alias, model, row, mine.get("defaulted", {}).get(label, [])))
         inserted.append(model)
+    try:
+        with transaction.atomic(using=alias), schema_editor.connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the deferred foreign keys, checked now to name their rows
+    except IntegrityError as exc:
+        failed.extend(_broken_reference(exc, models, mine))
+    if failed:
+        raise RuntimeError(NOT_WRITTEN + json.dumps(failed, default=str))
     with schema_editor.connection.cursor() as cursor:
         for statement in schema_editor.connection.ops.sequence_reset_sql(no_style(), inserted):
             cursor.execute(statement)
+
+
+def _insert(apps, alias, model, row, defaulted):
+    obj = model(**_attnames(apps, alias, model, row))  # a defaulted column gets the model's default
+    written = [f for f in model._meta.local_concrete_fields if f.column in row or f.column in defaulted]
+    missing = [f.column for f in written if f.column in defaulted and not f.has_default()]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} differ on every build and have no default")
+    model._base_manager.using(alias)._insert([obj], fields=written, raw=True, using=alias)
+
+
+def _why(exc):
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _broken_reference(exc, models, mine):
+    """The rows a foreign key checked at the end names ("Key (column)=(value) is not present in table ...")."""
+    diag = getattr(exc.__cause__, "diag", None)
+    table = getattr(diag, "table_name", None)
+    found = re.search(r"Key \\((\\w+)\\)=\\((.*)\\) is not present", getattr(diag, "message_detail", None) or "")
+    named = []
+    for action in ("insert", "update"):
+        for label, items in mine.get(action, {}).items():
+            pk = models[label]._meta.pk.column
+            for item in items if models[label]._meta.db_table == table and found else []:
+                key, values = ({pk: item.get(pk)}, item) if action == "insert" else item
+                if found.group(1) in values and str(values[found.group(1)]) == found.group(2):
+                    named.append({"table": table, "action": action, "key": key, "why": _why(exc)})
+    return named or [{"table": table or "?", "action": "check", "key": None, "why": _why(exc)}]
 '''
 
 
@@ -184,6 +229,48 @@ def dependencies(project: ProjectInfo, app: str, last: str, written: list[str], 
         if (name := _last_migration(project, label)) != "__latest__":
             found.append((label, name))
     return found
+
+
+def unowned(diff: DataDiff, project: ProjectInfo) -> dict[str, dict[str, str]]:
+    """table -> identity -> why, for the differing rows of tables no model owns: no migration can write them."""
+    owners = _table_owners(project)
+    return {table: dict.fromkeys([*t.insert, *t.update, *t.delete], "no model owns the table")
+            for table, t in diff.tables.items() if not t.empty() and table not in owners}
+
+
+def not_written(message: str, old: Snapshot, diff: DataDiff) -> dict[str, dict[str, str]] | None:
+    """table -> identity -> why: the rows a data migration named as not written (``apply_rows``) in
+    ``message``, migrate's error; None when it names none (another failure)."""
+    _head, marker, tail = message.partition(NOT_WRITTEN)
+    try:
+        named = json.JSONDecoder().raw_decode(tail)[0] if marker else None
+    except ValueError:
+        named = None
+    if not isinstance(named, list):
+        return None
+    found: dict[str, dict[str, str]] = {}
+    for item in named:
+        table, key, why = item.get("table"), item.get("key") or {}, f"{item.get('action')}: {item.get('why')}"
+        rows, changes = old.tables.get(table), diff.tables.get(table)
+        if rows is None or changes is None:
+            continue
+        if rows.identity and all(column in key for column in rows.identity):
+            found.setdefault(table, {})[row_key([key[column] for column in rows.identity])] = why
+        else:  # the check named a table, not a row: every row carried into it
+            found.setdefault(table, {}).update(dict.fromkeys([*changes.insert, *changes.update, *changes.delete], why))
+    return found or None
+
+
+def describe(old: Snapshot, rows: dict[str, dict[str, str]], limit: int = 3) -> str:
+    """'seeds_category id=4 (insert: new row ... violates check constraint ...)', the first few, the rest counted."""
+    named = []
+    for table, identities in rows.items():
+        columns = old.tables[table].identity if table in old.tables else []
+        for identity, why in identities.items():
+            values = json.loads(identity)
+            shown = ", ".join(f"{c}={v}" for c, v in zip(columns, values)) if isinstance(values, list) else identity
+            named.append(f"{table} {shown} ({why})")
+    return "; ".join(named[:limit]) + (f"; and {len(named) - limit} more" if len(named) > limit else "")
 
 
 def _last_migration(project: ProjectInfo, label: str) -> str:
@@ -277,8 +364,10 @@ def _module(diff: DataDiff, old: Snapshot, new: Snapshot, tables: list[str], own
     deps = "".join(f"        ({app!r}, {name!r}),\n" for app, name in dependencies)
     return (
         f"# Generated by squashkit on {now:%Y-%m-%d %H:%M}\n#\n{comment}\n"
-        + ("from collections import namedtuple\n\n" if helpers else "")
-        + "from django.core.management.color import no_style\nfrom django.db import migrations\n"
+        + "import json\nimport re\n" + ("from collections import namedtuple\n" if helpers else "")
+        + "\nfrom django.core.management.color import no_style\n"
+        + "from django.db import DatabaseError, IntegrityError, migrations, transaction\n"
+        + f"\nNOT_WRITTEN = {NOT_WRITTEN!r}\n"
         + f"{helpers}{HELPERS}\n\n# alias -> what to delete, update (key, values), insert (foreign-key order) and leave to the model's default.\n"
         f"ROWS = {data}\n\n\n"
         "def forward(apps, schema_editor):\n"

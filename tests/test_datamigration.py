@@ -106,3 +106,40 @@ def test_referencing_rows_are_deleted_first_and_parents_inserted_first_in_one_mi
     assert list(rows["insert"])[0] == "pagetree.page"
     assert rows["update"]["pagetree.page"] == [({"id": 1}, {"title": "Site root"}), ({"id": 3}, {"title": "Home", "parent_id": 1})]
     assert ("library", "0002_squashkit_carried") in module["Migration"].dependencies
+
+
+def test_the_rows_a_fresh_build_could_not_write_are_read_back_from_migrates_error(tmp_path):
+    """The migration names each row it could not write (one line of JSON after NOT_WRITTEN); squashkit
+    reads them back as identities of the old build, and a row it cannot name stands for its table."""
+    named = [{"table": "home_homepage", "action": "insert", "key": {"page_ptr_id": 3}, "why": "violates foreign key"},
+             {"table": "library_indexpage", "action": "check", "key": None, "why": "violates foreign key"}]
+    message = ("migrate default into the scratch database x failed: RuntimeError: "
+               + datamigration.NOT_WRITTEN + json.dumps(named))
+    found = datamigration.not_written(message, OLD, DIFF)
+    assert found == {"home_homepage": {key(3): "insert: violates foreign key"},
+                     "library_indexpage": {key(4): "check: violates foreign key", key(3): "check: violates foreign key"}}
+    assert datamigration.describe(OLD, {"home_homepage": found["home_homepage"]}) == (
+        "home_homepage page_ptr_id=3 (insert: violates foreign key)")
+    assert datamigration.not_written("migrate failed: IntegrityError: duplicate key", OLD, DIFF) is None
+    assert datamigration.unowned(DIFF, project(tmp_path)) == {}
+
+
+def test_the_migration_names_the_row_a_foreign_key_checked_at_the_end_finds_broken(tmp_path):
+    written = datamigration.write(DIFF, OLD, NEW, project(tmp_path), "default", {"home": list(DIFF.tables)}, data_apps=["home"])
+    module = runpy.run_path(str(written[0]))
+
+    class Diag:
+        table_name = "home_homepage"
+        message_detail = 'Key (page_ptr_id)=(3) is not present in table "pagetree_page".'
+
+    class Broken(Exception):
+        pass
+
+    error = Broken('insert or update on table "home_homepage" violates foreign key constraint "fk"')
+    error.__cause__ = type("Cause", (Exception,), {"diag": Diag()})()
+    models = {label: type("Model", (), {"_meta": type("Meta", (), {"db_table": label.replace(".", "_"),
+                                                                    "pk": type("Pk", (), {"column": pk})})})
+              for label, pk in [("pagetree.page", "id"), ("home.homepage", "page_ptr_id"), ("library.indexpage", "page_ptr_id")]}
+    found = module["_broken_reference"](error, models, module["ROWS"]["default"])
+    assert found == [{"table": "home_homepage", "action": "insert", "key": {"page_ptr_id": 3},
+                      "why": 'insert or update on table "home_homepage" violates foreign key constraint "fk"'}]

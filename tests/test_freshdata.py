@@ -228,3 +228,40 @@ def test_multi_table_rows_of_a_third_party_parent_made_by_two_apps_are_carried_p
     assert fresh_rows(project, "new") == old
     assert project.fingerprint(project.dev) == live
     assert_clean(project, project.dev)
+
+
+def test_a_carried_row_a_fresh_build_cannot_write_is_named_and_left_out_with_accept_loss(fresh_project):
+    """A check constraint added NOT VALID after the seed (old rows grandfathered) is carried as RunSQL
+    and runs before the data migration in a fresh build: the row it forbids cannot be written there.
+    The squash names it and the flag; with --accept-loss it is left out and the loss report names it."""
+    project = fresh_project
+    (project.root / "seeds" / "migrations" / "0008_no_new_jazz.py").write_text(
+        "from django.db import migrations\n\n\n"
+        "class Migration(migrations.Migration):\n\n"
+        "    dependencies = [('seeds', '0007_retire_beta')]\n\n"
+        "    operations = [\n"
+        "        migrations.RunSQL(\n"
+        "            \"ALTER TABLE seeds_category ADD CONSTRAINT seeds_category_no_jazz CHECK (name <> 'jazz') NOT VALID\",\n"
+        "            'ALTER TABLE seeds_category DROP CONSTRAINT seeds_category_no_jazz'),\n"
+        "    ]\n"
+    )
+    project.manage(project.dev, "migrate", "-v", "0")
+    old = fresh_rows(project, "old")
+    before, files, seeds = project.fingerprint(project.dev), project.migration_files(), seeds_files(project)
+
+    refused = project.run("squash", "--yes", "--force")
+    assert refused.code != 0
+    error = refused.stderr.strip().splitlines()[-1]
+    assert "seeds_category id=4" in error and "seeds_category_no_jazz" in error and "--accept-loss" in error, error
+    assert "Traceback" not in refused.stderr
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files and seeds_files(project) == seeds
+
+    result = project.run("squash", "--yes", "--force", "--accept-loss")
+    assert result.code == 0, result.stderr
+    assert "--accept-loss: 1 row(s) of seeds_category are not carried: seeds_category id=4" in result.stderr, result.stderr
+    lost = [line for line in result.stderr.splitlines() if line.strip().startswith("lost ")]
+    assert len(lost) == 1 and "0002_seed_rows.py" in lost[0], result.stderr  # the loss report names what made it
+    assert project.fingerprint(project.dev) == before
+    new = fresh_rows(project, "new")
+    assert new["public.seeds_category"][0] == old["public.seeds_category"][0] - 1  # jazz
+    assert {t: v for t, v in new.items() if t != "public.seeds_category"} == {t: v for t, v in old.items() if t != "public.seeds_category"}

@@ -143,19 +143,24 @@ def _why(exc):
 
 
 def _broken_reference(exc, models, mine):
-    """The rows a foreign key checked at the end names ("Key (column)=(value) is not present in table ...")."""
+    """The rows a foreign key checked at the end names: one inserted or updated pointing at a row that is
+    not there ("Key (column)=(value) is not present"), or one deleted that is still pointed at."""
     diag = getattr(exc.__cause__, "diag", None)
-    table = getattr(diag, "table_name", None)
-    found = re.search(r"Key \\((\\w+)\\)=\\((.*)\\) is not present", getattr(diag, "message_detail", None) or "")
+    detail = getattr(diag, "message_detail", None) or ""
+    missing = re.search(r"Key \\((\\w+)\\)=\\((.*)\\) is not present", detail)
+    referenced = re.search(r"Key \\((\\w+)\\)=\\((.*)\\) is still referenced", detail)
+    deleted = re.search(r'update or delete on table "([^"]+)"', str(exc))
+    wanted = {"insert": (missing, getattr(diag, "table_name", None)), "update": (missing, getattr(diag, "table_name", None)),
+              "delete": (referenced, deleted.group(1) if deleted else None)}
     named = []
-    for action in ("insert", "update"):
-        for label, items in mine.get(action, {}).items():
+    for action, (found, table) in wanted.items():
+        for label, items in mine.get(action, {}).items() if found else []:
             pk = models[label]._meta.pk.column
-            for item in items if models[label]._meta.db_table == table and found else []:
-                key, values = ({pk: item.get(pk)}, item) if action == "insert" else item
+            for item in items if models[label]._meta.db_table == table else []:
+                key, values = {"insert": ({pk: item.get(pk)}, item), "update": item, "delete": (item, item)}[action]
                 if found.group(1) in values and str(values[found.group(1)]) == found.group(2):
                     named.append({"table": table, "action": action, "key": key, "why": _why(exc)})
-    return named or [{"table": table or "?", "action": "check", "key": None, "why": _why(exc)}]
+    return named or [{"table": getattr(diag, "table_name", None) or "?", "action": "check", "key": None, "why": _why(exc)}]
 '''
 
 

@@ -143,3 +143,16 @@ def test_the_migration_names_the_row_a_foreign_key_checked_at_the_end_finds_brok
     found = module["_broken_reference"](error, models, module["ROWS"]["default"])
     assert found == [{"table": "home_homepage", "action": "insert", "key": {"page_ptr_id": 3},
                       "why": 'insert or update on table "home_homepage" violates foreign key constraint "fk"'}]
+
+
+def test_the_migration_names_a_deleted_row_still_pointed_at(tmp_path):
+    written = datamigration.write(DIFF, OLD, NEW, project(tmp_path), "default", {"home": list(DIFF.tables)}, data_apps=["home"])
+    module = runpy.run_path(str(written[0]))
+    error = Exception('update or delete on table "pagetree_page" violates foreign key constraint "fk" on table "x_note"')
+    diag = type("Diag", (), {"table_name": "x_note", "message_detail": 'Key (id)=(2) is still referenced from table "x_note".'})
+    error.__cause__ = type("Cause", (Exception,), {"diag": diag()})()
+    models = {"pagetree.page": type("Model", (), {"_meta": type("Meta", (), {"db_table": "pagetree_page",
+                                                                              "pk": type("Pk", (), {"column": "id"})})})}
+    rows = {"delete": {"pagetree.page": module["ROWS"]["default"]["delete"]["pagetree.page"]}}
+    assert module["_broken_reference"](error, models, rows) == [
+        {"table": "pagetree_page", "action": "delete", "key": {"id": 2}, "why": str(error)}]

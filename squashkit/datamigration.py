@@ -1,15 +1,16 @@
 """Writing what a fresh build of the new files lacks as ``NNNN_squashkit_data.py``.
 
 ``freshdata.compare`` says which rows a fresh database built from the old history holds and one
-built from the regenerated files does not (or holds otherwise). This writes them, per app whose
-tables differ, as a data migration that stays valid when the models change later:
+built from the regenerated files does not (or holds otherwise). This writes them as one data
+migration that stays valid when the models change later:
 
 - literal rows, and the models asked of ``apps.get_model`` by name: nothing of the project is
   imported (a later squash finds the models unchanged and moves it as it is);
-- one migration, after the last migration of every app, in one transaction: rows deleted (the
-  new build has them, the old one not; referencing rows first), updated, then inserted in
-  foreign-key order (a multi-table child after its parent row, whichever app owns that table),
-  each on its own table only, with the values as the old build held them;
+- after the last migration of every project app and of the third-party apps whose tables it
+  writes, in one transaction: rows deleted (the new build has them, the old one not; referencing
+  rows first), updated, then inserted in foreign-key order (a multi-table child after its parent
+  row, whichever app owns that table), each on its own table only, with the values as the old
+  build held them; a row that cannot be written is named (``NOT_WRITTEN``, read by ``not_written``);
 - content types and permissions by natural key, found or created when it runs (``post_migrate``
   numbers them in its own order, after every migration);
 - columns two builds of the old history disagree on (a uuid4 or clock default) left to the

@@ -15,7 +15,9 @@
    the two builds disagree on (uuid4, the clock) are no difference, and a row that needs one
    carried is refused unless the model's default makes it (``fielddefaults``).
 3. **Carried** as ``NNNN_squashkit_data.py`` (``datamigration``), then the new files are built
-   again from nothing and compared in schema and rows: the squash goes on only when equal.
+   again from nothing and compared in schema and rows: the squash goes on only when equal. A row
+   that build cannot write is named by the migration (table, key, why): refused with the rows and
+   ``--accept-loss``, which leaves them out (and the rows pointing at them) and builds again.
    The loss report's ``data`` operations are settled: carried as data (rows per table), not
    needed (they only rewrote rows existing databases had), or lost (what still differs).
 """

@@ -1,23 +1,24 @@
 """Writing what a fresh build of the new files lacks as ``NNNN_squashkit_data.py``.
 
 ``freshdata.compare`` says which rows a fresh database built from the old history holds and one
-built from the regenerated files does not (or holds otherwise). This writes them, per app whose
-tables differ, as a data migration that stays valid when the models change later:
+built from the regenerated files does not (or holds otherwise). This writes them as one data
+migration that stays valid when the models change later:
 
 - literal rows, and the models asked of ``apps.get_model`` by name: nothing of the project is
   imported (a later squash finds the models unchanged and moves it as it is);
-- rows deleted (the new build has them, the old one not), updated, then inserted in
-  foreign-key order, each on its own table only (a multi-table child's parent row is its own
-  row), with the values as the old build held them;
+- after the last migration of every project app and of the third-party apps whose tables it
+  writes, in one transaction: rows deleted (the new build has them, the old one not; referencing
+  rows first), updated, then inserted in foreign-key order (a multi-table child after its parent
+  row, whichever app owns that table), each on its own table only, with the values as the old
+  build held them; a row that cannot be written is named (``NOT_WRITTEN``, read by ``not_written``);
 - content types and permissions by natural key, found or created when it runs (``post_migrate``
   numbers them in its own order, after every migration);
 - columns two builds of the old history disagree on (a uuid4 or clock default) left to the
   model's default, as the old history left them;
 - sequences set past the inserted ids.
 
-A table belongs to the app whose model owns it; a third-party table's rows go to the project app
-whose data migrations changed them (the first such app). The migration depends on the app's
-last regenerated or carried migration and on every app whose tables its rows reference.
+The migration lives in the first project app whose data migration left rows (``host``); the
+loss report still answers, app by app, for the tables each app's data migrations changed.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from pathlib import Path
 
 from squashkit import carry
 from squashkit.errors import OperationFailed
-from squashkit.freshdata import CONTENT_TYPES, PERMISSIONS, DataDiff, Snapshot
+from squashkit.freshdata import CONTENT_TYPES, PERMISSIONS, DataDiff, Snapshot, row_key
 from squashkit.project import ProjectInfo
 
 NAME = "squashkit_data"
+NOT_WRITTEN = "squashkit: carried rows not written: "  # then JSON: [{table, action, key, why}], read by ``not_written``
 
 # The natural keys, written only when the rows hold some (their models are asked for by name).
 CONTENT_TYPES_HELPER = '''
@@ -71,7 +73,7 @@ def _fields(model, row):
     fields = {field.column: field for field in model._meta.local_concrete_fields}
     unknown = sorted(set(row) - set(fields))
     if unknown:
-        raise RuntimeError(f"{model._meta.label} has no field for column(s) {', '.join(unknown)} of {model._meta.db_table}")
+        raise RuntimeError(f"the model has no field for column(s) {', '.join(unknown)}")
     return fields
 
 
@@ -81,17 +83,30 @@ def _attnames(apps, alias, model, row):
 
 
 def apply_rows(apps, schema_editor, models, rows):
-    """Delete, update, then insert each table's rows on that table alone; set sequences past the inserted ids."""
+    """Delete, update, then insert each table's rows on that table alone; set sequences past the inserted ids.
+
+    Each row is written in a savepoint and the foreign keys are checked before the end: a row that
+    cannot be written is named with why (in one line, after NOT_WRITTEN), every such row at once."""
     alias = schema_editor.connection.alias
     mine = rows.get(alias, {})
+    failed = []
+
+    def attempt(action, label, key, write):
+        try:
+            with transaction.atomic(using=alias):
+                write()
+        except (DatabaseError, RuntimeError) as exc:
+            failed.append({"table": models[label]._meta.db_table, "action": action, "key": key, "why": _why(exc)})
+
     for label, keys in mine.get("delete", {}).items():
         manager = models[label]._base_manager.using(alias)
         for key in keys:
-            manager.filter(**_attnames(apps, alias, models[label], key))._raw_delete(alias)
+            attempt("delete", label, key, lambda: manager.filter(**_attnames(apps, alias, models[label], key))._raw_delete(alias))
     for label, changes in mine.get("update", {}).items():
         manager = models[label]._base_manager.using(alias)
         for key, values in changes:
-            manager.filter(**_attnames(apps, alias, models[label], key)).update(**_attnames(apps, alias, models[label], values))
+            attempt("update", label, key, lambda: manager.filter(**_attnames(apps, alias, models[label], key)).update(
+                **_attnames(apps, alias, models[label], values)))
     inserted = []
     for label, new_rows in mine.get("insert", {}).items():
         model = models[label]
@@ -99,25 +114,61 @@ def apply_rows(apps, schema_editor, models, rows):
             for row in new_rows:
                 _value(apps, alias, row)
             continue
-        defaulted = mine.get("defaulted", {}).get(label, [])
         for row in new_rows:
-            obj = model(**_attnames(apps, alias, model, row))  # a defaulted column gets the model's default
-            written = [f for f in model._meta.local_concrete_fields if f.column in row or f.column in defaulted]
-            missing = [f.column for f in written if f.column in defaulted and not f.has_default()]
-            if missing:
-                raise RuntimeError(f"{label}: {', '.join(missing)} differ on every build and have no default")
-            model._base_manager.using(alias)._insert([obj], fields=written, raw=True, using=alias)
+            attempt("insert", label, {model._meta.pk.column: row.get(model._meta.pk.column)},
+                    lambda: _insert(apps, alias, model, row, mine.get("defaulted", {}).get(label, [])))
         inserted.append(model)
+    try:
+        with transaction.atomic(using=alias), schema_editor.connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the deferred foreign keys, checked now to name their rows
+    except IntegrityError as exc:
+        failed.extend(_broken_reference(exc, models, mine))
+    if failed:
+        raise RuntimeError(NOT_WRITTEN + json.dumps(failed, default=str))
     with schema_editor.connection.cursor() as cursor:
         for statement in schema_editor.connection.ops.sequence_reset_sql(no_style(), inserted):
             cursor.execute(statement)
+
+
+def _insert(apps, alias, model, row, defaulted):
+    obj = model(**_attnames(apps, alias, model, row))  # a defaulted column gets the model's default
+    written = [f for f in model._meta.local_concrete_fields if f.column in row or f.column in defaulted]
+    missing = [f.column for f in written if f.column in defaulted and not f.has_default()]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} differ on every build and have no default")
+    model._base_manager.using(alias)._insert([obj], fields=written, raw=True, using=alias)
+
+
+def _why(exc):
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _broken_reference(exc, models, mine):
+    """The rows a foreign key checked at the end names: one inserted or updated pointing at a row that is
+    not there ("Key (column)=(value) is not present"), or one deleted that is still pointed at."""
+    diag = getattr(exc.__cause__, "diag", None)
+    detail = getattr(diag, "message_detail", None) or ""
+    missing = re.search(r"Key \\((\\w+)\\)=\\((.*)\\) is not present", detail)
+    referenced = re.search(r"Key \\((\\w+)\\)=\\((.*)\\) is still referenced", detail)
+    deleted = re.search(r'update or delete on table "([^"]+)"', str(exc))
+    wanted = {"insert": (missing, getattr(diag, "table_name", None)), "update": (missing, getattr(diag, "table_name", None)),
+              "delete": (referenced, deleted.group(1) if deleted else None)}
+    named = []
+    for action, (found, table) in wanted.items():
+        for label, items in mine.get(action, {}).items() if found else []:
+            pk = models[label]._meta.pk.column
+            for item in items if models[label]._meta.db_table == table else []:
+                key, values = {"insert": ({pk: item.get(pk)}, item), "update": item, "delete": (item, item)}[action]
+                if found.group(1) in values and str(values[found.group(1)]) == found.group(2):
+                    named.append({"table": table, "action": action, "key": key, "why": _why(exc)})
+    return named or [{"table": getattr(diag, "table_name", None) or "?", "action": "check", "key": None, "why": _why(exc)}]
 '''
 
 
 def assign(diff: DataDiff, project: ProjectInfo, data_apps: list[str]) -> dict[str, list[str]]:
-    """app label -> the differing tables its data migration holds: a model's own app when it is a
-    project app, else the first project app with a data migration among ``data_apps``; apps whose
-    rows reference each other's both ways go into one."""
+    """app label -> the differing tables whose rows it answers for (the loss report's verdicts): a
+    model's own app when it is a project app, else the first project app with a data migration
+    among ``data_apps``."""
     owners = _table_owners(project)
     own = [app.label for app in project.own_apps()]
     fallback = next((label for label in data_apps if label in own), None) or (own[0] if own else None)
@@ -133,40 +184,99 @@ def assign(diff: DataDiff, project: ProjectInfo, data_apps: list[str]) -> dict[s
     return groups
 
 
+def host(groups: dict[str, list[str]], data_apps: list[str]) -> str:
+    """The app whose folder holds the data migration: the first project app whose data migration left
+    rows (the one a reader looks in), else the first app owning a differing table."""
+    return next((app for app in data_apps if app in groups), None) or next(iter(groups))
+
+
 def write(diff: DataDiff, old: Snapshot, new: Snapshot, project: ProjectInfo, alias: str, groups: dict[str, list[str]],
-          *, now: datetime.datetime | None = None) -> list[Path]:
-    """Write ``NNNN_squashkit_data.py`` per app of ``groups``, after the app's last migration; returns the files."""
+          *, data_apps: list[str] | None = None, now: datetime.datetime | None = None) -> list[Path]:
+    """Write one ``NNNN_squashkit_data.py`` holding every differing row, in ``host``'s folder; returns the files.
+
+    One migration, after the last migration of every project app and of the third-party apps whose
+    tables it writes: the difference is what the new files' build holds at its end, so the rows are
+    written once the migrations making them ran (a carried RunPython of another app may have made
+    the row an update names), and in one transaction, so a
+    multi-table child and its parent row (a third-party table) commit together whatever their
+    apps' order (a child in one migration and its parent in a later one broke every fresh build)."""
+    app = host(groups, data_apps or [])
+    folder = next(a.migrations_folder for a in project.own_apps() if a.label == app)
+    files = carry.regenerated_files(folder)
+    if not files:
+        raise OperationFailed(f"{app} has no regenerated migration to follow with its data migration")
+    path = carry.next_migration(files, NAME)
+    if path.exists():
+        raise OperationFailed(f"{path.name} exists already (another database's rows for {app}): carry them by hand")
+    tables = [t for t in insert_order(old, [t for tables in groups.values() for t in tables])]
+    referenced = {ref for t in tables for ref in old.tables[t].references}
+    referenced |= {CONTENT_TYPES for t in tables if "contenttype" in old.tables[t].natural.values() or t == PERMISSIONS}
+    referenced |= {PERMISSIONS for t in tables if "permission" in old.tables[t].natural.values()}
+    depends = dependencies(project, app, files[-1].stem, tables, referenced)
+    carry.write_python(path, _module(diff, old, new, tables, _table_owners(project), alias, depends,
+                                     now or datetime.datetime.now()))
+    return [path]
+
+
+def dependencies(project: ProjectInfo, app: str, last: str, written: list[str], referenced: set[str]
+                 ) -> list[tuple[str, str]]:
+    """(app, its last migration): ``app``'s, every other project app's (their carried RunPython may make
+    a row the difference names), and those of the third-party apps owning ``written`` or ``referenced``
+    tables. Not every app's: a dependency pulls that app's migrations earlier in migrate's plan, and
+    a join table numbered by that plan (``auth_group_permissions``) would then differ."""
     owners = _table_owners(project)
-    apps = {app.label: app for app in project.own_apps()}
-    table_app = {table: app for app, tables in groups.items() for table in tables}
-    order = _fk_order(old, [t for tables in groups.values() for t in tables])
-    needs = {app: {table_app[ref] for t in tables for ref in old.tables[t].references if table_app.get(ref, app) != app}
-             for app, tables in groups.items()}
-    if _cyclic(needs):
-        first = next(iter(groups))
-        groups = {first: [t for tables in groups.values() for t in tables]}
-        needs = {first: set()}
-    written: dict[str, Path] = {}
-    for app in _app_order(needs):
-        files = carry.regenerated_files(apps[app].migrations_folder)
-        if not files:
-            raise OperationFailed(f"{app} has no regenerated migration to follow with its data migration")
-        path = carry.next_migration(files, NAME)
-        if path.exists():
-            raise OperationFailed(f"{path.name} exists already (another database's rows for {app}): carry them by hand")
-        tables = [t for t in order if t in groups[app]]
-        dependencies = [(app, files[-1].stem)]
-        for other in sorted(needs[app]):
-            dependencies.append((other, written[other].stem))
-        referenced = {t for table in tables for t in [table, *old.tables[table].references]}
-        third = {owners[t][0] for t in referenced if t in owners}
-        third |= {"contenttypes" for t in tables if _uses(old, diff, t, "contenttype") or t == CONTENT_TYPES}
-        third |= {"auth" for t in tables if _uses(old, diff, t, "permission") or t == PERMISSIONS}
-        for other in sorted(third - set(groups) - {app}):
-            dependencies.append((other, _last_migration(project, other)))
-        carry.write_python(path, _module(diff, old, new, tables, owners, alias, dependencies, now or datetime.datetime.now()))
-        written[app] = path
-    return list(written.values())
+    own = {a.label: a for a in project.own_apps()}
+    found = [(app, last)]
+    for label, other in own.items():
+        files = carry.regenerated_files(other.migrations_folder) if other.migrations_folder else []
+        if label != app and files:
+            found.append((label, files[-1].stem))
+    for label in sorted({owners[t][0] for t in [*written, *referenced] if t in owners} - set(own)):
+        if (name := _last_migration(project, label)) != "__latest__":
+            found.append((label, name))
+    return found
+
+
+def unowned(diff: DataDiff, project: ProjectInfo) -> dict[str, dict[str, str]]:
+    """table -> identity -> why, for the differing rows of tables no model owns: no migration can write them."""
+    owners = _table_owners(project)
+    return {table: dict.fromkeys([*t.insert, *t.update, *t.delete], "no model owns the table")
+            for table, t in diff.tables.items() if not t.empty() and table not in owners}
+
+
+def not_written(message: str, old: Snapshot, diff: DataDiff) -> dict[str, dict[str, str]] | None:
+    """table -> identity -> why: the rows a data migration named as not written (``apply_rows``) in
+    ``message``, migrate's error; None when it names none (another failure)."""
+    _head, marker, tail = message.partition(NOT_WRITTEN)
+    try:
+        named = json.JSONDecoder().raw_decode(tail)[0] if marker else None
+    except ValueError:
+        named = None
+    if not isinstance(named, list):
+        return None
+    found: dict[str, dict[str, str]] = {}
+    for item in named:
+        table, key, why = item.get("table"), item.get("key") or {}, f"{item.get('action')}: {item.get('why')}"
+        rows, changes = old.tables.get(table), diff.tables.get(table)
+        if rows is None or changes is None:
+            continue
+        if rows.identity and all(column in key for column in rows.identity):
+            found.setdefault(table, {})[row_key([key[column] for column in rows.identity])] = why
+        else:  # the check named a table, not a row: every row carried into it
+            found.setdefault(table, {}).update(dict.fromkeys([*changes.insert, *changes.update, *changes.delete], why))
+    return found or None
+
+
+def describe(old: Snapshot, rows: dict[str, dict[str, str]], limit: int = 3) -> str:
+    """'seeds_category id=4 (insert: new row ... violates check constraint ...)', the first few, the rest counted."""
+    named = []
+    for table, identities in rows.items():
+        columns = old.tables[table].identity if table in old.tables else []
+        for identity, why in identities.items():
+            values = json.loads(identity)
+            shown = ", ".join(f"{c}={v}" for c, v in zip(columns, values)) if isinstance(values, list) else identity
+            named.append(f"{table} {shown} ({why})")
+    return "; ".join(named[:limit]) + (f"; and {len(named) - limit} more" if len(named) > limit else "")
 
 
 def _last_migration(project: ProjectInfo, label: str) -> str:
@@ -176,10 +286,6 @@ def _last_migration(project: ProjectInfo, label: str) -> str:
     if app is not None and app.own and app.migrations_folder and (files := carry.regenerated_files(app.migrations_folder)):
         return files[-1].stem
     return max(app.migrations) if app is not None and app.migrations else "__latest__"
-
-
-def _uses(old: Snapshot, diff: DataDiff, table: str, kind: str) -> bool:
-    return kind in old.tables[table].natural.values() or (kind == "contenttype" and table == PERMISSIONS)
 
 
 def _table_owners(project: ProjectInfo) -> dict[str, tuple[str, str]]:
@@ -192,9 +298,10 @@ def _table_owners(project: ProjectInfo) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _fk_order(old: Snapshot, tables: list[str]) -> list[str]:
-    """Referenced tables before those referencing them (a cycle keeps its given order: the foreign keys Django
-    makes are checked at commit)."""
+def insert_order(old: Snapshot, tables: list[str]) -> list[str]:
+    """Referenced tables before those referencing them, a multi-table child after its parent (a cycle
+    keeps its given order: the foreign keys Django makes are checked at commit). Rows are inserted in
+    this order and deleted in the reverse one, so a foreign key made ``IMMEDIATE`` (by RunSQL) holds too."""
     done: list[str] = []
     visiting: set[str] = set()
 
@@ -211,27 +318,6 @@ def _fk_order(old: Snapshot, tables: list[str]) -> list[str]:
     for table in sorted(tables):
         visit(table)
     return done
-
-
-def _cyclic(needs: dict[str, set[str]]) -> bool:
-    try:
-        _app_order(needs)
-    except ValueError:
-        return True
-    return False
-
-
-def _app_order(needs: dict[str, set[str]]) -> list[str]:
-    order: list[str] = []
-    pending = dict(needs)
-    while pending:
-        ready = sorted(app for app, wanted in pending.items() if wanted <= set(order))
-        if not ready:
-            raise ValueError("cycle")
-        order += ready
-        for app in ready:
-            del pending[app]
-    return order
 
 
 # --- the module -----------------------------------------------------------------------------------
@@ -268,6 +354,7 @@ def _module(diff: DataDiff, old: Snapshot, new: Snapshot, tables: list[str], own
             if defaulted:
                 rows["defaulted"][label] = defaulted
         counts.append(f"  {table}: {changes.describe()}")
+    rows["delete"] = dict(reversed(rows["delete"].items()))  # a referencing row goes before the row it points at
     rows = {k: v for k, v in rows.items() if v}
     data = _pretty({alias: rows})
     helpers = (CONTENT_TYPES_HELPER if "ContentTypeKey(" in data else "") + (PERMISSIONS_HELPER if "PermissionKey(" in data else "")
@@ -283,8 +370,10 @@ def _module(diff: DataDiff, old: Snapshot, new: Snapshot, tables: list[str], own
     deps = "".join(f"        ({app!r}, {name!r}),\n" for app, name in dependencies)
     return (
         f"# Generated by squashkit on {now:%Y-%m-%d %H:%M}\n#\n{comment}\n"
-        + ("from collections import namedtuple\n\n" if helpers else "")
-        + "from django.core.management.color import no_style\nfrom django.db import migrations\n"
+        + "import json\nimport re\n" + ("from collections import namedtuple\n" if helpers else "")
+        + "\nfrom django.core.management.color import no_style\n"
+        + "from django.db import DatabaseError, IntegrityError, migrations, transaction\n"
+        + f"\nNOT_WRITTEN = {NOT_WRITTEN!r}\n"
         + f"{helpers}{HELPERS}\n\n# alias -> what to delete, update (key, values), insert (foreign-key order) and leave to the model's default.\n"
         f"ROWS = {data}\n\n\n"
         "def forward(apps, schema_editor):\n"

@@ -189,6 +189,11 @@ def _key(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def row_key(values: list) -> str:
+    """A row's identity from the values of its table's ``identity`` columns, as ``snapshot`` writes it."""
+    return _key(values)
+
+
 # --- comparing two builds --------------------------------------------------------------------------
 
 

@@ -15,7 +15,9 @@
    the two builds disagree on (uuid4, the clock) are no difference, and a row that needs one
    carried is refused unless the model's default makes it (``fielddefaults``).
 3. **Carried** as ``NNNN_squashkit_data.py`` (``datamigration``), then the new files are built
-   again from nothing and compared in schema and rows: the squash goes on only when equal.
+   again from nothing and compared in schema and rows: the squash goes on only when equal. A row
+   that build cannot write is named by the migration (table, key, why): refused with the rows and
+   ``--accept-loss``, which leaves them out (and the rows pointing at them) and builds again.
    The loss report's ``data`` operations are settled: carried as data (rows per table), not
    needed (they only rewrote rows existing databases had), or lost (what still differs).
 """
@@ -34,13 +36,14 @@ from pathlib import Path
 from squashkit import bundle, datamigration, drift, freshcheck, freshdata, inproject, losses, postgres, schema, scratch, scratch_cache, steps
 from squashkit.config import Config
 from squashkit.databases import Database, physical
-from squashkit.errors import OperationFailed
+from squashkit.errors import BadInput, OperationFailed
 from squashkit.losses import LossReport
 from squashkit.project import ManagePy
 from squashkit.target import Target
 
 Log = Callable[[str], None]
 DEFAULTS_RUNNER = inproject.runner("fielddefaults")
+TRIES = 3  # builds of the new files with their data migration, each leaving out the rows the last could not write
 SWITCH = "SQUASHKIT_DATA_PROOF"  # "off": a squash as before the data proof, to measure what it costs (benchmarks/freshproof.py)
 
 
@@ -164,7 +167,8 @@ def prove(
         diff = freshdata.compare(old.data, new, old.volatile)
     unstable = _unstable(manage, diff)
     data_apps = [op.app for op in report.with_verdict("data")]
-    settled = settle(report, diff, datamigration.assign(diff, target.project, data_apps), unstable)
+    groups = datamigration.assign(diff, target.project, data_apps)
+    settled = settle(report, diff, groups, unstable, datamigration.host(groups, data_apps) if groups else "")
     if settled:
         log(f"[{alias}] what the old history's data migrations leave in a fresh database:\n"
             + losses.render(LossReport(operations=settled)))
@@ -174,26 +178,44 @@ def prove(
         why = ("their values differ on every build" if not identities - unstable.get(table, set())
                else "their values differ on every build, or they point at such a row")
         log(f"--accept-loss: {len(identities)} row(s) of {table} are not carried ({why})")
-        diff.tables[table].insert = [i for i in diff.tables[table].insert if i not in identities]
+    _without(diff, left_out)
     _record(files_bundle, alias, old)
     if diff.empty():
         log(f"[{alias}] a fresh build of the new files holds every row a fresh build of the old history holds "
             f"({new.count()} rows; rows compared in {time.monotonic() - started:.1f} s)")
         _keep_new(config, target, database, new, log)
         return
-    groups = datamigration.assign(diff, target.project, data_apps)
-    written = datamigration.write(diff, old.data, new, target.project, alias, groups)
-    log(f"[{alias}] carried as data ({diff.summary()}) into "
-        + ", ".join(str(p.relative_to(target.manage.cwd)) for p in written))
-    # Built again from nothing: the new files alone must give the old history's schema and rows.
-    rebuilt_schema, rebuilt = build(target, database, config.extensions, schema.FRESH_SUFFIX, manage=manage)
+    # Written, then built again from nothing: the new files alone must give the old history's schema and rows.
+    # A row the build cannot write is named by the migration itself; --accept-loss leaves it out and tries again.
+    unwritable = datamigration.unowned(diff, target.project)
+    for _attempt in range(TRIES):
+        if unwritable:
+            _leave_out_unwritable(old.data, diff, unwritable, left_out, report, accept_loss=accept_loss, log=log)
+            if diff.empty():
+                log(f"[{alias}] nothing left to carry as data: the rows left out were all there was")
+                _keep_new(config, target, database, new, log)
+                return
+        groups = datamigration.assign(diff, target.project, data_apps)
+        written = datamigration.write(diff, old.data, new, target.project, alias, groups, data_apps=data_apps)
+        log(f"[{alias}] carried as data ({diff.summary()}) into "
+            + ", ".join(str(p.relative_to(target.manage.cwd)) for p in written))
+        try:
+            rebuilt_schema, rebuilt = build(target, database, config.extensions, schema.FRESH_SUFFIX, manage=manage)
+        except OperationFailed as exc:
+            unwritable = datamigration.not_written(str(exc), old.data, diff)
+            if unwritable is None:
+                raise
+            for path in written:
+                path.unlink(missing_ok=True)
+            continue
+        break
+    else:
+        raise OperationFailed(f"a fresh build of the new files still cannot write carried rows after {TRIES} tries "
+                              f"({datamigration.describe(old.data, unwritable)}): carry them by hand")
     against = "restored" if restored else "live"
     with postgres.connect(params.with_dbname((restored or {}).get(alias, params.dbname))) as conn:
         scratch.judge(schema.compare(rebuilt_schema, schema.snapshot(conn)), ", ".join(database.aliases), against, allow_drift, log)
-    left = freshdata.compare(old.data, rebuilt, old.volatile)
-    for table, identities in left_out.items():
-        if table in left.tables:
-            left.tables[table].insert = [i for i in left.tables[table].insert if i not in identities]
+    left = _without(freshdata.compare(old.data, rebuilt, old.volatile), left_out)
     if not left.empty():
         raise OperationFailed(f"a fresh build of the new files with their data migration still differs from one of the old "
                               f"history ({left.summary()}): carry those rows by hand, or pass --accept-loss")
@@ -201,6 +223,51 @@ def prove(
     _keep_new(config, target, database, rebuilt, log)
     log(f"[{alias}] proved: a fresh build of the new files holds the old history's {old.data.count()} rows, row for row "
         f"(content types and permissions by natural key; rows compared, carried and proved in {time.monotonic() - started:.1f} s)")
+
+
+def _leave_out_unwritable(old: freshdata.Snapshot, diff: freshdata.DataDiff, unwritable: dict[str, dict[str, str]],
+                          left_out: dict[str, set[str]], report: LossReport, *, accept_loss: bool,
+                          log: Log) -> None:
+    """Rows a fresh build of the new files cannot write (a check constraint added ``NOT VALID`` after
+    them, a table no model owns): refused, naming them, unless ``accept_loss``; then left out with the
+    rows pointing at them, named in the log and in the loss report of the operations that made them."""
+    named = datamigration.describe(old, unwritable)
+    count = sum(len(identities) for identities in unwritable.values())
+    if not accept_loss:
+        raise BadInput(f"refusing to squash: a fresh build of the new files cannot write {count} row(s) the old history's "
+                       f"data migrations leave: {named}. Pass --accept-loss to leave them out (the loss report names "
+                       "them), or carry them by hand")
+    out = _pointing_at(old, diff, {table: set(identities) for table, identities in unwritable.items()})
+    reasons = {table: {i: unwritable.get(table, {}).get(i, "it points at a row left out") for i in identities}
+               for table, identities in out.items()}
+    for table, identities in out.items():
+        log(f"--accept-loss: {len(identities)} row(s) of {table} are not carried: "
+            + datamigration.describe(old, {table: reasons[table]}, limit=5))
+        left_out.setdefault(table, set()).update(identities)
+    _without(diff, out)
+    lost = []
+    for table in out:
+        # Which operation made the rows is not recorded: a RunPython (one that can write rows) comes first.
+        mine = [op for op in report.operations
+                if op.verdict == "carried" and op.reason.startswith("carried as data") and f"{table}:" in op.reason]
+        for op in [op for op in mine if op.kind == "run_python"] or mine:
+            op.verdict, op.reason = "lost", ("rows it leaves cannot be written by a fresh build of the new files, left out "
+                                             f"with --accept-loss: {datamigration.describe(old, {table: reasons[table]}, limit=5)}; "
+                                             f"the rest {op.reason}")
+            lost.append(op)
+    if lost:
+        log("what --accept-loss leaves out of a fresh database:\n" + losses.render(LossReport(operations=lost)))
+
+
+def _without(diff: freshdata.DataDiff, rows: dict[str, set[str]]) -> freshdata.DataDiff:
+    """``diff`` with ``rows`` (table -> identities) neither inserted, updated nor deleted."""
+    for table, identities in rows.items():
+        if table in diff.tables:
+            changes = diff.tables[table]
+            changes.insert = [i for i in changes.insert if i not in identities]
+            changes.delete = [i for i in changes.delete if i not in identities]
+            changes.update = {i: columns for i, columns in changes.update.items() if i not in identities}
+    return diff
 
 
 def _old_files_on_disk(target: Target, files_bundle: Path, log: Log) -> contextlib.AbstractContextManager:
@@ -268,9 +335,10 @@ def _field_defaults(manage: ManagePy, tables: list[str]) -> dict[str, list[str]]
         return json.loads(out.read_text()) if out.exists() else {}
 
 
-def settle(report: LossReport, diff: freshdata.DataDiff, groups: dict[str, list[str]], unstable: dict[str, set[str]]
-           ) -> list[losses.LostOperation]:
-    """Each ``data`` operation of the report: carried as data, not needed, or lost, app by app; returns them."""
+def settle(report: LossReport, diff: freshdata.DataDiff, groups: dict[str, list[str]], unstable: dict[str, set[str]],
+           host: str = "") -> list[losses.LostOperation]:
+    """Each ``data`` operation of the report: carried as data (in ``host``'s migration), not needed, or lost,
+    app by app; returns them."""
     settled = report.with_verdict("data")
     blamed: set[int] = set()
     for app in {op.app for op in settled}:
@@ -288,7 +356,7 @@ def settle(report: LossReport, diff: freshdata.DataDiff, groups: dict[str, list[
                 "the clock or randomness, and no model default makes it): not carried with values that differ on every build")
         elif tables:
             rows = "; ".join(f"{t}: {diff.tables[t].describe()}" for t in tables)
-            op.verdict, op.reason = "carried", f"carried as data in {op.app}'s {datamigration.NAME} migration ({rows})"
+            op.verdict, op.reason = "carried", f"carried as data in {host or op.app}'s {datamigration.NAME} migration ({rows})"
         else:
             op.verdict, op.reason = "not_needed", (
                 "nothing to carry: a fresh build of the new files holds the same rows in "

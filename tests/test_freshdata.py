@@ -186,3 +186,91 @@ def test_with_accept_loss_a_row_left_out_takes_the_rows_pointing_at_it_along(fre
     new = fresh_rows(project, "new")
     assert new["public.seeds_category"][0] == old["public.seeds_category"][0] - 2  # the random root and its leaf
     assert {t: v for t, v in new.items() if t != "public.seeds_category"} == {t: v for t, v in old.items() if t != "public.seeds_category"}
+
+
+# --- a page tree: multi-table rows of a third-party parent, made by two apps (SAMPLE_PAGETREE=1) ---
+
+PAGETREE = {"SAMPLE_PAGETREE": "1"}
+
+
+@pytest.fixture(scope="module")
+def pagetree_template(pg) -> str:
+    name = "pagetree_template"
+    create_database(pg, name)
+    manage(pg, name, "migrate", "-v", "0", **PAGETREE)
+    return name
+
+
+@pytest.fixture
+def pagetree_project(pg, pagetree_template, prod_role, tmp_path, monkeypatch) -> Project:
+    monkeypatch.setenv("SAMPLE_PAGETREE", "1")
+    yield from project_copy(pg, tmp_path, pagetree_template, prefix="pages_")
+
+
+@pytest.mark.parametrize("command", [["squash"], ["squash", "--rebuild"], ["promote", "dev-to-prod", "--squash"]],
+                         ids=["squash", "squash-rebuild", "promote-squash"])
+def test_multi_table_rows_of_a_third_party_parent_made_by_two_apps_are_carried_parents_first(pagetree_project, command):
+    """home's data migration replaces the third-party welcome page with a HomePage (a delete, an
+    insert of a child row and its parent row, an update of the root); library's, carried as code,
+    makes an index page under it. One data migration writes them all, once library's code ran,
+    and a fresh build of the new files holds the old history's rows, row for row."""
+    project = pagetree_project
+    old = fresh_rows(project, "old")
+    assert old["public.home_homepage"][0] == 1 and old["public.library_indexpage"][0] == 1
+    live = project.fingerprint(project.dev)
+    if command[0] == "promote":
+        make_prod(project)
+
+    result = project.run(*command, "--yes")
+    assert result.code == 0, result.stderr
+    carried = data_migrations(project)
+    assert len(carried) == 1, result.stderr  # one migration: the child rows commit with their parent rows
+    text = next(iter(carried.values()))
+    assert "'pagetree.page'" in text and "'home.homepage'" in text and "'library.indexpage'" in text
+    assert "('library', '0002_squashkit_carried')" in text  # after the code that made the row it updates
+    assert (project.root / "library" / "migrations" / "0002_squashkit_carried.py").exists()
+    assert fresh_rows(project, "new") == old
+    squashed = project.prod if command[0] == "promote" else project.dev
+    assert project.fingerprint(squashed) == live  # the data migration was recorded as applied, not run
+    if command == ["squash"]:
+        assert_clean(project, project.dev)
+    else:
+        owner = {"owner": PROD_OWNER, "password": PROD_PASSWORD} if squashed == project.prod else {}
+        project.manage(squashed, "migrate", "--check", **owner)
+
+
+def test_a_carried_row_a_fresh_build_cannot_write_is_named_and_left_out_with_accept_loss(fresh_project):
+    """A check constraint added NOT VALID after the seed (old rows grandfathered) is carried as RunSQL
+    and runs before the data migration in a fresh build: the row it forbids cannot be written there.
+    The squash names it and the flag; with --accept-loss it is left out and the loss report names it."""
+    project = fresh_project
+    (project.root / "seeds" / "migrations" / "0008_no_new_jazz.py").write_text(
+        "from django.db import migrations\n\n\n"
+        "class Migration(migrations.Migration):\n\n"
+        "    dependencies = [('seeds', '0007_retire_beta')]\n\n"
+        "    operations = [\n"
+        "        migrations.RunSQL(\n"
+        "            \"ALTER TABLE seeds_category ADD CONSTRAINT seeds_category_no_jazz CHECK (name <> 'jazz') NOT VALID\",\n"
+        "            'ALTER TABLE seeds_category DROP CONSTRAINT seeds_category_no_jazz'),\n"
+        "    ]\n"
+    )
+    project.manage(project.dev, "migrate", "-v", "0")
+    old = fresh_rows(project, "old")
+    before, files, seeds = project.fingerprint(project.dev), project.migration_files(), seeds_files(project)
+
+    refused = project.run("squash", "--yes", "--force")
+    assert refused.code != 0
+    error = refused.stderr.strip().splitlines()[-1]
+    assert "seeds_category id=4" in error and "seeds_category_no_jazz" in error and "--accept-loss" in error, error
+    assert "Traceback" not in refused.stderr
+    assert project.fingerprint(project.dev) == before and project.migration_files() == files and seeds_files(project) == seeds
+
+    result = project.run("squash", "--yes", "--force", "--accept-loss")
+    assert result.code == 0, result.stderr
+    assert "--accept-loss: 1 row(s) of seeds_category are not carried: seeds_category id=4" in result.stderr, result.stderr
+    lost = [line for line in result.stderr.splitlines() if line.strip().startswith("lost ")]
+    assert len(lost) == 1 and "0002_seed_rows.py" in lost[0], result.stderr  # the loss report names what made it
+    assert project.fingerprint(project.dev) == before
+    new = fresh_rows(project, "new")
+    assert new["public.seeds_category"][0] == old["public.seeds_category"][0] - 1  # jazz
+    assert {t: v for t, v in new.items() if t != "public.seeds_category"} == {t: v for t, v in old.items() if t != "public.seeds_category"}

@@ -9,6 +9,7 @@ Everything that differs between machines comes from the environment:
 """
 
 import os
+import sys
 from pathlib import Path
 
 from sample_project.database_url import parse_database_url
@@ -51,6 +52,11 @@ if os.environ.get("SAMPLE_LARGEAPP") == "1":
 # Rows data migrations leave in every fresh database (squashkit's tests/test_freshdata.py).
 if os.environ.get("SAMPLE_FRESHDATA") == "1":
     INSTALLED_APPS.append("seeds")
+# A page tree as a wagtail site has one (squashkit's tests/test_freshdata.py): a vendored third-party
+# app, ``pagetree``, whose ``Page`` two project apps inherit from, each making a page in a data migration.
+if os.environ.get("SAMPLE_PAGETREE") == "1":
+    sys.path.append(str(BASE_DIR / "vendor" / "site-packages"))
+    INSTALLED_APPS += ["pagetree", "home", "library"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

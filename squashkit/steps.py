@@ -378,6 +378,12 @@ def put_back_saved(target: Target, saved: Path, log: Log) -> None:
     log(f"migration files put back from {saved.name}")
 
 
+def archive_members(tarball: Path) -> list[str]:
+    """The file names a migrations tarball holds, relative to the project."""
+    with tarfile.open(fileobj=io.BytesIO(bundlefiles.read_bytes(tarball)), mode="r:gz") as archive:
+        return [member.name for member in archive.getmembers() if member.isfile()]
+
+
 def extract_migrations(tarball: Path, root: Path) -> None:
     """Write every file of a migrations tarball under ``root``, refusing entries that would leave it."""
     # Decrypted in memory when it is a bundle's encrypted one: a few kB of source files.

@@ -214,6 +214,25 @@ def test_promote_restore_and_rollback_put_django_migrations_back_as_the_source_h
     assert rows(project.prod) == source
 
 
+def test_rollback_kept_after_promote_squash_names_the_squash_to_undo_first_and_then_works(project):
+    """The kept prod goes with the files from before the squash, which dev's rows no longer name: refused
+    before anything is exchanged, with the command that undoes dev's squash; after it, --kept works."""
+    make_prod(project)
+    prod_before = project.fingerprint(project.prod)
+    assert project.run("promote", "dev-to-prod", "--squash", "--yes", "--accept-loss").code == 0
+    dev, prod, files = project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()
+    refused = project.run("rollback", "--kept", "--env", "prod", "--yes")
+    assert refused.code == 2, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert "which squashed dev's migration files" in line and "--migrations-only --env dev" in line
+    assert (project.fingerprint(project.dev), project.fingerprint(project.prod), project.migration_files()) == (dev, prod, files)
+    undo = line.split("(squashkit ", 1)[1].split(")", 1)[0].split()
+    assert project.run(*undo[:1], *undo[1:], "--yes").code == 0
+    kept = project.run("rollback", "--kept", "--env", "prod", "--yes")
+    assert kept.code == 0, kept.stderr
+    assert project.fingerprint(project.prod) == prod_before
+
+
 def test_truncated_dump_fails_at_pg_restore_and_puts_the_target_back(project, tmp_path):
     make_prod(project)
     made = project.run("backup", "--env", "dev")

@@ -95,6 +95,7 @@ def rollback_kept(
         raise BadInput(f"the kept databases of {target.name} come from different runs ({', '.join(sorted(origins))}): use squashkit rollback BUNDLE")
     made_by = origins.pop()
     files = _kept_files(config, made_by, target.name)
+    _require_files_fit_kept(config, target, made_by, files, {alias: name + steps.KEPT for alias, name in live.items()})
     run = journal.new_run_id("rollback", target.name)
     with runs.exclusive(config, run, [target]):
         runs.confirm(f"Swap {target.name}'s {', '.join(live.values())} with the database(s) kept by run {made_by}?",
@@ -268,6 +269,50 @@ def _kept_files(config: Config, made_by: str, env: str) -> tuple[str, Path] | No
         if started.env == env and any(e.step == "delete migrations" and e.env == env for e in run.since(started)):
             return "bundle", Path(started.changed["source_bundle"])
     return None
+
+
+def _require_files_fit_kept(config: Config, target: Target, made_by: str, files: tuple[str, Path] | None,
+                            kept: dict[str, str]) -> None:
+    """Before anything is exchanged: the migration files that will be on disk once the kept database is
+    back are those its django_migrations names. They are not after ``promote --squash``: the kept
+    target goes with the files from before the squash, which the source's rows no longer name (the
+    files are shared); the way that works is named."""
+    expected = {app.label: (app.aliases, _kept_names(app, files, target)) for app in target.project.own_apps()}
+    for alias, database in kept.items():
+        with postgres.connect(target.params(alias).with_dbname(database)) as conn:
+            _table, recorded = history.found(conn)
+        applied = {(row.app, row.name) for row in recorded}
+        lacking = sorted(f"{label}.{name}" for label, (aliases, names) in expected.items() if alias in aliases
+                         for name in names if (label, name) not in applied)
+        if not lacking:
+            continue
+        run = journal.read(config.backup_dir / f"{made_by}{journal.SUFFIX}")
+        squashed = [e for e in run.phases() if e.env != target.name and e.changed.get("squash")]
+        if squashed:
+            source, bundle_path = squashed[0].env, squashed[0].changed["source_bundle"]
+            raise BadInput(
+                f"{database} was kept by run {made_by}, which squashed {source}'s migration files: it goes with the files "
+                f"from before that squash, which {source}'s django_migrations no longer names (the files are shared). "
+                f"Undo the squash first (squashkit rollback {bundle_path} --migrations-only --env {source}), then rollback "
+                "--kept again; nothing was changed")
+        raise BadInput(f"{database} does not record the migration files that would be on disk with it ({lacking[0]}, "
+                       f"{len(lacking)} in all): use squashkit rollback BUNDLE; nothing was changed")
+
+
+def _kept_names(app, files: tuple[str, Path] | None, target: Target) -> list[str]:
+    """The migration names of ``app`` on disk once a kept database's files are back (``_kept_files``)."""
+    from squashkit.project import migration_names
+
+    if files is None:
+        return migration_names(app)
+    kind, path = files
+    if kind == "bundle":
+        found = bundle.read_manifest(path).own_apps.get(app.label)
+        return list(found.migrations) if found else []
+    folder = app.migrations_folder.relative_to(target.manage.cwd) if app.migrations_folder else None
+    return [Path(member).stem for member in steps.archive_members(path)
+            if folder and Path(member).parent == folder and Path(member).suffix == ".py"
+            and not Path(member).stem.startswith(("_", "~"))]
 
 
 def put_back_kept_files(target: Target, files: tuple[str, Path] | None, record: Journal, log: Log) -> None:

@@ -138,20 +138,26 @@ def replace_database(
         # migrate for real what a newer code adds; undone as 3.
         step = "migrate --fake"
         record.started(step, env)
-        steps.record_history(target, manifest, log, databases=side, missing=verdict.missing,
+        steps.record_history(target, manifest, log, databases=side,
                              regenerated=[app.label for app in target.project.own_apps()] if squash or squashed else None)
         record.finished(step, env)
-        # 6b. A newer code's migrations ran for real: the result must be what the code builds (a scratch build).
-        if verdict.kind == "newer":
-            step = "schema of the code"
+        # 6b. A newer code: the bundle's rows verified first (its migrations may change rows), then they run
+        # for real, and the result must be what the code builds (a scratch build); undone as 3.
+        newer = verdict.kind == "newer"
+        if newer:
+            step = "migrate"
             record.started(step, env)
+            _change_a_row_if_asked(target, side)
+            steps.verify_contents(target, manifest, side)
+            steps.migrate_newer(target, verdict.missing, log, databases=side)
             scratch.require_equivalent(config, target, side, False, log)
             record.finished(step, env)
         # 7. Verify against the bundle (changes nothing).
         step = "verify"
         record.started(step, env)
-        _change_a_row_if_asked(target, side)
-        steps.verify(target, manifest, log, databases=side)
+        if not newer:
+            _change_a_row_if_asked(target, side)
+        steps.verify(target, manifest, log, databases=side, contents=not newer)
         record.finished(step, env)
         # 8. Swap the verified side databases in (side mode); undone by renaming back.
         step = "swap"

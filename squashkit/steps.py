@@ -54,9 +54,11 @@ The commands (``squashkit.commands``) are these steps in order. There are two sh
                           applied as the scratch migrate recorded them; then 7  does the same later
     6  record_history     per alias, the django_migrations its search_path     as 3
                           finds, filled with the bundle's rows (ids, times)
-                          for every app whose files did not change; then
-                          migrate --fake for the regenerated apps alone, and
-                          migrate for real what a newer code adds
+                          for every app whose files did not change, the
+                          regenerated apps' files recorded in their place
+    6b migrate_newer      a code newer than the bundle: the rows verified,     as 3
+                          its migrations run for real, the schema proved
+                          against a scratch build of the code
     7  verify             a rebuild: every table holds the bundle's content     (nothing changed)
                           (its content hashes; row counts for older bundles);
                           both: on every alias the migrations of the apps its
@@ -521,12 +523,11 @@ def pg_restore(config: Config, target: Target, alias: str, dump: Path, jobs: int
 
 def record_history(
     target: Target, manifest: bundle.Manifest, log: Log, *, databases: dict[str, str] | None = None,
-    regenerated: list[str] | None = None, missing: dict[str, list[tuple[str, str]]] | None = None,
+    regenerated: list[str] | None = None,
 ) -> None:
     """Step 6: each alias's django_migrations as the bundle recorded it, ids and applied times kept,
     for every app whose files this run does not change; the files on disk of ``regenerated`` apps (a
-    squash's new files) recorded as applied in their place; ``migrate`` for real for ``missing``
-    (a code newer than the bundle).
+    squash's new files) recorded as applied in their place (a newer code's: ``migrate_newer``).
 
     The dump holds each django_migrations without its rows, so the table is filled here. Faking
     the whole history into it would lose the ids and times, and ``migrate --fake`` sends
@@ -570,30 +571,31 @@ def record_history(
     for alias in faked:
         manage.run("migrate", "--fake", "--database", alias, "-v", "0", what=f"migrate --fake on {alias}")
         log(f"[{alias}] the bundle has no django_migrations here: migrate --fake recorded the files as applied")
-    for alias in order:
-        if (missing or {}).get(alias) and alias not in faked:
+
+
+def migrate_newer(target: Target, missing: dict[str, list[tuple[str, str]]], log: Log, *,
+                  databases: dict[str, str] | None = None) -> None:
+    """Step 6b, for a code newer than the bundle: its migrations the bundle's database never applied,
+    run for real (``migrate``) on the bundle's own rows, in the layout's alias order."""
+    names = databases or {}
+    manage = target.manage.on(names) if names else target.manage
+    for alias in migrate_order(target.project):
+        if missing.get(alias):
             manage.run("migrate", "--database", alias, "-v", "0", what=f"migrate on {alias}")
             log(f"[{alias}] migrate ran {len(missing[alias])} migration(s) the bundle's database never applied")
 
 
-def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databases: dict[str, str] | None = None) -> None:
+def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databases: dict[str, str] | None = None,
+           contents: bool = True) -> None:
     """Step 7: every table holds what the bundle recorded, by content (row counts for bundles made
     before squashkit recorded content hashes); migrations and models agree with the database.
+    ``contents=False``: the contents were verified already (``verify_contents``, before a newer
+    code's migrations ran, which may change rows); only the migrations and models are here.
 
     Row counts alone would pass a restore that changed every value of a column."""
     databases = databases or {}
     manage = target.manage.on(databases) if databases else target.manage
-    by_content = False
-    for entry in manifest.databases if manifest else []:
-        if entry.alias not in target.project.postgres_aliases() or entry.dump_of:
-            continue  # another alias's entry holds that database's tables
-        params = target.params(entry.alias)
-        with postgres.connect(params.with_dbname(databases.get(entry.alias, params.dbname))) as conn:
-            problems = bundle.holds_what_was_recorded(conn, entry)
-        if problems:
-            more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
-            raise OperationFailed(f"verify on {entry.alias}: {problems[0]}{more}")
-        by_content = by_content or bool(entry.contents)
+    by_content = verify_contents(target, manifest, databases) if contents else False
     aliases = target.project.postgres_aliases()
     *migrated, (complete, models_error) = manage.checks(
         *(("squashkit-migrated", alias) for alias in aliases), ("makemigrations", "--check", "--dry-run"), what="verify checks",
@@ -608,8 +610,25 @@ def verify(target: Target, manifest: bundle.Manifest | None, log: Log, *, databa
             target.project, params.with_dbname(databases.get(target.project.tenancy.alias, params.dbname)), log)
     if not complete:
         raise OperationFailed(f"verify: makemigrations --check failed: {models_error or 'the models have changes no migration holds'}")
-    held = ("every table holds the bundle's content; " if by_content else "every table has the bundle's row count; ") if manifest else ""
+    held = ("every table holds the bundle's content; " if by_content else "every table has the bundle's row count; ") \
+        if manifest and contents else ""
     log(f"verified: {held}migrate --check and makemigrations --check are clean")
+
+
+def verify_contents(target: Target, manifest: bundle.Manifest | None, databases: dict[str, str]) -> bool:
+    """Every table holds what the bundle recorded; whether that was by content hashes (else row counts)."""
+    by_content = False
+    for entry in manifest.databases if manifest else []:
+        if entry.alias not in target.project.postgres_aliases() or entry.dump_of:
+            continue  # another alias's entry holds that database's tables
+        params = target.params(entry.alias)
+        with postgres.connect(params.with_dbname(databases.get(entry.alias, params.dbname))) as conn:
+            problems = bundle.holds_what_was_recorded(conn, entry)
+        if problems:
+            more = f"; {len(problems) - 1} more tables differ" if len(problems) > 1 else ""
+            raise OperationFailed(f"verify on {entry.alias}: {problems[0]}{more}")
+        by_content = by_content or bool(entry.contents)
+    return by_content
 
 
 def require_files_match_history(target: Target, log: Log) -> None:

@@ -103,7 +103,12 @@ class AliasBackup(BaseModel):
 class AppMigrations(BaseModel):
     """One of the project's own apps, as a squash and its undo need to know it."""
 
-    migrations: list[str] = Field(description="Migration names on disk.")
+    migrations: list[str] = Field(description="Migration names on disk, as migrate plans them (a squashed one instead of "
+                                  "those it replaces).")
+    replaces: dict[str, list[tuple[str, str]]] = Field(
+        default_factory=dict, description="Squashed migration name -> the (app, name) it replaces. Empty before format 6.")
+    parents: dict[str, list[tuple[str, str]]] = Field(
+        default_factory=dict, description="Migration name -> the (app, name) it depends on. Empty before format 6.")
     folder: str | None = Field(description="The migrations folder as the app sees it, relative to the project.")
     resolved_folder: str | None = Field(description="The same folder with symlinks resolved (differs when it is a symlink).")
     aliases: list[str] = Field(description="Database aliases the app migrates to (the routers' allow_migrate).")

@@ -52,18 +52,32 @@ def carry_over(report: LossReport, project: ProjectInfo, *, now: datetime.dateti
             # No model of its own, so makemigrations wrote nothing: an initial migration holds them.
             path = folder / f"{INITIAL_NAME}.py"
             ops = first + after
-            write_python(path, _carried_module(ops, _dependencies(label, ops, regenerated, own=False, latest=latest), now, initial=True))
+            write_python(path, _carried_module(ops, _dependencies(label, ops, regenerated, own=False, latest=latest), now,
+                                               initial=True, atomic=all(op.migration_atomic for op in ops)))
             regenerated[label] = [path]
             written.append(path)
             continue
         if first:
             written.append(_insert_before_models(files[0], first))
-        if after:
-            path = next_migration(files, CARRIED_NAME)
-            write_python(path, _carried_module(after, _dependencies(label, after, regenerated, latest=latest), now))
-            regenerated[label] = [*files, path]
+        # Operations from a migration that was not atomic go into one that is not either, in their order.
+        for group in _by_atomicity(after):
+            path = next_migration(regenerated[label], CARRIED_NAME)
+            write_python(path, _carried_module(group, _dependencies(label, group, regenerated, latest=latest), now,
+                                               atomic=group[0].migration_atomic))
+            regenerated[label] = [*regenerated[label], path]
             written.append(path)
     return written
+
+
+def _by_atomicity(ops: list[LostOperation]) -> list[list[LostOperation]]:
+    """``ops`` cut into runs of the same ``migration_atomic``, in order."""
+    groups: list[list[LostOperation]] = []
+    for op in ops:
+        if groups and groups[-1][0].migration_atomic == op.migration_atomic:
+            groups[-1].append(op)
+        else:
+            groups.append([op])
+    return groups
 
 
 def regenerated_files(folder: Path) -> list[Path]:
@@ -107,7 +121,8 @@ def _insert_before_models(path: Path, ops: list[LostOperation]) -> Path:
 
 
 def _carried_module(
-    ops: list[LostOperation], dependencies: list[tuple[str, str]], now: datetime.datetime, *, initial: bool = False
+    ops: list[LostOperation], dependencies: list[tuple[str, str]], now: datetime.datetime, *, initial: bool = False,
+    atomic: bool = True,
 ) -> str:
     """A migration module laid out as makemigrations writes one, with the carried code above the class."""
     sources = [f"  {op.file} #{op.index + 1}: {op.summary}" for op in ops]
@@ -122,12 +137,13 @@ def _carried_module(
         operations=[(op.file, op.carry.python) for op in ops],
         now=now,
         initial=initial,
+        atomic=atomic,
     )
 
 
 def migration_module(
     *, header: str, imports: list[str], definitions: list[str], dependencies: list[tuple[str, str]],
-    operations: list[tuple[str, str]], now: datetime.datetime, initial: bool = False,
+    operations: list[tuple[str, str]], now: datetime.datetime, initial: bool = False, atomic: bool = True,
 ) -> str:
     """A migration module: ``header`` as a comment, the imports and module-level ``definitions``,
     then the Migration class; ``operations`` are (comment, Python of one list item)."""
@@ -141,6 +157,7 @@ def migration_module(
         + (f"{body}\n\n\n" if body else "\n")
         + "class Migration(migrations.Migration):\n\n"
         + ("    initial = True\n\n" if initial else "")
+        + ("" if atomic else "    atomic = False\n\n")
         + f"    dependencies = [\n{deps}    ]\n\n"
         + f"    operations = [\n{items}    ]\n"
     )

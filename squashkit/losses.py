@@ -74,6 +74,9 @@ class LostOperation(BaseModel):
     app: str
     migration: str = Field(description="The migration's name, e.g. 0008_productstats_view.")
     index: int = Field(description="Position in the migration's operations list, from 0.")
+    migration_atomic: bool = Field(
+        True, description="False: its migration said atomic = False (CREATE INDEX CONCURRENTLY refuses a transaction), "
+        "and so does the migration it is carried into.")
     kind: Kind
     file: str = Field(description="The migration file as the app sees it, relative to the project directory.")
     summary: str = Field(description="What it is, in a few words: 'RunSQL: view catalog_productstats, ...'.")
@@ -237,7 +240,8 @@ def _renamed(source: str, renames: dict[str, str]) -> str:
 def _judge(
     entry: dict, file: str, conn: psycopg.Connection, tables: dict[str, str], earlier: list[LostOperation]
 ) -> LostOperation:
-    base = {"app": entry["app"], "migration": entry["migration"], "index": entry["index"], "kind": entry["kind"], "file": file}
+    base = {"app": entry["app"], "migration": entry["migration"], "index": entry["index"], "kind": entry["kind"], "file": file,
+            "migration_atomic": entry.get("migration_atomic", True)}
     judge = {
         "run_sql": _judge_run_sql,
         "run_python": _judge_run_python,

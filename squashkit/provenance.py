@@ -187,11 +187,13 @@ def code_of(project, *, files_from=None) -> Code:
         if tenancy is not None and app.label not in tenancy.shared_apps:
             aliases = [alias for alias in aliases if alias != tenancy.alias]
         migrations, replaces = list(app.migrations), dict(app.replaces)
+        parents = dict(app.parents)
         if files_from is not None and app.label in files_from.own_apps:
-            migrations, replaces = list(files_from.own_apps[app.label].migrations), {}
-            parents = {}
-        else:
-            parents = dict(app.parents)
+            # The bundle's files, with what they replace (bundles before format 6: as far as the code knows).
+            kept = files_from.own_apps[app.label]
+            migrations = list(kept.migrations)
+            replaces = kept.replaces or {name: pairs for name, pairs in app.replaces.items() if name in migrations}
+            parents = kept.parents
         tables = [t for m in app.models if not m.proxy and not m.auto_created for t in (m.db_table, *m.m2m_tables)]
         apps.append(CodeApp(label=app.label, project=app.own, contrib=app.name.startswith(CONTRIB_PREFIX),
                             migrations=migrations, replaces=replaces, parents=parents, aliases=aliases, tables=tables))

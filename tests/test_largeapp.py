@@ -113,13 +113,18 @@ def test_squash_of_a_large_history_carries_the_plugin_and_the_stray_index_and_ch
     assert "the old history's schema is the scratch build check made" in result.stderr
     assert_clean(largeapp, largeapp.dev)  # files and django_migrations agree both ways
     events = sorted(p.name for p in (largeapp.root / "events" / "migrations").glob("0*.py"))
-    assert events == ["0001_initial.py", "0002_squashkit_schema.py"]  # the replaces chain collapsed with the rest
-    assert "events_event_organizer_id_slug_40a74a00_idx" in (largeapp.root / "events" / "migrations" / events[1]).read_text()
+    # The replaces chain collapsed with the rest; the calendar view's RunPython, from a migration that is not
+    # atomic (CREATE INDEX CONCURRENTLY), carried into one that is not either.
+    assert events == ["0001_initial.py", "0002_squashkit_carried.py", "0003_squashkit_schema.py"]
+    carried = (largeapp.root / "events" / "migrations" / events[1]).read_text()
+    assert "    atomic = False\n" in carried and "CREATE UNIQUE INDEX CONCURRENTLY" in carried
+    assert "events_event_organizer_id_slug_40a74a00_idx" in (largeapp.root / "events" / "migrations" / events[2]).read_text()
     boxoffice = sorted(p.name for p in (largeapp.root / "boxoffice" / "migrations").glob("0*.py"))
     assert boxoffice == ["0001_initial.py"]  # no models: squashkit wrote its initial migration for the data migration
     with psycopg.connect(**largeapp.pg.conninfo(largeapp.dev)) as conn:
         rows = conn.execute("SELECT app, name FROM django_migrations WHERE app IN ('events', 'boxoffice') ORDER BY 1, 2").fetchall()
-    assert rows == [("boxoffice", "0001_initial"), ("events", "0001_initial"), ("events", "0002_squashkit_schema")]
+    assert rows == [("boxoffice", "0001_initial"), ("events", "0001_initial"), ("events", "0002_squashkit_carried"),
+                    ("events", "0003_squashkit_schema")]
 
     after = largeapp.run("check")
     assert after.code == 0, after.stdout
@@ -133,4 +138,6 @@ def test_squash_of_a_large_history_carries_the_plugin_and_the_stray_index_and_ch
         assert conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'events_event_organizer_id_slug_40a74a00_idx'"
                             ).fetchone() == ("CREATE INDEX events_event_organizer_id_slug_40a74a00_idx ON public.events_event "
                                              "USING btree (organizer_id, slug)",)
+        assert conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'events_calendar_event'").fetchone() == (
+            "CREATE UNIQUE INDEX events_calendar_event ON public.events_calendar USING btree (event_id)",)
     drop_database(largeapp.pg, fresh)

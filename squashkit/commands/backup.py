@@ -445,6 +445,8 @@ def _app_migrations(app: AppInfo, root: Path) -> bundle.AppMigrations:
 
     return bundle.AppMigrations(
         migrations=app.migrations,
+        replaces=app.replaces,
+        parents=app.parents,
         folder=relative(app.migrations_folder),
         resolved_folder=relative(app.migrations_folder_resolved),
         aliases=app.aliases,

@@ -258,6 +258,7 @@ def _entry(app_label, migration, index, operation, loader, state_final):
         "app": app_label,
         "migration": migration.name,
         "index": index,
+        "migration_atomic": bool(getattr(migration, "atomic", True)),
         "kind": kind,
         "operation_class": f"{type(operation).__module__}.{type(operation).__qualname__}",
         "description": _describe(operation),

@@ -10,13 +10,17 @@ history built that the new files do not (``drift.carry_stray_objects``):
   app's last regenerated migration and after those of the apps whose tables they use;
 - an app makemigrations writes nothing for (no models of its own: a plugin whose migrations
   only move data) gets a ``0001_initial.py`` holding its carried operations, so it can still
-  be squashed and a fresh ``migrate`` still runs them.
+  be squashed and a fresh ``migrate`` still runs them;
+- an old migration name an installed package's migration depends on (a plugin's
+  ``dependencies = [("cms", "0022_...")]``): the app's last regenerated migration ``replaces`` it,
+  so Django points the package's dependency at that migration (``replaced_names`` reads them back).
 
 Every module is laid out as makemigrations writes one, and written only when it compiles.
 """
 
 from __future__ import annotations
 
+import ast
 import datetime
 import re
 from pathlib import Path
@@ -37,10 +41,10 @@ def carry_over(report: LossReport, project: ProjectInfo, *, now: datetime.dateti
     carried = report.with_verdict("carried")
     apps = {app.label: app for app in project.own_apps()}
     regenerated = {label: regenerated_files(app.migrations_folder) for label, app in apps.items() if app.migrations_folder}
+    written = _replace_referenced(project, regenerated)
     now = now or datetime.datetime.now()
     # Not "__latest__": Django may resolve it to a squashed migration whose replaced files stay.
     latest = {app.label: max(app.migrations) for app in project.apps if not app.own and app.migrations}
-    written = []
     for label in dict.fromkeys(op.app for op in carried):
         files = regenerated.get(label) or []
         first = [op for op in carried if op.app == label and op.carry.where == "first_migration"]
@@ -78,6 +82,62 @@ def _by_atomicity(ops: list[LostOperation]) -> list[list[LostOperation]]:
         else:
             groups.append([op])
     return groups
+
+
+def referenced_elsewhere(project: ProjectInfo) -> dict[str, list[tuple[str, str]]]:
+    """The project apps' migrations that other apps' migrations depend on by name: installed packages,
+    which a squash does not regenerate, so their dependencies still name the old files."""
+    own = {app.label for app in project.own_apps()}
+    found: dict[str, set[tuple[str, str]]] = {}
+    for app in project.apps:
+        if app.own:
+            continue
+        for dependencies in app.depends_on.values():
+            for parent_app, name in dependencies:
+                if parent_app in own and not name.startswith("__"):  # __first__/__latest__ resolve to the new files
+                    found.setdefault(parent_app, set()).add((parent_app, name))
+    return {label: sorted(pairs) for label, pairs in found.items()}
+
+
+def dependents(project: ProjectInfo) -> list[str]:
+    """Installed packages whose migrations depend on a project app's migration by name: makemigrations
+    runs without loading them while those names are gone (``ManagePy.without_migrations``)."""
+    own = {app.label for app in project.own_apps()}
+    return [app.label for app in project.apps if not app.own
+            and any(parent_app in own for found in app.depends_on.values() for parent_app, _name in found)]
+
+
+def _replace_referenced(project: ProjectInfo, regenerated: dict[str, list[Path]]) -> list[Path]:
+    """After makemigrations: the app's last regenerated migration ``replaces`` each old name another app
+    depends on that the new files do not have. Without it every command that loads the migration
+    graph fails (NodeNotFoundError); with it, Django points the dependency at that migration and
+    records the replaced name beside it when it applies it."""
+    written = []
+    for label, pairs in referenced_elsewhere(project).items():
+        files = regenerated.get(label) or []
+        gone = [pair for pair in pairs if pair[1] not in {path.stem for path in files}]
+        if not files or not gone:
+            continue
+        text = files[-1].read_text()
+        marker = "\n    dependencies = ["
+        if marker not in text:
+            raise OperationFailed(f"{files[-1]} is not laid out as makemigrations writes it: add replaces = {gone!r} by hand")
+        listed = "".join(f"        ({app!r}, {name!r}),\n" for app, name in gone)
+        text = text.replace(marker, f"\n    # Other apps' migrations depend on these names.\n    replaces = [\n{listed}    ]\n{marker}", 1)
+        write_python(files[-1], text)
+        written.append(files[-1])
+    return written
+
+
+def replaced_names(folder: Path | None) -> list[tuple[str, str]]:
+    """Every (app, name) the regenerated migrations in ``folder`` replace (``_replace_referenced``): Django
+    counts such a migration applied only while those rows are recorded too."""
+    found = []
+    for path in regenerated_files(folder) if folder else []:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "replaces" for t in node.targets):
+                found += [tuple(pair) for pair in ast.literal_eval(node.value)]
+    return found
 
 
 def regenerated_files(folder: Path) -> list[Path]:

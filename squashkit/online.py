@@ -125,9 +125,10 @@ def squash(
             # 5. makemigrations (plus what is carried) against the empty scratch databases; undone as 2.
             step = "makemigrations"
             record.started(step, env, databases=scratch)
-            manage.run("makemigrations", *apps, "-v", "0", what="makemigrations")
+            manage.without_migrations(carry.dependents(target.project)).run("makemigrations", *apps, "-v", "0",
+                                                                            what="makemigrations")
             log(f"makemigrations done for {', '.join(apps)} (pointed at the empty {', '.join(dict.fromkeys(scratch.values()))})")
-            written = carry.carry_over(carried, target.project) if carried is not None else []
+            written = carry.carry_over(carried or LossReport(), target.project)
             if written:
                 log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
             record.finished(step, env)

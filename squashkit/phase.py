@@ -117,12 +117,12 @@ def replace_database(
             step = "makemigrations"
             record.started(step, env)
             labels = steps.squashed_apps(target.project)
-            target.manage.on(side).run("makemigrations", *labels, "-v", "0", what="makemigrations")
+            target.manage.on(side).without_migrations(carry.dependents(target.project)).run(
+                "makemigrations", *labels, "-v", "0", what="makemigrations")
             log(f"makemigrations done for {', '.join(labels)}")
-            if carried is not None:
-                written = carry.carry_over(carried, target.project)
-                if written:
-                    log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
+            written = carry.carry_over(carried or LossReport(), target.project)
+            if written:
+                log("carried over into " + ", ".join(str(path.relative_to(target.manage.cwd)) for path in written))
             record.finished(step, env)
             # 5b. The new files must build exactly the restored schema (a scratch database, always dropped),
             # and, in it, the old history's rows: what differs is carried as data and proved (freshproof).

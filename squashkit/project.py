@@ -104,6 +104,9 @@ class AppInfo(BaseModel):
     )
     parents: dict[str, list[tuple[str, str]]] = Field(
         default_factory=dict, description="Migration name -> the (app, name) it depends on, as migrate's graph has them.")
+    depends_on: dict[str, list[tuple[str, str]]] = Field(
+        default_factory=dict, description="Migration file name -> its dependencies as the file writes them (before Django "
+        "points a replaced name at the migration that replaces it).")
     aliases: list[str] = Field(description="Aliases this app migrates to (the routers' allow_migrate).")
     models: list[ModelInfo]
 
@@ -241,19 +244,26 @@ class ManagePy(BaseModel):
     databases: dict[str, str] = Field(
         default_factory=dict, description="alias -> database name to use instead of the settings' NAME."
     )
+    unmigrated: list[str] = Field(
+        default_factory=list, description="App labels whose migrations the command does not load (MIGRATION_MODULES None).")
 
     def on(self, databases: dict[str, str]) -> ManagePy:
         """The same manage.py, its commands run against other databases (a side or scratch copy)."""
         return self.model_copy(update={"databases": {**self.databases, **databases}})
+
+    def without_migrations(self, labels: list[str]) -> ManagePy:
+        """The same manage.py, its commands run as if ``labels`` had no migrations: makemigrations while an
+        installed package's migration still depends on a project migration a squash deleted."""
+        return self.model_copy(update={"unmigrated": [*self.unmigrated, *labels]})
 
     def argv(self, *args: str) -> list[str]:
         """The arguments after the interpreter: ``manage.py ARGS`` run through ``inproject/command.py``,
         which points aliases at other databases and switches scoped managers off, as the project's
         own commands do (a data migration or a loaddata reading through django-scopes' managers).
         A ``shell`` on the settings' databases runs as it is: squashkit's runners enter that context themselves."""
-        if args[:1] == ("shell",) and not self.databases:
+        if args[:1] == ("shell",) and not self.databases and not self.unmigrated:
             return [str(self.script), *args]
-        arguments = {"databases": self.databases, "argv": list(args)}
+        arguments = {"databases": self.databases, "argv": list(args), "unmigrated": self.unmigrated}
         code = (
             f"import runpy; runpy.run_path({str(COMMAND_RUNNER)!r}, "
             f"init_globals={{'SQUASHKIT_COMMAND': {arguments!r}}}, run_name='__squashkit_command__')"

@@ -89,7 +89,7 @@ from typing import Literal
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from squashkit import bundle, bundlefiles, clients, foundation, history, losses, postgres, progress, provenance, tenants
+from squashkit import bundle, bundlefiles, carry, clients, foundation, history, losses, postgres, progress, provenance, tenants
 from squashkit.commands.backup import backup
 from squashkit.config import Config
 from squashkit.databases import (
@@ -542,7 +542,8 @@ def record_history(
     manage = target.manage.on(names) if names else target.manage
     order = migrate_order(target.project)
     entries = {e.alias: e for e in manifest.databases}
-    new_files = {app.label: migration_names(app) for app in target.project.own_apps() if app.label in (regenerated or [])}
+    new_files = {app.label: [*migration_names(app), *(name for _app, name in carry.replaced_names(app.migrations_folder_resolved))]
+                 for app in target.project.own_apps() if app.label in (regenerated or [])}
     filled: set[tuple[str, str]] = set()  # (database, table): two aliases whose search_paths find one table share it
     faked: list[str] = []
     for alias in order:

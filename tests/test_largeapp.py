@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.conftest import create_database, drop_database, manage, table_fingerprints
-from tests.test_pipeline import PROD_OWNER, PROD_PASSWORD, Project, prod_role, project_copy  # noqa: F401 (fixture)
+from tests.test_pipeline import PROD_OWNER, PROD_PASSWORD, Project, make_prod, prod_role, project_copy  # noqa: F401 (fixture)
 from tests.test_squash_moves_no_data import assert_clean
 
 LARGEAPP = {"SAMPLE_LARGEAPP": "1"}
@@ -123,8 +123,11 @@ def test_squash_of_a_large_history_carries_the_plugin_and_the_stray_index_and_ch
     assert boxoffice == ["0001_initial.py"]  # no models: squashkit wrote its initial migration for the data migration
     with psycopg.connect(**largeapp.pg.conninfo(largeapp.dev)) as conn:
         rows = conn.execute("SELECT app, name FROM django_migrations WHERE app IN ('events', 'boxoffice') ORDER BY 1, 2").fetchall()
-    assert rows == [("boxoffice", "0001_initial"), ("events", "0001_initial"), ("events", "0002_squashkit_carried"),
-                    ("events", "0003_squashkit_schema")]
+    # ticketplug (installed as a package) depends on events.0002_event_starts_at: the new 0001_initial replaces that
+    # name, so the plugin's dependency resolves, and Django counts it applied while that row is recorded too.
+    assert rows == [("boxoffice", "0001_initial"), ("events", "0001_initial"), ("events", "0002_event_starts_at"),
+                    ("events", "0002_squashkit_carried"), ("events", "0003_squashkit_schema")]
+    assert "replaces = [\n        ('events', '0002_event_starts_at'),\n    ]" in (largeapp.root / "events" / "migrations" / events[0]).read_text()
 
     after = largeapp.run("check")
     assert after.code == 0, after.stdout
@@ -141,3 +144,15 @@ def test_squash_of_a_large_history_carries_the_plugin_and_the_stray_index_and_ch
         assert conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'events_calendar_event'").fetchone() == (
             "CREATE UNIQUE INDEX events_calendar_event ON public.events_calendar USING btree (event_id)",)
     drop_database(largeapp.pg, fresh)
+
+
+def test_promote_squash_records_the_name_a_plugin_depends_on_beside_the_new_files_on_prod(largeapp):
+    """prod is rebuilt from dev's dump with the squashed files: their rows are written from the files on disk,
+    and the name the new 0001_initial replaces (a plugin depends on it) beside them, as Django records it."""
+    make_prod(largeapp)
+    promoted = largeapp.run("promote", "dev-to-prod", "--squash", "--yes", "--accept-loss")
+    assert promoted.code == 0, promoted.stderr
+    assert largeapp.fingerprint(largeapp.prod) == largeapp.fingerprint(largeapp.dev)
+    for check in (["migrate", "--check"], ["makemigrations", "--check", "--dry-run"]):  # files and rows agree
+        largeapp.manage(largeapp.prod, *check, owner=PROD_OWNER, password=PROD_PASSWORD)
+    assert ("events", "0002_event_starts_at") in largeapp.applied(largeapp.prod)

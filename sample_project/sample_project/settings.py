@@ -48,7 +48,8 @@ if os.environ.get("SAMPLE_FIELDTYPES") == "1":
 # a history squashed with squashmigrations, an index only its history declares, a plugin app
 # with no models and a data migration.
 if os.environ.get("SAMPLE_LARGEAPP") == "1":
-    INSTALLED_APPS += ["events", "boxoffice"]
+    sys.path.append(str(BASE_DIR / "vendor" / "site-packages"))
+    INSTALLED_APPS += ["events", "boxoffice", "ticketplug"]  # ticketplug: a plugin depending on an events migration
 # Rows data migrations leave in every fresh database (squashkit's tests/test_freshdata.py).
 if os.environ.get("SAMPLE_FRESHDATA") == "1":
     INSTALLED_APPS.append("seeds")

@@ -162,7 +162,8 @@ def _recreate(
             steps.delete_migrations(target.project, log)
             labels = [app.label for app in target.project.own_apps()]
             if labels:  # without labels makemigrations would write into every installed app
-                manage.run("makemigrations", *labels, "-v", "0", what="makemigrations")
+                manage.without_migrations(carry.dependents(target.project)).run("makemigrations", *labels, "-v", "0",
+                                                                                what="makemigrations")
             written = carry.carry_over(report, target.project)
             log(f"makemigrations done for {', '.join(labels)}" + (
                 f"; carried over into {', '.join(str(p.relative_to(target.manage.cwd)) for p in written)}" if written else ""))

@@ -13,7 +13,9 @@ commands do, so a data migration, a ``post_migrate`` handler or a ``loaddata`` t
 through a scoped default manager sees every row instead of failing.
 
 It must not import squashkit. Its arguments arrive as the global ``SQUASHKIT_COMMAND``
-(``runpy.run_path(init_globals=...)``): ``databases`` (alias -> database name) and ``argv``.
+(``runpy.run_path(init_globals=...)``): ``databases`` (alias -> database name), ``argv``, and
+``unmigrated``: app labels whose migrations the command must not load (``MIGRATION_MODULES``
+None), for a makemigrations while an installed package still depends on a deleted migration.
 """
 
 import runpy
@@ -25,11 +27,13 @@ def _unscoped():
     return runpy.run_path(str(Path(__file__).with_name("scopes.py")), run_name="squashkit_scopes")["unscoped"]()
 
 
-def _run(databases, argv):
+def _run(databases, argv, unmigrated=()):
     from django.conf import settings
     from django.core.management import ManagementUtility
     from django.db import connections
 
+    if unmigrated:
+        settings.MIGRATION_MODULES = {**getattr(settings, "MIGRATION_MODULES", {}), **dict.fromkeys(unmigrated)}
     for alias, name in databases.items():
         connections[alias].close()
         connections[alias].settings_dict["NAME"] = name
@@ -41,7 +45,7 @@ def _run(databases, argv):
 if __name__ == "__squashkit_command__":
     arguments = globals()["SQUASHKIT_COMMAND"]
     try:
-        _run(arguments["databases"], arguments["argv"])
+        _run(arguments["databases"], arguments["argv"], arguments.get("unmigrated", ()))
     except SystemExit as exc:
         sys.stdout.flush()
         raise SystemExit(exc.code) from None

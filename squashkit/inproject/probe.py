@@ -306,6 +306,10 @@ def probe():
                     name: sorted([list(parent.key) for parent in loader.graph.node_map[(app, name)].parents])
                     for app, name in graph_nodes if app == app_config.label
                 },
+                "depends_on": {
+                    name: sorted([list(dependency) for dependency in migration.dependencies])
+                    for (app, name), migration in sorted(loader.disk_migrations.items()) if app == app_config.label
+                },
                 "aliases": [
                     a for a in aliases
                     if any(router.allow_migrate_model(a, m) for m in app_config.get_models(include_auto_created=True))

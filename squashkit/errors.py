@@ -35,6 +35,15 @@ class OperationFailed(SquashkitError):
     exit_code = FAILED
 
 
+class StepFailed(OperationFailed):
+    """A journalled step failed (and was undone): ``step`` names it, so a caller can tell a dump that
+    would not restore from a verify that failed for a reason another source would not change."""
+
+    def __init__(self, message: str, step: str):
+        super().__init__(message)
+        self.step = step
+
+
 class UndoIncomplete(OperationFailed):
     """The operation failed and undoing it failed too (the server went away): its journal stays
     open, so ``squashkit resume`` finishes the undo and other runs refuse until then."""

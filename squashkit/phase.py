@@ -22,7 +22,7 @@ from squashkit import (
 )
 from squashkit.config import Config
 from squashkit.databases import migrate_order, once_per_database, physical
-from squashkit.errors import BadInput, OperationFailed, SquashkitError, UndoIncomplete, first_line
+from squashkit.errors import BadInput, OperationFailed, SquashkitError, StepFailed, UndoIncomplete, first_line
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
 from squashkit.project import ManagePy, ProjectInfo, verify_archive_matches_disk
@@ -169,7 +169,7 @@ def replace_database(
         if not changed:
             raise
         if fallback and not side:
-            raise OperationFailed(f"step '{step}' failed: {reason}") from None
+            raise StepFailed(f"step '{step}' failed: {reason}", step) from None
         if side:
             log(f"step '{step}' failed: {reason}; removing what this run built ({target.name}'s database was not touched)")
             try:
@@ -182,7 +182,7 @@ def replace_database(
         else:
             log(f"step '{step}' failed: {reason}; putting {target.name} back as it was")
             state = roll_back(config, target, safety_bundle, safety, log)
-        raise OperationFailed(f"step '{step}' failed: {reason}. {state}") from None
+        raise StepFailed(f"step '{step}' failed: {reason}. {state}", step) from None
 
 
 def dumps_to_restore(target: Target, manifest: bundle.Manifest) -> list[bundle.AliasBackup]:

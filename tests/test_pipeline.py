@@ -290,6 +290,23 @@ def test_promote_with_a_truncated_dump_fails_at_pg_restore_and_puts_prod_back(pr
     project.manage(project.dev, "migrate", "--check")
 
 
+def test_a_rollback_falls_back_to_the_json_only_when_the_dump_does_not_restore(project):
+    """A dump pg_restore refuses: the json is the way back. A verify that fails on what the dump restored
+    (a changed value) is not the dump's fault: the run ends with that reason, prod as it was."""
+    make_prod(project)
+    made = project.run("backup", "--env", "dev")
+    bundle = made.stdout.strip().splitlines()[-1]
+    prod = project.fingerprint(project.prod)
+    verify = project.run("rollback", bundle, "--env", "prod", "--yes", env={"SQUASHKIT_TEST_FAULT": "change-a-row:prod"})
+    assert verify.code == 1, verify.stderr
+    assert "step 'verify' failed" in verify.stderr.strip().splitlines()[-1] and "falling back" not in verify.stderr
+    assert project.fingerprint(project.prod) == prod
+    restore = project.run("rollback", bundle, "--env", "prod", "--yes", env={"SQUASHKIT_TEST_FAULT": "truncate-dump:prod"})
+    assert restore.code == 0, restore.stderr
+    assert "falling back to db.json" in restore.stderr
+    assert json_fingerprint(project, project.prod) == json_fingerprint(project, project.dev)
+
+
 def test_squash_whose_bundle_dump_breaks_is_rebuilt_from_json(project):
     """The squash's own bundle is both source and safety net: when its dump is damaged on disk,
     the rollback falls back to its db.json, and the migration files come back as they were."""

@@ -17,7 +17,7 @@ import psycopg
 from squashkit import bundle, bundlefiles, history, journal, online, phase, postgres, provenance, runs, steps
 from squashkit.config import Config
 from squashkit.databases import primary_aliases
-from squashkit.errors import BadInput, OperationFailed, SquashkitError, first_line
+from squashkit.errors import BadInput, OperationFailed, SquashkitError, StepFailed, first_line
 from squashkit.journal import Journal
 from squashkit.project import archive_migrations
 from squashkit.runs import Log, stderr_log
@@ -238,7 +238,10 @@ def run_rollback(
                                   fallback="db.json" if json_allowed else None)
                 return
             except OperationFailed as exc:
-                if not json_allowed or (mode == "in-place" and not bundle.json_intact(bundle_dir, manifest)):
+                # The json is the way back from a dump that would not restore; a verify that failed on the
+                # code (models without a migration) or the data would fail the json's the same way.
+                restoring = isinstance(exc, StepFailed) and exc.step.startswith(("create ", "pg_restore "))
+                if not restoring or not json_allowed or (mode == "in-place" and not bundle.json_intact(bundle_dir, manifest)):
                     raise
                 log(f"restoring the dump failed ({exc}); falling back to db.json")
         elif path.is_dir():

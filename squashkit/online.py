@@ -50,7 +50,7 @@ from squashkit.errors import (
 )
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
-from squashkit.project import archive_migrations, verify_archive_matches_disk
+from squashkit.project import archive_migrations, squashed_apps, verify_archive_matches_disk
 from squashkit.target import Target, resolve
 
 Log = Callable[[str], None]
@@ -101,7 +101,7 @@ def squash(
     ``files_bundle`` is a bundle of ``target`` holding the files on disk now: its tarball undoes
     step 2, and the rows step 5c replaces are saved beside it (``history.json``)."""
     env = target.name
-    apps = steps.squashed_apps(target.project)
+    apps = squashed_apps(target.project)
     live = {alias: target.params(alias).dbname for alias in target.project.postgres_aliases()}
     archive = files_bundle / bundle.read_manifest(files_bundle).migrations_archive
     # "work" is the live name: nothing is built beside it, and resume drops the scratch databases by it.

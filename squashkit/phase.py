@@ -25,7 +25,7 @@ from squashkit.databases import migrate_order, once_per_database, physical
 from squashkit.errors import BadInput, OperationFailed, SquashkitError, StepFailed, UndoIncomplete, first_line
 from squashkit.journal import Journal
 from squashkit.losses import LossReport
-from squashkit.project import ManagePy, ProjectInfo, verify_archive_matches_disk
+from squashkit.project import ManagePy, ProjectInfo, squashed_apps, verify_archive_matches_disk
 from squashkit.target import Target, resolve
 
 Log = Callable[[str], None]
@@ -116,7 +116,7 @@ def replace_database(
         if squash:
             step = "makemigrations"
             record.started(step, env)
-            labels = steps.squashed_apps(target.project)
+            labels = squashed_apps(target.project)
             target.manage.on(side).without_migrations(carry.dependents(target.project)).run(
                 "makemigrations", *labels, "-v", "0", what="makemigrations")
             log(f"makemigrations done for {', '.join(labels)}")

@@ -542,3 +542,34 @@ def _git_state(code: str) -> str:
     if index == "A":
         return "added, not committed"
     return f"git status {code.strip()}"
+
+
+def squashed_apps(project: ProjectInfo) -> list[str]:
+    """The labels a squash regenerates: the project's own apps. A project with none is refused:
+    there is nothing to squash, and ``makemigrations`` without labels would write migrations for
+    every installed app, into site-packages too."""
+    labels = [app.label for app in project.own_apps()]
+    if not labels:
+        raise BadInput("the project has no apps of its own to squash (every installed app lives outside the project "
+                       "directory, e.g. in site-packages): name them in the config, project_apps = [\"label\", ...]; "
+                       "nothing was changed")
+    return labels
+
+
+def archive_members(tarball: Path) -> list[str]:
+    """The file names a migrations tarball holds, relative to the project."""
+    with tarfile.open(fileobj=io.BytesIO(bundlefiles.read_bytes(tarball)), mode="r:gz") as archive:
+        return [member.name for member in archive.getmembers() if member.isfile()]
+
+
+def extract_migrations(tarball: Path, root: Path) -> None:
+    """Write every file of a migrations tarball under ``root``, refusing entries that would leave it."""
+    # Decrypted in memory when it is a bundle's encrypted one: a few kB of source files.
+    with tarfile.open(fileobj=io.BytesIO(bundlefiles.read_bytes(tarball)), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            name = Path(member.name)
+            if name.is_absolute() or ".." in name.parts or not member.isfile():
+                raise OperationFailed(f"{tarball.name} holds an unsafe entry {member.name!r}")
+            destination = root / name  # through the app's own symlink, as when it was archived
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(archive.extractfile(member).read())

@@ -77,10 +77,8 @@ The README's step table says the same.
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -104,8 +102,10 @@ from squashkit.journal import Journal
 from squashkit.losses import LossReport
 from squashkit.project import (
     ProjectInfo,
+    extract_migrations,
     migration_files,
     migration_names,
+    squashed_apps,
     uncommitted_migration_changes,
 )
 from squashkit.target import Target
@@ -278,24 +278,12 @@ def _may_create_databases(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
 
 
-def squashed_apps(project: ProjectInfo) -> list[str]:
-    """The labels a squash regenerates: the project's own apps. A project with none is refused:
-    there is nothing to squash, and ``makemigrations`` without labels would write migrations for
-    every installed app, into site-packages too."""
-    labels = [app.label for app in project.own_apps()]
-    if not labels:
-        raise BadInput("the project has no apps of its own to squash (every installed app lives outside the project "
-                       "directory, e.g. in site-packages): name them in the config, project_apps = [\"label\", ...]; "
-                       "nothing was changed")
-    return labels
-
-
 def scan_losses(target: Target, accept_loss: bool, log: Log, *, full_report: Path | None = None,
                 adjust: Callable[[LossReport], LossReport] | None = None) -> LossReport:
     """Before any file is deleted: what regenerated migrations would forget, what is carried over,
     and a refusal (without --accept-loss) for what cannot be. ``full_report``: a file the report is
     written to with every reason whole (a large history's report is cut to one line per operation).
-    A project without apps of its own is refused first (``squashed_apps``)."""
+    A project without apps of its own is refused first (``project.squashed_apps``)."""
     squashed_apps(target.project)
     report = losses.scan(target.manage, target.project)
     # The file with every reason is written only for a refusal, which names it: a run that goes on
@@ -378,25 +366,6 @@ def put_back_saved(target: Target, saved: Path, log: Log) -> None:
             path.unlink()
     extract_migrations(saved, target.manage.cwd)
     log(f"migration files put back from {saved.name}")
-
-
-def archive_members(tarball: Path) -> list[str]:
-    """The file names a migrations tarball holds, relative to the project."""
-    with tarfile.open(fileobj=io.BytesIO(bundlefiles.read_bytes(tarball)), mode="r:gz") as archive:
-        return [member.name for member in archive.getmembers() if member.isfile()]
-
-
-def extract_migrations(tarball: Path, root: Path) -> None:
-    """Write every file of a migrations tarball under ``root``, refusing entries that would leave it."""
-    # Decrypted in memory when it is a bundle's encrypted one: a few kB of source files.
-    with tarfile.open(fileobj=io.BytesIO(bundlefiles.read_bytes(tarball)), mode="r:gz") as archive:
-        for member in archive.getmembers():
-            name = Path(member.name)
-            if name.is_absolute() or ".." in name.parts or not member.isfile():
-                raise OperationFailed(f"{tarball.name} holds an unsafe entry {member.name!r}")
-            destination = root / name  # through the app's own symlink, as when it was archived
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_bytes(archive.extractfile(member).read())
 
 
 def side_name(live: str, suffix: str) -> str:

@@ -14,6 +14,7 @@ from squashkit.config import Config
 from squashkit.databases import primary_aliases
 from squashkit.errors import BadInput, OperationFailed, UndoIncomplete
 from squashkit.runs import Log, stderr_log
+from squashkit.project import squashed_apps
 from squashkit.target import Target, resolve
 
 
@@ -36,7 +37,7 @@ def promote(
     source = resolve(config, source_name)
     target = resolve(config, target_name)
     if squash:  # a project without apps of its own: refused before anything, a lock included
-        steps.squashed_apps(source.project)
+        squashed_apps(source.project)
     mode, _why = steps.choose_mode(target, in_place)
     if dry_run:
         shapes = {alias: plan.live_shape(source.params(alias)) for alias in source.project.postgres_aliases()}

@@ -304,7 +304,7 @@ def _require_files_fit_kept(config: Config, target: Target, made_by: str, files:
 
 def _kept_names(app, files: tuple[str, Path] | None, target: Target) -> list[str]:
     """The migration names of ``app`` on disk once a kept database's files are back (``_kept_files``)."""
-    from squashkit.project import migration_names
+    from squashkit.project import archive_members, migration_names
 
     if files is None:
         return migration_names(app)
@@ -313,7 +313,7 @@ def _kept_names(app, files: tuple[str, Path] | None, target: Target) -> list[str
         found = bundle.read_manifest(path).own_apps.get(app.label)
         return list(found.migrations) if found else []
     folder = app.migrations_folder.relative_to(target.manage.cwd) if app.migrations_folder else None
-    return [Path(member).stem for member in steps.archive_members(path)
+    return [Path(member).stem for member in archive_members(path)
             if folder and Path(member).parent == folder and Path(member).suffix == ".py"
             and not Path(member).stem.startswith(("_", "~"))]
 

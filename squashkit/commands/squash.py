@@ -25,6 +25,7 @@ from squashkit import (
 from squashkit.config import Config
 from squashkit.errors import BadInput
 from squashkit.runs import Log, stderr_log
+from squashkit.project import squashed_apps
 from squashkit.target import resolve
 
 
@@ -49,7 +50,7 @@ def squash(
         raise BadInput("--in-place drops and rebuilds the database: it goes with --rebuild (a squash without it copies "
                        "no data and drops nothing); nothing was changed")
     target = resolve(config, env)
-    steps.squashed_apps(target.project)  # a project without apps of its own: refused before anything, a lock included
+    squashed_apps(target.project)  # a project without apps of its own: refused before anything, a lock included
     mode, _why = steps.choose_mode(target, in_place) if rebuild else (online.MODE, "")
     if dry_run:
         shapes = {alias: plan.live_shape(target.params(alias)) for alias in target.project.postgres_aliases()}

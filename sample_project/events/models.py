@@ -19,6 +19,24 @@ class CodeField(models.CharField):
         return super().value_to_string(obj)
 
 
+class DelimitedListField(models.TextField):
+    """A list kept in a text column as ``|a|b|`` (``""`` when empty), as pretix's MultiStringField keeps
+    one: only how Python sees the column changes. It has no ``value_to_string`` of its own, so Django's
+    serializer would write the list's repr (``"['a', 'b']"``), which no load turns back into the column."""
+
+    def from_db_value(self, value, expression, connection):
+        return self.to_python(value)
+
+    def to_python(self, value):
+        if isinstance(value, list):
+            return value
+        return [part for part in (value or "").split("|") if part]
+
+    def get_prep_value(self, value):
+        value = self.to_python(value)
+        return "|" + "|".join(value) + "|" if value else ""
+
+
 class Organizer(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(unique=True)
@@ -44,6 +62,7 @@ class Ticket(models.Model):
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="tickets")
     code = CodeField(max_length=32, unique=True)
     holder = models.CharField(max_length=100)
+    seats = DelimitedListField(default=list, blank=True)
     # loaddata sets these through Extra's default manager: outside a scope it raises.
     extras = models.ManyToManyField(Extra, blank=True, related_name="tickets")
 

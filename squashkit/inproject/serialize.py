@@ -12,7 +12,11 @@ As ``dumpdata --all`` does, with three differences:
   scope (django-scopes); here each chunk's lists are read once and handed to the serializer
   as its prefetch cache, with scoped managers switched off (``scopes.py``);
 - floats that JSON cannot hold (NaN, infinities) are written as the strings ``FloatField``
-  reads back, so PostgreSQL's jsonb (squashkit's loader) can parse every line.
+  reads back, so PostgreSQL's jsonb (squashkit's loader) can parse every line;
+- a field that only changes how Python sees its column (its own ``from_db_value``, Django's
+  ``value_to_string``: a list kept in a text column) is written as its column holds it
+  (``get_prep_value``), not as the repr of its Python value, which nothing reads back; its
+  ``to_python`` reads that text, so ``loaddata`` still takes the line.
 
 Datetimes and times keep their microseconds (dumpdata.py's encoder, loaded by path). Content
 type and permission ids stay ids: squashkit rewrites them to natural keys as it splices the
@@ -89,15 +93,34 @@ def _json_safe(obj):
     return obj
 
 
+def _column_form_fields(model):
+    """The fields whose serialized form is better taken from the column: a ``from_db_value`` of their own
+    (below Django's classes) and Django's ``value_to_string``, which writes ``str()`` of the Python value."""
+    found = []
+    for field in model._meta.concrete_model._meta.local_concrete_fields:
+        if field.is_relation:
+            continue
+        owner = next(klass for klass in type(field).__mro__ if "value_to_string" in vars(klass))
+        converter = next((klass for klass in type(field).__mro__ if "from_db_value" in vars(klass)), None)
+        if owner.__module__.startswith("django.") and converter and not converter.__module__.startswith("django."):
+            found.append(field)
+    return found
+
+
 def serialize(model, alias, output, encoder):
     from django.core import serializers
 
     queryset = model._base_manager.using(alias).order_by(model._meta.pk.name)
     rows = queryset.iterator(chunk_size=CHUNK)
+    column_form = _column_form_fields(model)
     with open(output, "w", encoding="utf-8") as out:
         while chunk := list(itertools.islice(rows, CHUNK)):
             _attach_m2m(chunk, model, alias)
-            for data in serializers.serialize("python", chunk):
+            for obj, data in zip(chunk, serializers.serialize("python", chunk)):
+                for field in column_form:
+                    stored = field.get_prep_value(field.value_from_object(obj))
+                    if isinstance(stored, str) or stored is None:
+                        data["fields"][field.name] = stored
                 out.write(json.dumps(_json_safe(data), cls=encoder, ensure_ascii=False) + "\n")
 
 

@@ -28,5 +28,6 @@ class Command(BaseCommand):
                                                  starts_at=start + datetime.timedelta(days=7 * e + o))
                     extras = [Extra.objects.create(event=event, name=name) for name in ("T-shirt", "Dinner", "Parking")]
                     for t in range(tickets):
-                        ticket = Ticket.objects.create(event=event, code=f"{o}{e}-{t:05d}", holder=f"Guest {o}.{e}.{t}")
+                        ticket = Ticket.objects.create(event=event, code=f"{o}{e}-{t:05d}", holder=f"Guest {o}.{e}.{t}",
+                                                       seats=[f"R{t % 7}", f"S{t}"][: t % 3])
                         ticket.extras.set(extras[: t % 4])

@@ -286,6 +286,13 @@ class Matrix:
         self.prod = db(self.p, "prod")
         self.cells: dict[str, Cell] = {}
         self.state: dict = {}
+        self.ids_only: list[str] = []  # tables the last comparisons found equal but for ids
+
+    def same_data(self, expected: dict[str, str], actual: dict[str, str], *, what: str) -> str | None:
+        """The first real difference of two fingerprints' data, None when equal; tables equal but
+        for their ids are noted for the cell (``verdict``)."""
+        self.ids_only += [t for t in fp.ids_only_differences(expected, actual) if t not in self.ids_only]
+        return fp.first_difference(fp.data_only(expected), fp.data_only(actual), what=what)
 
     def squashkit(self, name: str, *args: str) -> tuple[int, float, str, str]:
         """Run squashkit in the project directory; (exit code, seconds, stdout, first error line)."""
@@ -310,6 +317,9 @@ class Matrix:
             return Cell.of(code, seconds, error)
         found = [d for d in differences if d]
         note = found[0] if found else "verified equal"
+        if not found and self.ids_only:
+            note = f"equal but for ids: {', '.join(self.ids_only[:4])}"
+        self.ids_only = []
         return Cell.of(code, seconds, note + (f" ({extra})" if extra else ""))
 
     def newest_bundle(self, env: str) -> Path | None:
@@ -377,8 +387,8 @@ class Matrix:
             return self.record(key, Cell.of(code, seconds, error))
         dev_after, prod_after = fp.database(self.dev), fp.database(self.prod)
         self.record(key, self.verdict(code, seconds, error, [
-            fp.first_difference(fp.data_only(dev_before), fp.data_only(prod_after), what="prod vs dev: "),
-            fp.first_difference(fp.data_only(dev_before), fp.data_only(dev_after), what="dev changed: "),
+            self.same_data(dev_before, prod_after, what="prod vs dev: "),
+            self.same_data(dev_before, dev_after, what="dev changed: "),
             fp.first_difference({k: v for k, v in dev_after.items() if k.startswith("migrations:")},
                                 {k: v for k, v in prod_after.items() if k.startswith("migrations:")}, what="prod vs dev "),
             self.django_checks(),
@@ -401,21 +411,25 @@ class Matrix:
         self.state["squash_commit"] = commit(self.b.src, "squashed by squashkit")
         after = fp.database(self.dev)
         self.record("squash", self.verdict(code, seconds, error, [
-            fp.first_difference(fp.data_only(before), fp.data_only(after), what="dev changed: "),
+            self.same_data(before, after, what="dev changed: "),
             None if changed else "no migration file changed",
             self.django_checks(),
         ], f"{len(changed)} files changed"))
 
     def fresh(self) -> None:
-        """A fresh migrate of the old files and one of the new files, compared table by table."""
+        """Fresh migrates of the old files (twice: what differs between two builds of the same files
+        is the clock's or randomness's, not the squash's) and of the new files, compared table by table."""
         if not self.state.get("squash_commit"):
             return self.record("fresh", Cell.of(None, 0, "not run: no squash to compare"))
         start = time.monotonic()
         postgis = (CORPUS / "projects" / self.p.name / "corpus_postgis").exists()
-        names = {which: db(self.p, f"fresh_{which}") for which in ("old", "new")}
+        builds = (("old", self.state["pre_squash_commit"]), ("old2", self.state["pre_squash_commit"]),
+                  ("new", self.state["squash_commit"]))
+        names = {which: db(self.p, f"fresh_{which}") for which, _commit in builds}
         current = git(self.b.src, "rev-parse", "HEAD").strip()
+        prints = {}
         try:
-            for which, commit_id in (("old", self.state["pre_squash_commit"]), ("new", self.state["squash_commit"])):
+            for which, commit_id in builds:
                 create_database(names[which], postgis=postgis)
                 git(self.b.src, "checkout", "-q", commit_id)
                 git(self.b.src, "clean", "-qfd", "--", ".")
@@ -423,16 +437,17 @@ class Matrix:
                 if result.returncode != 0:
                     return self.record("fresh", Cell.of(result.returncode, time.monotonic() - start,
                                                         f"migrate of the {which} files: {last_line(result.stderr)}"))
+                prints[which] = fp.database(names[which])
             git(self.b.src, "checkout", "-q", current)
             schema_difference = fp.first_difference(fp.schema(names["old"]), fp.schema(names["new"]), what="columns of ")
-            rows = fp.differing_tables(names["old"], names["new"])
-            total = fp.total_rows(fp.database(names["new"]))
         finally:
             git(self.b.src, "checkout", "-q", current)
             git(self.b.src, "clean", "-qfd", "--", ".")
             with admin() as conn:
                 for name in names.values():
                     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        noise = {r.split(" (")[0] for r in fp.differing_tables(prints["old"], prints["old2"])}
+        rows = [r for r in fp.differing_tables(prints["old"], prints["new"]) if r.split(" (")[0] not in noise]
         real = [r for r in rows if not r.endswith("(ids only)")]
         if real:
             row_note = f"rows of {len(rows)} tables differ: {', '.join(real[:3])}"
@@ -440,8 +455,10 @@ class Matrix:
             row_note = f"equal but for ids: {', '.join(r.removesuffix(' (ids only)') for r in rows)}"
         else:
             row_note = None
-        self.record("fresh", self.verdict(0, time.monotonic() - start, "", [schema_difference, row_note],
-                                          f"{total} rows in a fresh build"))
+        extra = f"{fp.total_rows(prints['new'])} rows in a fresh build"
+        if noise:
+            extra += f"; {len(noise)} tables differ between two builds of the old files too: {', '.join(sorted(noise)[:3])}"
+        self.record("fresh", self.verdict(0, time.monotonic() - start, "", [schema_difference, row_note], extra))
 
     def rollback_migrations_only(self) -> None:
         bundle = self.state.get("squash_bundle")
@@ -455,7 +472,7 @@ class Matrix:
         after = fp.database(self.dev)
         files = git(self.b.src, "diff", "--stat", self.state["pre_squash_commit"], commit(self.b.src, "rolled back")).strip()
         self.record("rollback_migrations_only", self.verdict(code, seconds, error, [
-            fp.first_difference(fp.data_only(before), fp.data_only(after), what="dev changed: "),
+            self.same_data(before, after, what="dev changed: "),
             fp.first_difference(self.state["dev_migrations_before_squash"],
                                 {k: v for k, v in after.items() if k.startswith("migrations:")}, what="django_migrations vs before the squash: "),
             f"files differ from before the squash: {files.splitlines()[-1]}" if files else None,
@@ -472,7 +489,7 @@ class Matrix:
             return self.record("rollback_kept", Cell.of(code, seconds, error))
         after = fp.database(self.prod)
         self.record("rollback_kept", self.verdict(code, seconds, error, [
-            fp.first_difference(fp.data_only(expected), fp.data_only(after), what="prod vs before promote --squash: ")
+            self.same_data(expected, after, what="prod vs before promote --squash: ")
             if expected else "no state before promote --squash to compare with",
         ]))
 
@@ -485,7 +502,7 @@ class Matrix:
             return self.record(key, Cell.of(code, seconds, error))
         after = fp.database(self.dev)
         self.record(key, self.verdict(code, seconds, error, [
-            fp.first_difference(fp.data_only(expected), fp.data_only(after), what="dev vs the bundle's moment: "),
+            self.same_data(expected, after, what="dev vs the bundle's moment: "),
             fp.first_difference({k: v for k, v in expected.items() if k.startswith("migrations:")},
                                 {k: v for k, v in after.items() if k.startswith("migrations:")}, what="dev "),
             self.django_checks(),

@@ -67,7 +67,7 @@ PROJECTS: dict[str, Project] = {
             name="boundaries",
             what="represent-boundaries 0.10.2, a GeoDjango application (MultiPolygon, Point, PostGIS): "
             "seeded the way its docs say, `loadshapefiles` from a shapefile (made here with ogr2ogr)",
-            requirements=["represent-boundaries==0.10.2", PSYCOPG],
+            requirements=["represent-boundaries==0.10.2", "Django==4.2.30", PSYCOPG],  # it uses OSMGeoAdmin, gone in Django 5
             own_dist="represent-boundaries==0.10.2",
             own_packages=["boundaries"],
             settings="corpus_settings",

@@ -385,6 +385,7 @@ class Matrix:
         self.state["seconds_" + key] = seconds
         if code != 0:
             return self.record(key, Cell.of(code, seconds, error))
+        self.state["prod_kept"] = (key, self.state["prod_before_" + key])
         dev_after, prod_after = fp.database(self.dev), fp.database(self.prod)
         self.record(key, self.verdict(code, seconds, error, [
             self.same_data(dev_before, prod_after, what="prod vs dev: "),
@@ -483,15 +484,15 @@ class Matrix:
         self._promote("promote_squash", "--squash")
 
     def rollback_kept(self) -> None:
-        expected = self.state.get("prod_before_promote_squash")
+        made_by, expected = self.state.get("prod_kept", (None, None))
         code, seconds, _out, error = self.squashkit("rollback_kept", "rollback", "--kept", "--env", "prod", "--yes")
         if code != 0:
             return self.record("rollback_kept", Cell.of(code, seconds, error))
         after = fp.database(self.prod)
         self.record("rollback_kept", self.verdict(code, seconds, error, [
-            self.same_data(expected, after, what="prod vs before promote --squash: ")
-            if expected else "no state before promote --squash to compare with",
-        ]))
+            self.same_data(expected, after, what=f"prod vs before {made_by}: ")
+            if expected else "no promote kept a database to compare with",
+        ], f"the database {made_by} kept"))
 
     def _rollback_bundle(self, key: str, path: Path | None) -> None:
         expected = self.state.get("dev_at_bundle0")

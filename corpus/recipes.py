@@ -77,7 +77,7 @@ PROJECTS: dict[str, Project] = {
             name="oscar",
             what="django-oscar 4.2.1, the e-commerce framework, set up as its docs' 'Building your own shop' "
             "says, seeded with its own commands (oscar_populate_countries, oscar_import_catalogue) and orders",
-            requirements=["django-oscar==4.2.1", "pycountry==26.2.16", PSYCOPG],
+            requirements=["django-oscar[sorl-thumbnail]==4.2.1", "pycountry==26.2.16", PSYCOPG],
             own_dist="django-oscar==4.2.1",
             own_packages=["oscar"],
             settings="corpus_settings",

@@ -8,9 +8,10 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.contrib.sites.models import Site
 from django.utils import timezone
-from oscar.core.loading import get_model
+from oscar.core.loading import get_class, get_model
 
 random.seed(7)
+Selector = get_class("partner.strategy", "Selector")
 Product = get_model("catalogue", "Product")
 Country = get_model("address", "Country")
 UserAddress = get_model("address", "UserAddress")
@@ -63,6 +64,7 @@ for i, user in enumerate(customers):
     wishlist = WishList.objects.create(owner=user, name="Later")
     wishlist.add(products[-1 - i])
     basket = Basket.objects.create(owner=user, status="Open")
+    basket.strategy = Selector().strategy()
     basket.add_product(products[(i + 5) % len(products)], quantity=2)
 
 site = Site.objects.get_current()
@@ -86,7 +88,7 @@ for n in range(15):
                             partner_sku=record.partner_sku, stockrecord=record, product=product, title=product.title,
                             upc=product.upc, quantity=quantity, line_price_incl_tax=price, line_price_excl_tax=price,
                             line_price_before_discounts_incl_tax=price, line_price_before_discounts_excl_tax=price,
-                            unit_price_incl_tax=record.price, unit_price_excl_tax=record.price)
+                            unit_price_incl_tax=record.price, unit_price_excl_tax=record.price, num_allocated=quantity)
     order.total_incl_tax = order.total_excl_tax = total + Decimal("2.99")
     order.save()
     OrderNote.objects.create(order=order, user=user, note_type="Info", message=f"Seeded order {n}")

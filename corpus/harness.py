@@ -381,10 +381,10 @@ class Matrix:
     def _promote(self, key: str, *extra: str) -> None:
         dev_before = fp.database(self.dev)
         self.state["prod_before_" + key] = fp.database(self.prod)
-        code, seconds, _out, error = self.squashkit(key, "promote", "dev-to-prod", "--yes", *extra)
+        code, seconds, error, accepted = self.squash_accepting(key, "promote", "dev-to-prod", "--yes", *extra)
         self.state["seconds_" + key] = seconds
         if code != 0:
-            return self.record(key, Cell.of(code, seconds, error))
+            return self.record(key, Cell.of(code, seconds, accepted + error))
         self.state["prod_kept"] = (key, self.state["prod_before_" + key])
         dev_after, prod_after = fp.database(self.dev), fp.database(self.prod)
         self.record(key, self.verdict(code, seconds, error, [
@@ -393,7 +393,7 @@ class Matrix:
             fp.first_difference({k: v for k, v in dev_after.items() if k.startswith("migrations:")},
                                 {k: v for k, v in prod_after.items() if k.startswith("migrations:")}, what="prod vs dev "),
             self.django_checks(),
-        ]))
+        ], accepted.removesuffix("with it: ")))
 
     def promote(self) -> None:
         self._promote("promote")
@@ -403,9 +403,9 @@ class Matrix:
         self.state["pre_squash_commit"] = commit(self.b.src, "before squash")
         self.state["dev_migrations_before_squash"] = {k: v for k, v in before.items() if k.startswith("migrations:")}
         newest = self.newest_bundle("dev")
-        code, seconds, _out, error = self.squashkit("squash", "squash", "--env", "dev", "--yes")
+        code, seconds, error, accepted = self.squash_accepting("squash", "squash", "--env", "dev", "--yes")
         if code != 0:
-            return self.record("squash", Cell.of(code, seconds, error))
+            return self.record("squash", Cell.of(code, seconds, accepted + error))
         bundle = self.newest_bundle("dev")
         self.state["squash_bundle"] = bundle if bundle != newest else None
         changed = git(self.b.src, "status", "--porcelain").strip().splitlines()
@@ -415,7 +415,18 @@ class Matrix:
             self.same_data(before, after, what="dev changed: "),
             None if changed else "no migration file changed",
             self.django_checks(),
-        ], f"{len(changed)} files changed"))
+        ], f"{accepted}{len(changed)} files changed"))
+
+    def squash_accepting(self, name: str, *args: str) -> tuple[int | None, float, str, str]:
+        """A squash as a user runs it: plainly, and once more with --accept-loss when it refused
+        to lose operations (the refusal names them); (code, seconds, error, what was accepted)."""
+        code, seconds, _out, error = self.squashkit(name, *args)
+        if code == 2 and "--accept-loss" in error:
+            lost = re.search(r"(\d+) operation\(s\)", error)
+            accepted = f"refused without --accept-loss ({lost.group(1) if lost else '?'} operations lost); with it: "
+            code, seconds, _out, error = self.squashkit(name + "_accept_loss", *args, "--accept-loss")
+            return code, seconds, error, accepted
+        return code, seconds, error, ""
 
     def fresh(self) -> None:
         """Fresh migrates of the old files (twice: what differs between two builds of the same files

@@ -47,6 +47,7 @@ COLUMNS = [
     ("promote", "promote"),
     ("squash", "squash"),
     ("fresh", "fresh old = new"),
+    ("check_squashed", "check after the squash"),
     ("rollback_migrations_only", "rollback --migrations-only"),
     ("promote_squash", "promote --squash"),
     ("rollback_kept", "rollback --kept"),
@@ -472,6 +473,18 @@ class Matrix:
             extra += f"; {len(noise)} tables differ between two builds of the old files too: {', '.join(sorted(noise)[:3])}"
         self.record("fresh", self.verdict(0, time.monotonic() - start, "", [schema_difference, row_note], extra))
 
+    def check_squashed(self) -> None:
+        """squashkit's own word on the squashed files: `check`, whose `fresh data` finding says
+        whether a fresh build of them still holds the rows the squash recorded for the old history."""
+        if not self.state.get("squash_commit"):
+            return self.record("check_squashed", Cell.of(None, 0, "not run: no squash"))
+        code, seconds, out, error = self.squashkit("check_squashed", "check", "--env", "dev")
+        lines = [line.strip() for line in out.splitlines()]
+        fresh = [line for line in lines if "fresh data" in line]
+        fails = [line for line in lines if line.startswith("fail")]
+        note = (fails[0] if fails else error) if code else "ok" + (f"; {fresh[0]}" if fresh else "; no fresh data finding")
+        self.record("check_squashed", Cell.of(code, seconds, note))
+
     def rollback_migrations_only(self) -> None:
         bundle = self.state.get("squash_bundle")
         if not bundle:
@@ -593,6 +606,8 @@ def write_results() -> None:
                 row.append("—")
                 continue
             good = cell["code"] == 0 and (key == "setup" or cell["note"].startswith(("verified equal", "ok")))
+            if key == "check_squashed":  # squashkit's fresh data finding itself must be ok
+                good = good and cell["note"].startswith("ok; ok")
             mark = "✅" if good else "⚠️" if cell["code"] == 0 and cell["note"].startswith("equal but for ids") else "❌"
             row.append(f"{mark} {cell['code']} · {cell['seconds']} s · {cell['note']}")
         lines.append(f"| {title} | " + " | ".join(row) + " |")

@@ -1,10 +1,12 @@
 """Demo data for pretix through its models (inside django-scopes' scopes_disabled, as its own
 commands do): an admin user and team, two organizers with two events each, categories, products
 with variations, quotas, questions, vouchers, and orders with positions, payments and answers."""
+import os
 import random
 from datetime import timedelta
 from decimal import Decimal
 
+from django.db import transaction
 from django.utils.timezone import now
 from django_scopes import scopes_disabled
 from pretix.base.models import (
@@ -13,13 +15,11 @@ from pretix.base.models import (
 )
 
 random.seed(11)
-with scopes_disabled():
-    admin = User.objects.create_superuser("admin@example.com", "x")
+with scopes_disabled(), transaction.atomic():
+    admin = User.objects.create_superuser(os.environ.get("CORPUS_SEED_ADMIN", "admin@example.com"), "x")
     for o in range(2):
         organizer = Organizer.objects.create(name=f"Organizer {o}", slug=f"org{o}")
-        team = Team.objects.create(organizer=organizer, name="Admins", all_events=True, can_create_events=True,
-                                   can_change_event_settings=True, can_change_items=True, can_view_orders=True,
-                                   can_change_orders=True)
+        team = Team.objects.create(organizer=organizer, name="Admins", all_events=True)
         team.members.add(admin)
         channel = organizer.sales_channels.get(identifier="web")
         for e in range(2):
@@ -28,8 +28,7 @@ with scopes_disabled():
             event.set_defaults()
             category = ItemCategory.objects.create(event=event, name="Tickets", position=0)
             ticket = Item.objects.create(event=event, category=category, name="Ticket", default_price=Decimal("42.00"))
-            shirt = Item.objects.create(event=event, category=category, name="Shirt", default_price=Decimal("15.00"),
-                                        has_variations=True)
+            shirt = Item.objects.create(event=event, category=category, name="Shirt", default_price=Decimal("15.00"))
             sizes = [shirt.variations.create(value=size, default_price=Decimal("15.00")) for size in ("S", "M", "L")]
             quota = Quota.objects.create(event=event, name="All", size=200)
             quota.items.add(ticket, shirt)
@@ -54,7 +53,10 @@ with scopes_disabled():
                     total += price
                 order.total = total
                 order.save()
+                order.create_transactions()
                 if status == Order.STATUS_PAID:
                     OrderPayment.objects.create(order=order, amount=total, provider="manual", state=OrderPayment.PAYMENT_STATE_CONFIRMED,
                                                 payment_date=now())
     print("seeded", Order.objects.count(), "orders")
+    if os.environ.get("CORPUS_SEED_DRY"):
+        transaction.set_rollback(True)

@@ -209,6 +209,8 @@ class Built:
             self.unpack()
         shutil.copytree(CORPUS / "projects" / self.project.name, self.src, dirs_exist_ok=True)
         self.write_config()
+        for argv in self.project.prepare:
+            run_logged([self.fill(a) for a in argv], self.logs / "setup.log", cwd=self.src, env=self.env(db(self.project, "dev")))
         git(self.src, "init", "-q")
         git(self.src, "add", "-A")
         git(self.src, "commit", "-q", "-m", f"{self.project.name} as built by the corpus recipe")
@@ -237,7 +239,7 @@ class Built:
             f'backup_dir = "{self.backups}"\nstate_dir = "{self.root / "state"}"\ndefault_env = "dev"\n{envs}'
         )
         ignore = self.src / ".gitignore"
-        ignore.write_text("__pycache__/\n*.pyc\n.squashkit.lock\n.squashkit/\n/static/\n/media/\n")
+        ignore.write_text("__pycache__/\n*.pyc\n.squashkit.lock\n.squashkit/\n/static/\n/media/\n/data/\n")
 
     def manage(self, *args: str, database: str) -> subprocess.CompletedProcess:
         return subprocess.run([self.python, self.project.manage_py, *args], cwd=self.src, env=self.env(database),

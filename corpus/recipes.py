@@ -30,6 +30,7 @@ class Project:
     own_dist: str | None = None  # "pkg==version": downloaded and unpacked into the project directory
     own_packages: list[str] = field(default_factory=list)  # its top-level packages copied into the project directory
     create: list[list[str]] = field(default_factory=list)  # argv run in the project directory first ({venv}, {python})
+    prepare: list[list[str]] = field(default_factory=list)  # argv run once its files are in place, before the first commit
     seed: list[list[str]] = field(default_factory=list)  # argv run after migrate, on dev
     env: dict[str, str] = field(default_factory=dict)
     timeout: int = 1800  # seconds, per command
@@ -106,6 +107,9 @@ PROJECTS: dict[str, Project] = {
             own_packages=["pretix"],
             manage_py="pretix/__main__.py",
             settings="corpus_settings",
+            # pretix 2026.8.0's models have changes its migrations lack (two locale max_lengths, a
+            # OneToOneField): as its developers would, its own makemigrations writes them first.
+            prepare=[["{python}", "-m", "pretix", "makemigrations"]],
             seed=[["{python}", "-m", "pretix", "shell", "-c", "import runpy; runpy.run_path('corpus_seed.py')"]],
             timeout=3600,
         ),

@@ -396,7 +396,7 @@ class Matrix:
             fp.first_difference({k: v for k, v in dev_after.items() if k.startswith("migrations:")},
                                 {k: v for k, v in prod_after.items() if k.startswith("migrations:")}, what="prod vs dev "),
             self.django_checks(),
-        ], accepted.removesuffix("with it: ")))
+        ], accepted.removesuffix("; with it: ")))
 
     def promote(self) -> None:
         self._promote("promote")

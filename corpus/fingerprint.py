@@ -90,6 +90,16 @@ def schema(dbname: str) -> dict[str, str]:
         }
 
 
+def extension_tables(dbname: str) -> set[str]:
+    """schema.table of the tables an extension owns (PostGIS's spatial_ref_sys): CREATE EXTENSION
+    makes them, so a dump leaves their rows out."""
+    with connect(dbname) as conn:
+        return {f"{s}.{t}" for s, t in conn.execute(
+            """SELECT n.nspname, c.relname FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e' AND c.relkind IN ('r', 'p')""")}
+
+
 def data_only(fingerprint: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in fingerprint.items() if not k.startswith("migrations:")}
 

@@ -374,7 +374,9 @@ class Matrix:
         self.state["bundle0"], self.state["dev_at_bundle0"] = bundle, before
         manifest = json.loads((bundle / "manifest.json").read_text())
         counts = {f"{t['schema']}.{t['name']}": t["rows"] for alias in manifest["databases"] for t in alias["facts"]["tables"]}
-        ours = {k.split(".", 1)[1] if k.startswith("public.") else k: int(v.split()[0]) for k, v in fp.data_only(before).items()}
+        owned = fp.extension_tables(self.dev)
+        ours = {k.split(".", 1)[1] if k.startswith("public.") else k: int(v.split()[0])
+                for k, v in fp.data_only(before).items() if k not in owned}
         theirs = {k.split(".", 1)[1] if k.startswith("public.") else k: v for k, v in counts.items()}
         wrong = [f"manifest counts {t}: {theirs[t]} rows, the table has {ours.get(t)}" for t in sorted(theirs)
                  if t in ours and theirs[t] != ours[t]]
@@ -384,11 +386,12 @@ class Matrix:
     def _promote(self, key: str, *extra: str) -> None:
         dev_before = fp.database(self.dev)
         self.state["prod_before_" + key] = fp.database(self.prod)
+        before_commit = commit(self.b.src, f"before {key}")
         code, seconds, error, accepted = self.squash_accepting(key, "promote", "dev-to-prod", "--yes", *extra)
         self.state["seconds_" + key] = seconds
         if code != 0:
             return self.record(key, Cell.of(code, seconds, accepted + error))
-        self.state["prod_kept"] = (key, self.state["prod_before_" + key])
+        self.state["prod_kept"] = (key, self.state["prod_before_" + key], before_commit)
         dev_after, prod_after = fp.database(self.dev), fp.database(self.prod)
         self.record(key, self.verdict(code, seconds, error, [
             self.same_data(dev_before, prod_after, what="prod vs dev: "),
@@ -510,14 +513,18 @@ class Matrix:
         self._promote("promote_squash", "--squash")
 
     def rollback_kept(self) -> None:
-        made_by, expected = self.state.get("prod_kept", (None, None))
+        made_by, expected, files_then = self.state.get("prod_kept", (None, None, None))
         code, seconds, _out, error = self.squashkit("rollback_kept", "rollback", "--kept", "--env", "prod", "--yes")
         if code != 0:
             return self.record("rollback_kept", Cell.of(code, seconds, error))
         after = fp.database(self.prod)
+        files = git(self.b.src, "diff", "--stat", files_then, commit(self.b.src, "rolled back --kept"), "--",
+                    "*/migrations/*").strip() if files_then else ""
         self.record("rollback_kept", self.verdict(code, seconds, error, [
             self.same_data(expected, after, what=f"prod vs before {made_by}: ")
             if expected else "no promote kept a database to compare with",
+            f"the migration files are not those the kept database went with: {files.splitlines()[-1].strip()}"
+            if files else None,
         ], f"the database {made_by} kept"))
 
     def _rollback_bundle(self, key: str, path: Path | None) -> None:

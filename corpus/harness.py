@@ -38,7 +38,8 @@ SQUASHKIT = REPO / ".venv" / "bin" / "squashkit"
 WORK = Path(os.environ.get("SQUASHKIT_CORPUS_DIR", "/tmp/squashkit-corpus"))
 CLUSTER_DIR = os.environ.get("SQUASHKIT_CORPUS_CLUSTER", "/tmp/sk-cluster-corpus")
 RESULTS_DIR = CORPUS / "results"
-KILL_AT = os.environ.get("SQUASHKIT_CORPUS_KILL_AT", "migrate --fake")  # the journal step a promote is killed at
+KILL_AT = "migrate --fake"  # the journal steps a promote is killed at: before the swap (undone) ...
+KILL_AT_SWAP = "swap default"  # ... and once the swap began (finished)
 
 COLUMNS = [
     ("setup", "setup"),
@@ -53,7 +54,8 @@ COLUMNS = [
     ("rollback_kept", "rollback --kept"),
     ("rollback_dump", "rollback bundle"),
     ("rollback_json", "rollback db.json"),
-    ("kill_resume", "promote killed (-9) + resume"),
+    ("kill_resume", "promote killed (-9) at migrate --fake + resume"),
+    ("kill_resume_swap", "promote killed (-9) at the swap + resume"),
 ]
 
 
@@ -551,19 +553,25 @@ class Matrix:
         self._rollback_bundle("rollback_json", json_file)
 
     def kill_resume(self) -> None:
-        """promote dev-to-prod killed (SIGKILL, its whole process group) once its journal says the
-        step KILL_AT started, then resume."""
+        self._kill_resume("kill_resume", KILL_AT)
+
+    def kill_resume_swap(self) -> None:
+        self._kill_resume("kill_resume_swap", KILL_AT_SWAP)
+
+    def _kill_resume(self, key: str, step: str) -> None:
+        """promote dev-to-prod killed (SIGKILL, its whole process group) once its journal says
+        ``step`` started, then resume."""
         with fp.connect(self.dev) as conn:  # a row prod lacks, so that "finished" and "undone" differ
-            conn.execute("INSERT INTO auth_group (name) VALUES ('corpus kill marker') ON CONFLICT DO NOTHING")
+            conn.execute("INSERT INTO auth_group (name) VALUES (%s) ON CONFLICT DO NOTHING", [f"corpus marker {key}"])
         prod_before, dev_now = fp.database(self.prod), fp.database(self.dev)
-        logfile = self.b.logs / "kill_resume.log"
+        logfile = self.b.logs / f"{key}.log"
         journals = set(self.b.backups.glob("promote-prod-*.journal"))
         start = time.monotonic()
         killed = False
         with open(logfile, "w") as out:
             child = subprocess.Popen([str(SQUASHKIT), "promote", "dev-to-prod", "--yes"], cwd=self.b.src / Path(self.p.manage_py).parent,
                                      env=self.b.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-            marker = f'"step":"{KILL_AT}","event":"started"'
+            marker = f'"step":"{step}","event":"started"'
             while child.poll() is None and time.monotonic() - start < self.p.timeout:
                 new = set(self.b.backups.glob("promote-prod-*.journal")) - journals
                 if any(marker in p.read_text() for p in new):
@@ -571,15 +579,15 @@ class Matrix:
                     child.wait()
                     killed = True
                     break
-                time.sleep(0.05)
+                time.sleep(0.01)
         if not killed:
-            return self.record("kill_resume", Cell.of(child.returncode, time.monotonic() - start,
-                                                      f"promote ended (exit {child.returncode}) before its step {KILL_AT!r}: "
-                                                      + last_line(logfile.read_text())))
-        code, seconds, _out, error = self.squashkit("kill_resume_resume", "resume", "--yes")
+            return self.record(key, Cell.of(child.returncode, time.monotonic() - start,
+                                            f"promote ended (exit {child.returncode}) before the kill at {step!r}: "
+                                            + last_line(logfile.read_text())))
+        code, seconds, _out, error = self.squashkit(f"{key}_resume", "resume", "--yes")
         total = time.monotonic() - start
         if code != 0:
-            return self.record("kill_resume", Cell.of(code, total, f"resume: {error}"))
+            return self.record(key, Cell.of(code, total, f"resume: {error}"))
         after = fp.database(self.prod)
         stray = [name for name in databases_of(self.p) if "__squashkit_" in name and not name.endswith("__squashkit_prev")]
         finished = fp.first_difference(fp.data_only(dev_now), fp.data_only(after)) is None
@@ -588,7 +596,7 @@ class Matrix:
                     None if (finished or undone) else "prod is neither as before nor as dev: "
                     + (fp.first_difference(fp.data_only(dev_now), fp.data_only(after)) or "")]
         outcome = "finished" if finished else "undone" if undone else "?"
-        self.record("kill_resume", self.verdict(code, total, error, problems, f"killed at {KILL_AT!r}; resume {outcome} it"))
+        self.record(key, self.verdict(code, total, error, problems, f"killed at {step!r}; resume {outcome} it"))
 
 
 # ---------------------------------------------------------------- RESULTS.md

@@ -610,10 +610,13 @@ def write_results() -> None:
         "Written by `scripts/corpus` (corpus/harness.py); one row per project, the cells in the order they ran.",
         "Each cell: exit code · seconds · `verified equal` (the harness's own per-table count + md5 of sorted",
         "rows, see corpus/fingerprint.py) or the first difference, or the first line of the error.",
+        "✅ verified equal · ⚠️ equal but for ids (see README.md) · ❌ failed, or a difference found · — not run.",
+        f"squashkit's code (squashkit/) is that of commit {squashkit_code()}; the commit named per project is the branch's",
+        "(the harness) when that project ran. Full output of every cell: /tmp/squashkit-corpus/<project>/logs/.",
         "",
     ]
     for name, result in results.items():
-        lines.append(f"- **{name}**: run {result['when']}, squashkit {result['squashkit']}; {result.get('summary', '')}")
+        lines.append(f"- **{name}**: run {result['when']} at {result['squashkit']}; {result.get('summary', '')}")
     lines += ["", "| command | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for key, title in COLUMNS:
         row = []
@@ -629,6 +632,13 @@ def write_results() -> None:
             row.append(f"{mark} {cell['code']} · {cell['seconds']} s · {cell['note']}")
         lines.append(f"| {title} | " + " | ".join(row) + " |")
     (CORPUS / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def squashkit_code() -> str:
+    """The last commit that changed squashkit/, and whether the work tree changes it still."""
+    last = subprocess.run(["git", "log", "-1", "--format=%h", "--", "squashkit"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "squashkit"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return last + (" with uncommitted changes" if dirty else "")
 
 
 def squashkit_version() -> str:

@@ -517,8 +517,21 @@ class Matrix:
     def rollback_kept(self) -> None:
         made_by, expected, files_then = self.state.get("prod_kept", (None, None, None))
         code, seconds, _out, error = self.squashkit("rollback_kept", "rollback", "--kept", "--env", "prod", "--yes")
+        followed = ""
+        advice = re.search(r"\(squashkit (rollback \S+ --migrations-only --env \S+)\)", error or "")
+        if code == 2 and advice:
+            # As a user would: the refusal names the squash to undo first (the files are shared by dev and prod).
+            undo = advice.group(1).split()
+            undone, more, _out, undo_error = self.squashkit("rollback_kept_undo_squash", *undo, "--yes")
+            commit(self.b.src, "squash undone before rollback --kept")
+            if undone != 0:
+                return self.record("rollback_kept", Cell.of(undone, seconds + more, f"refused naming {' '.join(undo)}; "
+                                                            f"that failed: {undo_error}"))
+            code, again, _out, error = self.squashkit("rollback_kept_again", "rollback", "--kept", "--env", "prod", "--yes")
+            seconds += more + again
+            followed = f"refused until dev's squash was undone ({' '.join(undo[:1] + undo[2:])}); then "
         if code != 0:
-            return self.record("rollback_kept", Cell.of(code, seconds, error))
+            return self.record("rollback_kept", Cell.of(code, seconds, followed + error))
         after = fp.database(self.prod)
         files = git(self.b.src, "diff", "--stat", files_then, commit(self.b.src, "rolled back --kept"), "--",
                     "*/migrations/*").strip() if files_then else ""
@@ -527,7 +540,7 @@ class Matrix:
             if expected else "no promote kept a database to compare with",
             f"the migration files are not those the kept database went with: {files.splitlines()[-1].strip()}"
             if files else None,
-        ], f"the database {made_by} kept"))
+        ], f"{followed}the database {made_by} kept"))
 
     def _rollback_bundle(self, key: str, path: Path | None) -> None:
         expected = self.state.get("dev_at_bundle0")

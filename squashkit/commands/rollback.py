@@ -280,13 +280,23 @@ def _require_files_fit_kept(config: Config, target: Target, made_by: str, files:
     back are those its django_migrations names. They are not after ``promote --squash``: the kept
     target goes with the files from before the squash, which the source's rows no longer name (the
     files are shared); the way that works is named."""
-    expected = {app.label: (app.aliases, _kept_names(app, files, target)) for app in target.project.own_apps()}
+    own = target.project.own_apps()
+    expected = {app.label: (app.aliases, _kept_names(app, files, target)) for app in own}
+    # Rows Django records without a file for them: what the files' squashed migrations replace. A tarball a
+    # rollback saved does not say, so against one only the files are held to the rows.
+    replaced = {pair for app in own for pair in app.replaced()} if files is None else None
+    if files is not None and files[0] == "bundle":
+        replaced = {tuple(pair) for app in bundle.read_manifest(files[1]).own_apps.values()
+                    for pairs in app.replaces.values() for pair in pairs}
     for alias, database in kept.items():
         with postgres.connect(target.params(alias).with_dbname(database)) as conn:
             _table, recorded = history.found(conn)
         applied = {(row.app, row.name) for row in recorded}
-        lacking = sorted(f"{label}.{name}" for label, (aliases, names) in expected.items() if alias in aliases
-                         for name in names if (label, name) not in applied)
+        on_disk = {(label, name) for label, (aliases, names) in expected.items() if alias in aliases for name in names}
+        # Both ways: a file the kept database never applied, or a row of a project app no file will hold.
+        lacking = sorted(f"{label}.{name}" for label, name in on_disk - applied)
+        if replaced is not None:
+            lacking += sorted(f"{label}.{name}" for label, name in applied - on_disk - replaced if label in expected)
         if not lacking:
             continue
         run = journal.read(config.backup_dir / f"{made_by}{journal.SUFFIX}")
@@ -298,7 +308,7 @@ def _require_files_fit_kept(config: Config, target: Target, made_by: str, files:
                 f"from before that squash, which {source}'s django_migrations no longer names (the files are shared). "
                 f"Undo the squash first (squashkit rollback {bundle_path} --migrations-only --env {source}), then rollback "
                 "--kept again; nothing was changed")
-        raise BadInput(f"{database} does not record the migration files that would be on disk with it ({lacking[0]}, "
+        raise BadInput(f"{database} and the migration files that would be on disk with it do not go together ({lacking[0]}, "
                        f"{len(lacking)} in all): use squashkit rollback BUNDLE; nothing was changed")
 
 

@@ -277,26 +277,25 @@ def _kept_files(config: Config, made_by: str, env: str) -> tuple[str, Path] | No
 def _require_files_fit_kept(config: Config, target: Target, made_by: str, files: tuple[str, Path] | None,
                             kept: dict[str, str]) -> None:
     """Before anything is exchanged: the migration files that will be on disk once the kept database is
-    back are those its django_migrations names. They are not after ``promote --squash``: the kept
-    target goes with the files from before the squash, which the source's rows no longer name (the
-    files are shared); the way that works is named."""
+    back are those its django_migrations names, as ``migrate --check`` counts them (a squashed migration
+    is applied once all it replaces are). They are not after ``promote --squash``: the kept target goes
+    with the files from before the squash, which the source's rows no longer name (the files are
+    shared); the way that works is named."""
     own = target.project.own_apps()
-    expected = {app.label: (app.aliases, _kept_names(app, files, target)) for app in own}
-    # Rows Django records without a file for them: what the files' squashed migrations replace. A tarball a
-    # rollback saved does not say, so against one only the files are held to the rows.
-    replaced = {pair for app in own for pair in app.replaced()} if files is None else None
-    if files is not None and files[0] == "bundle":
-        replaced = {tuple(pair) for app in bundle.read_manifest(files[1]).own_apps.values()
-                    for pairs in app.replaces.values() for pair in pairs}
+    expected = {app.label: (app.aliases, *_kept_names(app, files, target)) for app in own}
     for alias, database in kept.items():
         with postgres.connect(target.params(alias).with_dbname(database)) as conn:
             _table, recorded = history.found(conn)
         applied = {(row.app, row.name) for row in recorded}
-        on_disk = {(label, name) for label, (aliases, names) in expected.items() if alias in aliases for name in names}
-        # Both ways: a file the kept database never applied, or a row of a project app no file will hold.
-        lacking = sorted(f"{label}.{name}" for label, name in on_disk - applied)
-        if replaced is not None:
-            lacking += sorted(f"{label}.{name}" for label, name in applied - on_disk - replaced if label in expected)
+        lacking = []
+        for label, (aliases, names, replaces) in expected.items():
+            if alias not in aliases:
+                continue
+            lacking += [f"{label}.{name}" for name in names if (label, name) not in applied
+                        and not (name in (replaces or {}) and all(tuple(p) in applied for p in replaces[name]))]
+            if replaces is not None:  # a row of a project app that no file holds nor a squashed one replaces
+                known = set(names) | {p[1] for pairs in replaces.values() for p in pairs if p[0] == label}
+                lacking += [f"{label}.{name}" for app_label, name in applied if app_label == label and name not in known]
         if not lacking:
             continue
         run = journal.read(config.backup_dir / f"{made_by}{journal.SUFFIX}")
@@ -307,25 +306,28 @@ def _require_files_fit_kept(config: Config, target: Target, made_by: str, files:
                 f"{database} was kept by run {made_by}, which squashed {source}'s migration files: it goes with the files "
                 f"from before that squash, which {source}'s django_migrations no longer names (the files are shared). "
                 f"Undo the squash first (squashkit rollback {bundle_path} --migrations-only --env {source}), then rollback "
-                "--kept again; nothing was changed")
+                f"--kept again; nothing was changed (it differs at {lacking[0]})")
         raise BadInput(f"{database} and the migration files that would be on disk with it do not go together ({lacking[0]}, "
                        f"{len(lacking)} in all): use squashkit rollback BUNDLE; nothing was changed")
 
 
-def _kept_names(app, files: tuple[str, Path] | None, target: Target) -> list[str]:
-    """The migration names of ``app`` on disk once a kept database's files are back (``_kept_files``)."""
-    from squashkit.project import archive_members, migration_names
+def _kept_names(app, files: tuple[str, Path] | None, target: Target) -> tuple[list[str], dict | None]:
+    """The migrations of ``app`` once a kept database's files are back (``_kept_files``), as migrate plans
+    them, and what their squashed ones replace (None where that is not known: a tarball a rollback saved)."""
+    from squashkit.project import archive_members
 
     if files is None:
-        return migration_names(app)
+        return list(app.migrations), dict(app.replaces)
     kind, path = files
     if kind == "bundle":
         found = bundle.read_manifest(path).own_apps.get(app.label)
-        return list(found.migrations) if found else []
+        if found is None:
+            return [], {}
+        return list(found.migrations), found.replaces or {n: p for n, p in app.replaces.items() if n in found.migrations}
     folder = app.migrations_folder.relative_to(target.manage.cwd) if app.migrations_folder else None
     return [Path(member).stem for member in archive_members(path)
             if folder and Path(member).parent == folder and Path(member).suffix == ".py"
-            and not Path(member).stem.startswith(("_", "~"))]
+            and not Path(member).stem.startswith(("_", "~"))], None
 
 
 def put_back_kept_files(target: Target, files: tuple[str, Path] | None, record: Journal, log: Log) -> None:
